@@ -1,0 +1,22 @@
+"""One file per kind of layer; see base.py for the four passes every layer has."""
+
+from .activation import ReLU, ScaledTanh
+from .base import Layer
+from .conv import Conv2D
+from .full import Flatten, FullyConnected
+from .pool import MaxPool2x2
+from .rbf import EuclideanRBF
+from .subsample import AvgPool2x2, Subsampling
+
+__all__ = [
+    "AvgPool2x2",
+    "Conv2D",
+    "EuclideanRBF",
+    "Flatten",
+    "FullyConnected",
+    "Layer",
+    "MaxPool2x2",
+    "ReLU",
+    "ScaledTanh",
+    "Subsampling",
+]

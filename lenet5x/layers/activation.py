@@ -1,0 +1,70 @@
+"""Elementwise activations: the paper's scaled tanh and ReLU."""
+
+from __future__ import annotations
+
+from array_api_compat import array_namespace
+
+from .. import paper
+from .base import Parameterless
+
+
+class ScaledTanh(Parameterless):
+    """f(a) = A tanh(S a), A = 1.7159, S = 2/3 (eq. 6).  Any shape in, same shape out.
+
+    The slope is computed from the output: f'(a) = A S (1 - tanh^2) = (S / A) (A^2 - y^2),
+    so the cache is y alone.
+    """
+
+    def __init__(self, amplitude=paper.A, slope=paper.S):
+        self.amplitude, self.slope = amplitude, slope
+
+    def out_shape(self, in_shape):
+        return in_shape
+
+    def forward(self, params, x, train=False):
+        xp = array_namespace(x)
+        y = xp.tanh(x * self.slope)
+        y *= self.amplitude
+        return y, y
+
+    def _slope(self, y):
+        d = y * y
+        d -= self.amplitude**2
+        d *= -self.slope / self.amplitude
+        return d
+
+    def backward(self, params, cache, dy, need_dx=True):
+        if not need_dx:
+            return None, {}
+        d = self._slope(cache)
+        d *= dy
+        return d, {}
+
+    def backward2(self, params, cache, d2y, dy=None, need_dx=True):
+        # eq. 27: d2E/da^2 = f'(a)^2 d2E/dy^2 (Gauss-Newton: the f'' term is dropped)
+        if not need_dx:
+            return None, {}
+        d = self._slope(cache)
+        d *= d
+        d *= d2y
+        return d, {}
+
+
+class ReLU(Parameterless):
+    """f(a) = max(a, 0).  Any shape in, same shape out; slope 1 where a > 0, else 0."""
+
+    def out_shape(self, in_shape):
+        return in_shape
+
+    def forward(self, params, x, train=False):
+        xp = array_namespace(x)
+        mask = x > 0
+        return xp.where(mask, x, xp.zeros_like(x)), mask
+
+    def backward(self, params, cache, dy, need_dx=True):
+        xp = array_namespace(dy)
+        return (xp.where(cache, dy, xp.zeros_like(dy)) if need_dx else None), {}
+
+    def backward2(self, params, cache, d2y, dy=None, need_dx=True):
+        xp = array_namespace(d2y)
+        return (xp.where(cache, d2y, xp.zeros_like(d2y)) if need_dx else None), {}

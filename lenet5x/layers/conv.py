@@ -1,0 +1,128 @@
+"""2-D convolution (stride 1, optional zero padding) with an optional connection table (C3)."""
+
+from __future__ import annotations
+
+import numpy
+from array_api_compat import array_namespace, device
+
+from ..im2col import col2im, im2col, pad, unpad
+from .base import init_weights
+
+
+class Conv2D:
+    """a[o] = sum_{c in table[o]} W[o, c] * x[c] + b[o]   (valid correlation, k x k kernels).
+
+    x: (C_in, H, W, N) -> a: (C_out, H + 2p - k + 1, W + 2p - k + 1, N).
+
+    Without a table the weight is dense, (C_out, C_in, k, k). With `table` (a tuple, per output
+    map, of the input maps it reads; Table I for C3) only the listed connections are parameters:
+    weight is (n_connections, k, k), in the order (o, c) for o in range(C_out), c in table[o].
+    The forward pass gathers them into a dense (C_out, C_in*k*k) matrix with zeros for absent
+    connections, so the convolution is still one matmul; the gradient is gathered back, so an
+    absent connection has no parameter and never receives an update.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel=5, table=None, padding=0, init="paper"):
+        self.in_channels, self.out_channels, self.kernel = in_channels, out_channels, kernel
+        self.padding, self.init_scheme = padding, init
+        self.table = None if table is None else tuple(tuple(row) for row in table)
+        if self.table is not None:
+            if len(self.table) != out_channels:
+                raise ValueError(f"connection table has {len(self.table)} rows, need {out_channels}")
+            if any(not 0 <= c < in_channels for row in self.table for c in row):
+                raise ValueError("connection table names an input map that does not exist")
+        self.trainable = ("weight", "bias")
+
+    def out_shape(self, in_shape):
+        c, h, w = in_shape
+        if c != self.in_channels:
+            raise ValueError(f"Conv2D expects {self.in_channels} input maps, got {c}")
+        k, p = self.kernel, self.padding
+        return (self.out_channels, h + 2 * p - k + 1, w + 2 * p - k + 1)
+
+    def fan_in(self, o: int) -> int:
+        n_inputs = self.in_channels if self.table is None else len(self.table[o])
+        return n_inputs * self.kernel**2
+
+    def init(self, rng, backend):
+        k, kk = self.kernel, self.kernel**2
+        bias = numpy.zeros(self.out_channels)
+        if self.table is None:
+            weight = numpy.stack(
+                [init_weights(rng, (self.in_channels, k, k), self.fan_in(o), self.init_scheme)
+                 for o in range(self.out_channels)]
+            )
+            return {"weight": backend.asarray(weight), "bias": backend.asarray(bias)}
+        weight = numpy.concatenate(
+            [init_weights(rng, (len(row), k, k), self.fan_in(o), self.init_scheme)
+             for o, row in enumerate(self.table)]
+        )
+        # dense slot (o, c) -> row of [weight; zero row]; connection -> its dense slot
+        n_conn = weight.shape[0]
+        gather = numpy.full(self.out_channels * self.in_channels, n_conn, dtype=numpy.int64)
+        slots = []
+        for conn, (o, c) in enumerate((o, c) for o, row in enumerate(self.table) for c in row):
+            gather[o * self.in_channels + c] = conn
+            slots.append(o * self.in_channels + c)
+        xp = backend.xp
+        return {
+            "weight": backend.asarray(weight),
+            "bias": backend.asarray(bias),
+            "dense_index": backend.asarray(gather, dtype=xp.int64),
+            "connection_slots": backend.asarray(numpy.array(slots), dtype=xp.int64),
+        }
+
+    def dense_weight(self, params):
+        """(C_out, C_in*k*k) weight matrix; zeros where the table has no connection."""
+        xp = array_namespace(params["weight"])
+        w = params["weight"]
+        kk = self.kernel**2
+        if self.table is None:
+            return xp.reshape(w, (self.out_channels, self.in_channels * kk))
+        rows = xp.reshape(w, (w.shape[0], kk))
+        padded = xp.concat([rows, xp.zeros((1, kk), dtype=w.dtype, device=device(w))])
+        dense = xp.take(padded, params["dense_index"], axis=0)
+        return xp.reshape(dense, (self.out_channels, self.in_channels * kk))
+
+    def weight_from_dense(self, params, dense):
+        """Inverse of dense_weight for gradients: (C_out, C_in*k*k) -> shape of params["weight"]."""
+        xp = array_namespace(dense)
+        k = self.kernel
+        if self.table is None:
+            return xp.reshape(dense, (self.out_channels, self.in_channels, k, k))
+        slots = xp.reshape(dense, (self.out_channels * self.in_channels, k * k))
+        return xp.reshape(xp.take(slots, params["connection_slots"], axis=0), (-1, k, k))
+
+    def forward(self, params, x, train=False):
+        xp = array_namespace(x)
+        w = self.dense_weight(params)
+        xpad = pad(x, self.padding)
+        _, h, wd, n = xpad.shape
+        cols = im2col(xpad, self.kernel)
+        a = w @ cols
+        a += params["bias"][:, None]
+        ho, wo = h - self.kernel + 1, wd - self.kernel + 1
+        return xp.reshape(a, (self.out_channels, ho, wo, n)), (cols, xpad.shape, w)
+
+    def backward(self, params, cache, dy, need_dx=True):
+        xp = array_namespace(dy)
+        cols, xshape, w = cache
+        da = xp.reshape(dy, (self.out_channels, -1))
+        grads = {
+            "weight": self.weight_from_dense(params, da @ cols.T),
+            "bias": xp.sum(da, axis=1),
+        }
+        dx = unpad(col2im(w.T @ da, xshape, self.kernel), self.padding) if need_dx else None
+        return dx, grads
+
+    def backward2(self, params, cache, d2y, dy=None, need_dx=True):
+        # eq. 25: d2E/dw^2 = sum over connections of d2E/da^2 x^2;  eq. 27 (linear part): w^2
+        xp = array_namespace(d2y)
+        cols, xshape, w = cache
+        d2a = xp.reshape(d2y, (self.out_channels, -1))
+        h = {
+            "weight": self.weight_from_dense(params, d2a @ (cols * cols).T),
+            "bias": xp.sum(d2a, axis=1),
+        }
+        d2x = unpad(col2im((w * w).T @ d2a, xshape, self.kernel), self.padding) if need_dx else None
+        return d2x, h

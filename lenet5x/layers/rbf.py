@@ -1,0 +1,67 @@
+"""The Euclidean RBF output layer of LeNet-5 (eq. 7), with fixed prototypes (Fig. 3)."""
+
+from __future__ import annotations
+
+from array_api_compat import array_namespace
+
+from .. import paper
+
+
+class EuclideanRBF:
+    """y_i = sum_j (x_j - w_ij)^2.  x: (84, N) -> y: (10, N); prediction = argmin_i y_i.
+
+    The 10x84 prototypes w are the +1/-1 7x12 bitmaps of the digits; they are constants, not
+    trainable parameters (params["prototypes"], never updated).
+
+    Second-derivative pass: y is quadratic in x, so besides the Gauss-Newton term
+    sum_i (dy_i/dx_j)^2 d2E/dy_i^2 it keeps its own curvature sum_i dE/dy_i d2y_i/dx_j^2
+    = 2 sum_i dE/dy_i. With the MSE criterion (eq. 8) this gives exactly d2E/dx_j^2 = 2, the
+    second derivative of the squared error to the target prototype; the term is >= 0 for the MAP
+    criterion too (sum_i dE/dy_i = e^-j / (e^-j + sum_i e^-y_i)).
+    """
+
+    trainable: tuple[str, ...] = ()
+
+    def __init__(self, in_features=84, classes=10):
+        self.in_features, self.classes = in_features, classes
+
+    def out_shape(self, in_shape):
+        if tuple(in_shape) != (self.in_features,):
+            raise ValueError(f"EuclideanRBF expects ({self.in_features},) inputs, got {in_shape}")
+        return (self.classes,)
+
+    def init(self, rng, backend):
+        prototypes = paper.rbf_prototypes()
+        if prototypes.shape != (self.classes, self.in_features):
+            raise ValueError(f"RBF prototypes are {prototypes.shape}, layer is {self.classes}x{self.in_features}")
+        return {"prototypes": backend.asarray(prototypes)}
+
+    def forward(self, params, x, train=False):
+        xp = array_namespace(x)
+        w = params["prototypes"]
+        y = w @ x
+        y *= -2.0
+        y += xp.sum(x * x, axis=0)[None, :]
+        y += xp.sum(w * w, axis=1)[:, None]
+        return y, x
+
+    def backward(self, params, cache, dy, need_dx=True):
+        xp = array_namespace(dy)
+        x, w = cache, params["prototypes"]
+        # dE/dx = sum_i dy_i 2 (x - w_i)
+        dx = x * (2.0 * xp.sum(dy, axis=0))[None, :]
+        dx -= 2.0 * (w.T @ dy)
+        return dx, {}
+
+    def backward2(self, params, cache, d2y, dy=None, need_dx=True):
+        xp = array_namespace(d2y)
+        x, w = cache, params["prototypes"]
+        # sum_i (2 (x_j - w_ij))^2 d2y_i = 4 (x_j^2 s - 2 x_j (w^T d2y)_j + (w^2)^T d2y), s = sum_i d2y_i
+        s = xp.sum(d2y, axis=0)[None, :]
+        d2x = (x * x) * s
+        d2x -= 2.0 * x * (w.T @ d2y)
+        d2x += (w * w).T @ d2y
+        d2x *= 4.0
+        if dy is not None:
+            d2x += 2.0 * xp.sum(dy, axis=0)[None, :]
+        return d2x, {}

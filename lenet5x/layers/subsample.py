@@ -1,0 +1,93 @@
+"""2x2 subsampling: the paper's trainable subsampling (S2, S4) and plain average pooling."""
+
+from __future__ import annotations
+
+import numpy
+from array_api_compat import array_namespace
+
+from .base import Parameterless, init_weights
+
+
+def sum_2x2(x):
+    """(C, H, W, N) -> (C, H/2, W/2, N): the sum of each non-overlapping 2x2 block."""
+    return x[:, 0::2, 0::2, :] + x[:, 1::2, 0::2, :] + x[:, 0::2, 1::2, :] + x[:, 1::2, 1::2, :]
+
+
+def spread_2x2(g, scale=None):
+    """Adjoint of sum_2x2: (C, h, w, N) -> (C, 2h, 2w, N), each value copied to its 2x2 block.
+
+    With `scale` (C, 2h, 2w, N) the copy is multiplied by it elementwise, in the same pass.
+    """
+    xp = array_namespace(g)
+    c, h, w, n = g.shape
+    up = g[:, :, None, :, None, :]
+    if scale is None:
+        out = xp.broadcast_to(up, (c, h, 2, w, 2, n))
+    else:
+        out = xp.reshape(scale, (c, h, 2, w, 2, n)) * up
+    return xp.reshape(out, (c, 2 * h, 2 * w, n))
+
+
+def _check_even(layer, in_shape):
+    c, h, w = in_shape
+    if h % 2 or w % 2:
+        raise ValueError(f"{type(layer).__name__} needs even height and width, got {h}x{w}")
+    return (c, h // 2, w // 2)
+
+
+class Subsampling:
+    """Sec. II-B, S2/S4: a[c] = coef[c] * (sum of each 2x2 block of x[c]) + bias[c].
+
+    x: (C, H, W, N) -> a: (C, H/2, W/2, N). The paper calls it averaging; the sum and the average
+    differ by a factor 4 that the trainable coefficient absorbs. Fan-in for init is 4.
+    """
+
+    trainable = ("coef", "bias")
+
+    def __init__(self, channels, init="paper"):
+        self.channels, self.init_scheme = channels, init
+
+    def out_shape(self, in_shape):
+        return _check_even(self, in_shape)
+
+    def init(self, rng, backend):
+        coef = init_weights(rng, (self.channels,), 4, self.init_scheme)
+        return {"coef": backend.asarray(coef), "bias": backend.asarray(numpy.zeros(self.channels))}
+
+    def forward(self, params, x, train=False):
+        s = sum_2x2(x)
+        a = s * params["coef"][:, None, None, None]
+        a += params["bias"][:, None, None, None]
+        return a, s
+
+    def backward(self, params, cache, dy, need_dx=True):
+        xp = array_namespace(dy)
+        s = cache
+        grads = {"coef": xp.sum(dy * s, axis=(1, 2, 3)), "bias": xp.sum(dy, axis=(1, 2, 3))}
+        dx = spread_2x2(dy * params["coef"][:, None, None, None]) if need_dx else None
+        return dx, grads
+
+    def backward2(self, params, cache, d2y, dy=None, need_dx=True):
+        xp = array_namespace(d2y)
+        s = cache
+        h = {"coef": xp.sum(d2y * (s * s), axis=(1, 2, 3)), "bias": xp.sum(d2y, axis=(1, 2, 3))}
+        coef2 = params["coef"] * params["coef"]
+        d2x = spread_2x2(d2y * coef2[:, None, None, None]) if need_dx else None
+        return d2x, h
+
+
+class AvgPool2x2(Parameterless):
+    """Plain 2x2 average pooling: y = (sum of each 2x2 block) / 4.  (C, H, W, N) -> (C, H/2, W/2, N)."""
+
+    def out_shape(self, in_shape):
+        return _check_even(self, in_shape)
+
+    def forward(self, params, x, train=False):
+        return sum_2x2(x) * 0.25, None
+
+    def backward(self, params, cache, dy, need_dx=True):
+        return (spread_2x2(dy * 0.25) if need_dx else None), {}
+
+    def backward2(self, params, cache, d2y, dy=None, need_dx=True):
+        # the weight of each connection is 1/4, so its square is 1/16 (not 1/4)
+        return (spread_2x2(d2y * 0.0625) if need_dx else None), {}

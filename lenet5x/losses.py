@@ -1,0 +1,100 @@
+"""Training criteria: value, gradient and diagonal second derivative w.r.t. the network output.
+
+Every criterion takes the output `out` (K, N) and integer labels (N,) and returns
+    total:  0-d array, the *sum* over the batch of the per-pattern losses E_p,
+    grad:   (K, N), dE_p/dout for each pattern,
+    d2:     (K, N), the diagonal of d2E_p/dout^2 (>= 0, the Gauss-Newton start of backward2).
+Optimizers decide how a batch is combined (SDLM sums per-pattern steps, SGD/Adam average).
+`predict(out)` gives the class of each column.
+"""
+
+from __future__ import annotations
+
+from array_api_compat import array_namespace, device
+
+
+def one_hot(labels, classes: int, dtype):
+    """labels: (N,) integers -> (classes, N) with 1 at the label, 0 elsewhere."""
+    xp = array_namespace(labels)
+    ks = xp.arange(classes, device=device(labels))
+    return xp.astype(labels[None, :] == ks[:, None], dtype)
+
+
+class MSEPrototype:
+    """Eq. 8: E_p = y_{D_p}, the RBF output (squared distance) of the correct class.
+
+    Linear in y, so d2E/dy^2 = 0; the curvature 2 of the squared distance is kept by the RBF
+    layer's second-derivative pass (rbf.py).
+    """
+
+    name = "mse"
+
+    def __call__(self, out, labels):
+        xp = array_namespace(out)
+        target = one_hot(labels, out.shape[0], out.dtype)
+        return xp.sum(out * target), target, xp.zeros_like(out)
+
+    def predict(self, out):
+        return array_namespace(out).argmin(out, axis=0)
+
+
+class MAPCriterion:
+    """Eq. 9: E_p = y_{D_p} + log(e^{-j} + sum_i e^{-y_i}), j > 0.
+
+    With p_i = e^{-y_i} / (e^{-j} + sum_k e^{-y_k}): dE/dy_i = [i = D_p] - p_i and
+    d2E/dy_i^2 = p_i (1 - p_i) (the diagonal of the Hessian of the log term).
+    """
+
+    name = "map"
+
+    def __init__(self, j: float = 1.0):
+        if not j > 0:
+            raise ValueError(f"the MAP constant j must be positive, got {j}")
+        self.j = j
+
+    def _probabilities(self, out):
+        xp = array_namespace(out)
+        shift = xp.minimum(xp.min(out, axis=0), self.j * xp.ones_like(out[0, :]))  # stable exp
+        e = xp.exp(-(out - shift[None, :]))
+        z = xp.sum(e, axis=0) + xp.exp(-(self.j - shift))
+        return e / z[None, :], xp.log(z) - shift
+
+    def __call__(self, out, labels):
+        xp = array_namespace(out)
+        target = one_hot(labels, out.shape[0], out.dtype)
+        p, log_z = self._probabilities(out)
+        total = xp.sum(out * target) + xp.sum(log_z)
+        return total, target - p, p * (1.0 - p)
+
+    def predict(self, out):
+        return array_namespace(out).argmin(out, axis=0)
+
+
+class SoftmaxCrossEntropy:
+    """E_p = -log softmax(z)_{D_p};  dE/dz = p - onehot;  d2E/dz_i^2 = p_i (1 - p_i)."""
+
+    name = "cross_entropy"
+
+    def __call__(self, out, labels):
+        xp = array_namespace(out)
+        target = one_hot(labels, out.shape[0], out.dtype)
+        shifted = out - xp.max(out, axis=0)[None, :]
+        e = xp.exp(shifted)
+        z = xp.sum(e, axis=0)
+        p = e / z[None, :]
+        total = xp.sum(xp.log(z)) - xp.sum(shifted * target)
+        return total, p - target, p * (1.0 - p)
+
+    def predict(self, out):
+        return array_namespace(out).argmax(out, axis=0)
+
+
+def make_loss(name: str, map_j: float = 1.0):
+    """'mse' (eq. 8), 'map' (eq. 9, constant j) or 'cross_entropy'."""
+    if name == "mse":
+        return MSEPrototype()
+    if name == "map":
+        return MAPCriterion(map_j)
+    if name == "cross_entropy":
+        return SoftmaxCrossEntropy()
+    raise ValueError(f"unknown loss {name!r}: use mse, map or cross_entropy")

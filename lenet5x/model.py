@@ -1,0 +1,197 @@
+"""A LeNet-5 is a list of named layers plus a criterion; build_model makes `classic` or `modern`.
+
+Parameters are one flat dict of arrays keyed "LAYER.name" ("C1.weight", "S2.coef", ...); the
+gradients and second derivatives returned here are dicts with the same trainable keys, so an
+optimizer step is a comprehension and a checkpoint is one savez.
+Inputs are (C, H, W, N): channels, height, width, batch (the batch is last, see __init__.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy
+
+from . import paper
+from .layers import (
+    AvgPool2x2,
+    Conv2D,
+    EuclideanRBF,
+    Flatten,
+    FullyConnected,
+    MaxPool2x2,
+    ReLU,
+    ScaledTanh,
+    Subsampling,
+)
+from .losses import make_loss
+
+
+class Model:
+    """A sequence of (name, layer) and a criterion (losses.py)."""
+
+    def __init__(self, layers, loss, input_shape, description: str = ""):
+        self.layers = list(layers)
+        self.loss = loss
+        self.input_shape = tuple(input_shape)
+        self.description = description
+        names = [name for name, _ in self.layers]
+        if len(set(names)) != len(names) or any("." in n for n in names):
+            raise ValueError("layer names must be unique and contain no '.'")
+        self.shapes = [self.input_shape]
+        for _, layer in self.layers:
+            self.shapes.append(tuple(layer.out_shape(self.shapes[-1])))
+
+    # -- parameters ---------------------------------------------------------------------------
+    def init(self, rng: numpy.random.Generator, backend) -> dict[str, Any]:
+        """Parameters (and constants) on the backend's device; a seed gives the same on every backend."""
+        params = {}
+        for name, layer in self.layers:
+            for key, value in layer.init(rng, backend).items():
+                params[f"{name}.{key}"] = value
+        return params
+
+    @property
+    def trainable_keys(self) -> list[str]:
+        return [f"{name}.{key}" for name, layer in self.layers for key in layer.trainable]
+
+    def parameter_count(self, params) -> dict[str, int]:
+        """Trainable parameters per layer (only layers that have some)."""
+        counts: dict[str, int] = {}
+        for key in self.trainable_keys:
+            layer = key.split(".", 1)[0]
+            counts[layer] = counts.get(layer, 0) + int(numpy.prod(params[key].shape))
+        return counts
+
+    @staticmethod
+    def _of(params, name):
+        prefix = name + "."
+        return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
+
+    # -- passes -------------------------------------------------------------------------------
+    def forward(self, params, x, train: bool = False):
+        """x: (C, H, W, N) -> out: (K, N), caches (one per layer)."""
+        caches = []
+        for name, layer in self.layers:
+            x, cache = layer.forward(self._of(params, name), x, train)
+            caches.append(cache)
+        return x, caches
+
+    def backward(self, params, caches, dout) -> dict[str, Any]:
+        """dout: (K, N) = dE/dout -> gradients of the summed loss for every trainable key."""
+        grads = {}
+        g = dout
+        for i in range(len(self.layers) - 1, -1, -1):
+            name, layer = self.layers[i]
+            g, layer_grads = layer.backward(self._of(params, name), caches[i], g, need_dx=i > 0)
+            for key, value in layer_grads.items():
+                grads[f"{name}.{key}"] = value
+        return grads
+
+    def backward2(self, params, caches, d2out, dout) -> dict[str, Any]:
+        """Diagonal Gauss-Newton second derivatives (appendix C), summed over the batch.
+
+        d2out: (K, N) = d2E/dout^2 from the criterion; dout: (K, N) its gradient (used only by
+        an output layer that keeps its own curvature, the RBF).
+        """
+        h = {}
+        d2 = d2out
+        last = len(self.layers) - 1
+        for i in range(last, -1, -1):
+            name, layer = self.layers[i]
+            d2, layer_h = layer.backward2(
+                self._of(params, name), caches[i], d2, dy=dout if i == last else None, need_dx=i > 0
+            )
+            for key, value in layer_h.items():
+                h[f"{name}.{key}"] = value
+        return h
+
+    def loss_and_grads(self, params, x, labels, train: bool = True):
+        """One forward + backward. Returns (summed loss (0-d), out (K, N), grads)."""
+        out, caches = self.forward(params, x, train)
+        total, dout, _ = self.loss(out, labels)
+        return total, out, self.backward(params, caches, dout)
+
+    def hessian_diagonal(self, params, x, labels):
+        """Per-pattern average of the diagonal second derivatives h_kk over the batch x."""
+        out, caches = self.forward(params, x, train=False)
+        _, dout, d2out = self.loss(out, labels)
+        n = x.shape[-1]
+        return {k: v / n for k, v in self.backward2(params, caches, d2out, dout).items()}
+
+    def predict(self, params, x):
+        """x: (C, H, W, N) -> predicted classes (N,)."""
+        out, _ = self.forward(params, x, train=False)
+        return self.loss.predict(out)
+
+
+ARCHITECTURES = ("classic", "modern")
+
+
+def build_model(config: Mapping[str, Any] | None = None) -> Model:
+    """Build a LeNet-5 from a plain mapping.
+
+    Keys (all optional):
+      architecture: "classic" (the paper, default) or "modern" (ReLU, max-pool, softmax)
+      loss:         "mse" | "map" (classic; default "mse"), "cross_entropy" (modern)
+      map_j:        the MAP criterion's constant j (eq. 9), default 1.0
+      init:         "paper" (uniform +-2.4/F_i) or "he"; default by architecture
+    """
+    config = dict(config or {})
+    known = {"architecture", "loss", "map_j", "init"}
+    unknown = set(config) - known
+    if unknown:
+        raise ValueError(f"unknown model setting(s): {', '.join(sorted(unknown))}")
+    arch = config.get("architecture", "classic")
+    if arch == "classic":
+        return _classic(config.get("loss", "mse"), float(config.get("map_j", 1.0)), config.get("init", "paper"))
+    if arch == "modern":
+        return _modern(config.get("loss", "cross_entropy"), config.get("init", "he"))
+    raise ValueError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHITECTURES)}")
+
+
+def _classic(loss: str, map_j: float, init: str) -> Model:
+    if loss not in ("mse", "map"):
+        raise ValueError(f"the classic model's RBF output takes loss mse or map, not {loss!r}")
+    layers = [
+        ("C1", Conv2D(1, 6, 5, init=init)),
+        ("C1_f", ScaledTanh()),
+        ("S2", Subsampling(6, init=init)),
+        ("S2_f", ScaledTanh()),
+        ("C3", Conv2D(6, 16, 5, table=paper.C3_TABLE, init=init)),
+        ("C3_f", ScaledTanh()),
+        ("S4", Subsampling(16, init=init)),
+        ("S4_f", ScaledTanh()),
+        ("C5", Conv2D(16, 120, 5, init=init)),
+        ("C5_f", ScaledTanh()),
+        ("flatten", Flatten()),
+        ("F6", FullyConnected(120, 84, init=init)),
+        ("F6_f", ScaledTanh()),
+        ("RBF", EuclideanRBF(84, 10)),
+    ]
+    return Model(layers, make_loss(loss, map_j), (1, 32, 32), "LeNet-5 (LeCun et al. 1998)")
+
+
+def _modern(loss: str, init: str) -> Model:
+    if loss != "cross_entropy":
+        raise ValueError(f"the modern model's linear output takes loss cross_entropy, not {loss!r}")
+    # max(relu(a)) == relu(max(a)): pooling first runs ReLU on a quarter of the values
+    layers = [
+        ("C1", Conv2D(1, 6, 5, init=init)),
+        ("P2", MaxPool2x2()),
+        ("P2_f", ReLU()),
+        ("C3", Conv2D(6, 16, 5, init=init)),
+        ("P4", MaxPool2x2()),
+        ("P4_f", ReLU()),
+        ("flatten", Flatten()),
+        ("C5", FullyConnected(400, 120, init=init)),
+        ("C5_f", ReLU()),
+        ("F6", FullyConnected(120, 84, init=init)),
+        ("F6_f", ReLU()),
+        ("OUT", FullyConnected(84, 10, init=init)),
+    ]
+    return Model(layers, make_loss(loss), (1, 32, 32), "LeNet-5, modern (ReLU, max-pool, softmax)")
+
+
+__all__ = ["Model", "build_model", "AvgPool2x2"]

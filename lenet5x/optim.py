@@ -1,0 +1,144 @@
+"""Optimizers: SDLM (the paper's), SGD with momentum and weight decay, and Adam(W).
+
+All are functional: `init_state(params)` gives a flat dict of arrays, and
+`step(params, grads, state, batch_size, epoch)` returns new (params, state). `grads` are the
+gradients of the loss *summed* over the mini-batch (model.backward); each optimizer says how it
+combines them. Only keys present in `grads` (the trainable ones) are touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from array_api_compat import array_namespace
+
+from . import paper
+
+Schedule = Sequence[tuple[int | None, float]]
+
+
+def scheduled_rate(schedule: Schedule, epoch: int) -> float:
+    """Piecewise-constant rate: [(passes, rate), ...]; epoch counts from 0; None = forever."""
+    start = 0
+    for passes, rate in schedule:
+        if passes is None or epoch < start + passes:
+            return rate
+        start += passes
+    return schedule[-1][1]
+
+
+class SDLM:
+    """Stochastic Diagonal Levenberg-Marquardt (sec. III-B, appendix C).
+
+    Each parameter k has its own rate eps_k = eta / (mu + h_kk) (eq. 21), where h_kk is the
+    diagonal Gauss-Newton second derivative averaged per pattern over `hessian_samples` training
+    patterns (model.hessian_diagonal), re-estimated before every pass and fixed during it; eta
+    follows the paper's schedule over passes.
+
+    Mini-batches: the paper updates after every pattern, w <- w - eps_k dE_p/dw (eq. 18). A batch
+    of B patterns applies the *sum* of their B per-pattern steps, w <- w - eps_k sum_p dE_p/dw,
+    with every gradient taken at the batch's starting point. The paper's eta keeps its meaning
+    (a pass moves the weights as far as B single-pattern updates would), and batch size 1 is the
+    paper's on-line rule exactly. Biases and subsampling coefficients get their own rates like
+    every other parameter (a bias is a weight whose input is always 1).
+    """
+
+    needs_curvature = True
+
+    def __init__(self, schedule: Schedule = paper.SDLM_SCHEDULE, mu: float = paper.SDLM_MU,
+                 hessian_samples: int = paper.SDLM_HESSIAN_SAMPLES):
+        self.schedule, self.mu, self.hessian_samples = tuple(schedule), mu, hessian_samples
+
+    def init_state(self, params) -> dict:
+        return {}
+
+    def set_curvature(self, state, h, epoch: int) -> dict:
+        """New state with per-parameter rates for `epoch` from h (key -> per-pattern h_kk)."""
+        eta = scheduled_rate(self.schedule, epoch)
+        return {f"rate/{k}": eta / (self.mu + v) for k, v in h.items()}
+
+    def step(self, params, grads, state, batch_size: int, epoch: int):
+        new = dict(params)
+        for k, g in grads.items():
+            new[k] = params[k] - state[f"rate/{k}"] * g
+        return new, state
+
+    @staticmethod
+    def rates(state) -> dict:
+        """key -> per-parameter rate array (for logging and the paper's built-in check)."""
+        return {k[len("rate/") :]: v for k, v in state.items() if k.startswith("rate/")}
+
+
+class SGD:
+    """w <- w - lr (v), v <- momentum v + mean gradient + weight_decay w (weights only)."""
+
+    needs_curvature = False
+
+    def __init__(self, schedule: Schedule, momentum: float = 0.9, weight_decay: float = 0.0,
+                 nesterov: bool = False):
+        self.schedule, self.momentum, self.weight_decay = tuple(schedule), momentum, weight_decay
+        self.nesterov = nesterov
+
+    def init_state(self, params) -> dict:
+        return {}
+
+    def step(self, params, grads, state, batch_size: int, epoch: int):
+        lr = scheduled_rate(self.schedule, epoch)
+        new, new_state = dict(params), dict(state)
+        for k, g in grads.items():
+            g = g / batch_size
+            if self.weight_decay and k.endswith("weight"):
+                g = g + self.weight_decay * params[k]
+            if self.momentum:
+                xp = array_namespace(g)
+                v = state.get(f"velocity/{k}", xp.zeros_like(g))
+                v = self.momentum * v + g
+                new_state[f"velocity/{k}"] = v
+                g = g + self.momentum * v if self.nesterov else v
+            new[k] = params[k] - lr * g
+        return new, new_state
+
+
+class Adam:
+    """Adam (Kingma & Ba 2015) on the mean gradient; weight_decay is decoupled (AdamW) on weights."""
+
+    needs_curvature = False
+
+    def __init__(self, schedule: Schedule, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        self.schedule, self.beta1, self.beta2, self.eps = tuple(schedule), beta1, beta2, eps
+        self.weight_decay = weight_decay
+
+    def init_state(self, params) -> dict:
+        return {}
+
+    def step(self, params, grads, state, batch_size: int, epoch: int):
+        lr = scheduled_rate(self.schedule, epoch)
+        new, new_state = dict(params), dict(state)
+        some = next(iter(grads.values()))
+        xp = array_namespace(some)
+        t = state.get("step", xp.zeros((), dtype=some.dtype, device=some.device)) + 1
+        new_state["step"] = t
+        c1 = 1 - self.beta1**t  # bias corrections, kept on the device (no host sync)
+        c2 = 1 - self.beta2**t
+        for k, g in grads.items():
+            g = g / batch_size
+            m = self.beta1 * state.get(f"m/{k}", xp.zeros_like(g)) + (1 - self.beta1) * g
+            v = self.beta2 * state.get(f"v/{k}", xp.zeros_like(g)) + (1 - self.beta2) * (g * g)
+            new_state[f"m/{k}"], new_state[f"v/{k}"] = m, v
+            update = (m / c1) / (xp.sqrt(v / c2) + self.eps)
+            if self.weight_decay and k.endswith("weight"):
+                update = update + self.weight_decay * params[k]
+            new[k] = params[k] - lr * update
+        return new, new_state
+
+
+def make_optimizer(name: str, schedule: Schedule, **options):
+    """'sdlm', 'sgd' or 'adam' with its options (see each class)."""
+    if name == "sdlm":
+        return SDLM(schedule, **options)
+    if name == "sgd":
+        return SGD(schedule, **options)
+    if name == "adam":
+        return Adam(schedule, **options)
+    raise ValueError(f"unknown optimizer {name!r}: use sdlm, sgd or adam")

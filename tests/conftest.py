@@ -1,0 +1,60 @@
+"""Shared fixtures: the array backends every layer test runs on."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy
+import pytest
+
+from lenet5x.backend import BackendError, resolve
+
+MNIST_DIR = Path(os.environ.get("LENET5X_TEST_MNIST", Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"))
+
+
+def _cupy_available() -> bool:
+    try:
+        resolve("cupy")
+        return True
+    except BackendError:
+        return False
+
+
+HAVE_GPU = _cupy_available()
+
+
+def backend_params(dtype="float64"):
+    """numpy, array_api_strict on a non-default device, and cupy when a GPU answers."""
+    import array_api_strict
+
+    cases = [
+        pytest.param(lambda: resolve("numpy", dtype), id="numpy"),
+        pytest.param(
+            lambda: resolve("array_api_strict", dtype, device=array_api_strict.Device("device1")),
+            id="strict-device1",
+        ),
+        pytest.param(
+            lambda: resolve("cupy", dtype),
+            id="cupy",
+            marks=[pytest.mark.gpu, pytest.mark.skipif(not HAVE_GPU, reason="no CuPy / CUDA device")],
+        ),
+    ]
+    return cases
+
+
+@pytest.fixture(params=backend_params())
+def backend(request):
+    return request.param()
+
+
+@pytest.fixture
+def rng():
+    return numpy.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+    if not (MNIST_DIR / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"MNIST not found at {MNIST_DIR}")
+    return MNIST_DIR

@@ -1,0 +1,199 @@
+"""Every layer, on every backend, in float64: backward against finite differences, and
+backward2 against the exact diagonal Gauss-Newton term (J**2).T @ h built from a finite-difference
+Jacobian J (independent of the layer's own backward passes)."""
+
+from __future__ import annotations
+
+import numpy
+import pytest
+
+from lenet5x import paper
+from lenet5x.backend import to_numpy
+from lenet5x.layers import (
+    AvgPool2x2,
+    Conv2D,
+    EuclideanRBF,
+    Flatten,
+    FullyConnected,
+    MaxPool2x2,
+    ReLU,
+    ScaledTanh,
+    Subsampling,
+)
+from numerical import jacobian_columns, relative_error, sample_columns
+
+
+def away_from_zero(rng, shape):
+    """Values in +-[0.2, 1.2]: no ReLU kinks within finite-difference reach."""
+    return rng.uniform(0.2, 1.2, size=shape) * rng.choice([-1.0, 1.0], size=shape)
+
+
+# (id, layer factory, input shape (..., N), input generator)
+LAYER_CASES = [
+    ("conv", lambda: Conv2D(2, 3, 3), (2, 6, 5, 2), None),
+    ("conv-table", lambda: Conv2D(4, 3, 3, table=((0, 1), (1, 2, 3), (0, 3))), (4, 6, 6, 2), None),
+    ("conv-C3", lambda: Conv2D(6, 16, 5, table=paper.C3_TABLE), (6, 6, 6, 1), None),
+    ("conv-padded", lambda: Conv2D(1, 2, 3, padding=1), (1, 5, 5, 2), None),
+    ("conv-he", lambda: Conv2D(2, 2, 2, init="he"), (2, 4, 4, 2), None),
+    ("subsampling", lambda: Subsampling(3), (3, 4, 6, 2), None),
+    ("avgpool", lambda: AvgPool2x2(), (2, 4, 4, 2), None),
+    ("maxpool", lambda: MaxPool2x2(), (2, 4, 6, 2), None),
+    ("tanh", lambda: ScaledTanh(), (3, 4, 2), None),
+    ("relu", lambda: ReLU(), (3, 4, 2), away_from_zero),
+    ("full", lambda: FullyConnected(5, 4), (5, 3), None),
+    ("full-he", lambda: FullyConnected(5, 4, init="he"), (5, 3), None),
+    ("flatten", lambda: Flatten(), (2, 3, 2, 2), None),
+    ("rbf", lambda: EuclideanRBF(84, 10), (84, 2), None),
+]
+CASE_IDS = [case[0] for case in LAYER_CASES]
+
+
+def setup(case, backend, rng):
+    _, make, shape, gen = case
+    layer = make()
+    params = layer.init(rng, backend)
+    # trainable values away from zero-ish symmetric init so every path carries signal
+    for key in layer.trainable:
+        host = to_numpy(params[key])
+        params[key] = backend.asarray(host + rng.uniform(-0.5, 0.5, size=host.shape))
+    x_host = gen(rng, shape) if gen else rng.normal(size=shape)
+    return layer, params, x_host
+
+
+def forward_host(layer, params, backend, x_host):
+    y, _ = layer.forward(params, backend.asarray(x_host))
+    return to_numpy(y)
+
+
+def with_param(params, key, value, backend):
+    changed = dict(params)
+    changed[key] = backend.asarray(value)
+    return changed
+
+
+@pytest.mark.parametrize("case", LAYER_CASES, ids=CASE_IDS)
+def test_out_shape_matches_forward(case, backend, rng):
+    layer, params, x_host = setup(case, backend, rng)
+    y = forward_host(layer, params, backend, x_host)
+    assert y.shape == (*layer.out_shape(x_host.shape[:-1]), x_host.shape[-1])
+
+
+@pytest.mark.parametrize("case", LAYER_CASES, ids=CASE_IDS)
+def test_backward_matches_finite_differences(case, backend, rng):
+    layer, params, x_host = setup(case, backend, rng)
+    y, cache = layer.forward(params, backend.asarray(x_host))
+    r = rng.normal(size=y.shape)
+    dx, grads = layer.backward(params, cache, backend.asarray(r))
+    assert sorted(grads) == sorted(layer.trainable)
+
+    def loss_of_x(xh):
+        return numpy.array([numpy.sum(forward_host(layer, params, backend, xh) * r)])
+
+    numeric_dx = jacobian_columns(loss_of_x, x_host)[0].reshape(x_host.shape)
+    assert relative_error(dx, numeric_dx) < 1e-7
+    for key in layer.trainable:
+        w = to_numpy(params[key])
+
+        def loss_of_w(wh, key=key):
+            return numpy.array([numpy.sum(forward_host(layer, with_param(params, key, wh, backend), backend, x_host) * r)])
+
+        numeric = jacobian_columns(loss_of_w, w)[0].reshape(w.shape)
+        assert grads[key].shape == params[key].shape
+        assert relative_error(grads[key], numeric) < 1e-7, key
+
+
+@pytest.mark.parametrize("case", LAYER_CASES, ids=CASE_IDS)
+def test_backward2_is_gauss_newton_diagonal(case, backend, rng):
+    layer, params, x_host = setup(case, backend, rng)
+    y, cache = layer.forward(params, backend.asarray(x_host))
+    h_out = rng.uniform(0.0, 1.0, size=y.shape)  # d2E/dy^2 >= 0
+    d2x, h = layer.backward2(params, cache, backend.asarray(h_out))
+
+    jac_x = jacobian_columns(lambda xh: forward_host(layer, params, backend, xh), x_host)
+    expected = (jac_x**2).T @ h_out.reshape(-1)
+    assert relative_error(d2x, expected.reshape(x_host.shape)) < 1e-7
+    for key in layer.trainable:
+        w = to_numpy(params[key])
+        jac_w = jacobian_columns(
+            lambda wh, key=key: forward_host(layer, with_param(params, key, wh, backend), backend, x_host), w
+        )
+        expected_w = (jac_w**2).T @ h_out.reshape(-1)
+        assert relative_error(h[key], expected_w.reshape(w.shape)) < 1e-7, key
+
+
+def test_backward_can_skip_input_gradient(backend, rng):
+    layer = Conv2D(1, 2, 3)
+    params = layer.init(rng, backend)
+    y, cache = layer.forward(params, backend.asarray(rng.normal(size=(1, 5, 5, 2))))
+    dx, grads = layer.backward(params, cache, y, need_dx=False)
+    d2x, h = layer.backward2(params, cache, y, need_dx=False)
+    assert dx is None and d2x is None and set(grads) == set(h) == {"weight", "bias"}
+
+
+def test_rbf_keeps_its_own_curvature(backend, rng):
+    """backward2 with dy adds sum_i dy_i d2y_i/dx_j^2: the exact Hessian diagonal of E = sum_i g_i y_i."""
+    layer = EuclideanRBF(84, 10)
+    params = layer.init(rng, backend)
+    x_host = rng.normal(size=(84, 2))
+    g = rng.uniform(0.0, 1.0, size=(10, 2))
+    _, cache = layer.forward(params, backend.asarray(x_host))
+    d2x, _ = layer.backward2(params, cache, backend.asarray(numpy.zeros((10, 2))), dy=backend.asarray(g))
+
+    def energy(xh):
+        return numpy.sum(forward_host(layer, params, backend, xh) * g)
+
+    eps = 1e-3  # E is quadratic in x: second differences are exact up to rounding
+    flat = x_host.reshape(-1)
+    exact = numpy.empty_like(flat)
+    for i in range(flat.size):
+        plus, minus = flat.copy(), flat.copy()
+        plus[i] += eps
+        minus[i] -= eps
+        exact[i] = (energy(plus.reshape(x_host.shape)) - 2 * energy(x_host) + energy(minus.reshape(x_host.shape))) / eps**2
+    assert relative_error(d2x, exact.reshape(x_host.shape)) < 1e-6
+
+
+def test_maxpool_ties_send_gradient_to_one_input(backend):
+    layer = MaxPool2x2()
+    x = backend.asarray(numpy.ones((1, 2, 2, 1)))
+    y, cache = layer.forward({}, x)
+    dx, _ = layer.backward({}, cache, backend.asarray(numpy.full((1, 1, 1, 1), 3.0)))
+    dx = to_numpy(dx)
+    assert dx.sum() == 3.0 and numpy.count_nonzero(dx) == 1
+
+
+def test_table_connections_are_the_only_parameters(backend, rng):
+    layer = Conv2D(6, 16, 5, table=paper.C3_TABLE)
+    params = layer.init(rng, backend)
+    assert params["weight"].shape == (60, 5, 5)
+    dense = to_numpy(layer.dense_weight(params)).reshape(16, 6, 25)
+    for o in range(16):
+        for c in range(6):
+            assert (numpy.any(dense[o, c] != 0)) == (c in paper.C3_TABLE[o])
+
+
+def test_paper_init_bounds(backend, rng):
+    layer = Conv2D(6, 16, 5, table=paper.C3_TABLE)
+    w = to_numpy(layer.init(rng, backend)["weight"])
+    start = 0
+    for row in paper.C3_TABLE:  # fan-in of a C3 unit is 25 x (number of maps it reads)
+        block = w[start : start + len(row)]
+        assert numpy.abs(block).max() <= 2.4 / (25 * len(row))
+        assert numpy.abs(block).max() > 0.5 * 2.4 / (25 * len(row))
+        start += len(row)
+
+
+def test_conv_rejects_bad_table():
+    with pytest.raises(ValueError, match="input map"):
+        Conv2D(2, 1, 3, table=((0, 5),))
+    with pytest.raises(ValueError, match="rows"):
+        Conv2D(2, 2, 3, table=((0,),))
+
+
+def test_same_seed_same_weights_on_every_backend(backend):
+    from lenet5x.backend import resolve
+
+    reference = Conv2D(2, 3, 3).init(numpy.random.default_rng(7), resolve("numpy", "float64"))
+    mine = Conv2D(2, 3, 3).init(numpy.random.default_rng(7), backend)
+    for key in reference:
+        numpy.testing.assert_array_equal(to_numpy(mine[key]), to_numpy(reference[key]))

@@ -1,0 +1,160 @@
+"""Whole models: the paper's parameter count, end-to-end gradient checks, the whole classic
+model's second-derivative pass against an independent layer-by-layer Jacobian computation, and one
+full training step on array_api_strict equal to NumPy."""
+
+from __future__ import annotations
+
+import array_api_strict
+import numpy
+import pytest
+
+from lenet5x.backend import resolve, to_numpy
+from lenet5x.model import build_model
+from lenet5x.optim import SDLM, Adam
+from numerical import jacobian_columns, relative_error, sample_columns
+
+PAPER_COUNTS = {"C1": 156, "S2": 12, "C3": 1516, "S4": 32, "C5": 48120, "F6": 10164}
+
+
+def test_classic_has_the_papers_60000_parameters():
+    model = build_model({"architecture": "classic"})
+    params = model.init(numpy.random.default_rng(0), resolve("numpy"))
+    counts = model.parameter_count(params)
+    assert counts == PAPER_COUNTS
+    assert sum(counts.values()) == 60_000
+    assert model.shapes[1] == (6, 28, 28) and model.shapes[5] == (16, 10, 10) and model.shapes[-1] == (10,)
+
+
+def test_modern_shapes_and_count():
+    model = build_model({"architecture": "modern"})
+    params = model.init(numpy.random.default_rng(0), resolve("numpy"))
+    assert sum(model.parameter_count(params).values()) == 156 + 2416 + 48120 + 10164 + 850
+
+
+def test_build_model_rejects_bad_settings():
+    with pytest.raises(ValueError, match="unknown model setting"):
+        build_model({"architecture": "classic", "depth": 3})
+    with pytest.raises(ValueError, match="unknown architecture"):
+        build_model({"architecture": "alexnet"})
+    with pytest.raises(ValueError, match="loss"):
+        build_model({"architecture": "modern", "loss": "mse"})
+
+
+def _inputs(rng, backend, n=2):
+    x = backend.asarray(rng.normal(size=(1, 32, 32, n)))
+    labels = backend.asarray(rng.integers(0, 10, size=n), dtype=backend.xp.int64)
+    return x, labels
+
+
+@pytest.mark.parametrize("config", [
+    pytest.param({"architecture": "classic"}, id="classic-mse"),
+    pytest.param({"architecture": "classic", "loss": "map", "map_j": 0.5}, id="classic-map"),
+    pytest.param({"architecture": "modern"}, id="modern"),
+])
+def test_model_gradients_match_finite_differences(config, backend, rng):
+    model = build_model(config)
+    params = model.init(rng, backend)
+    x, labels = _inputs(rng, backend)
+    _, _, grads = model.loss_and_grads(params, x, labels)
+
+    for key in model.trainable_keys:
+        w = to_numpy(params[key])
+        columns = sample_columns(w.size, 6, rng)
+
+        def loss_of(wh, key=key):
+            changed = dict(params)
+            changed[key] = backend.asarray(wh)
+            out, _ = model.forward(changed, x)
+            return numpy.array([float(to_numpy(model.loss(out, labels)[0]))])
+
+        # the summed loss is O(100): a larger step keeps rounding error small next to small gradients
+        numeric = jacobian_columns(loss_of, w, columns, eps=1e-4)[0]
+        analytic = to_numpy(grads[key]).reshape(-1)[columns]
+        assert relative_error(analytic, numeric) < 1e-7, key
+
+
+def test_classic_backward2_matches_layerwise_jacobians(rng):
+    """Appendix C's recursion, rebuilt independently: at each layer d2_in = (J_x**2).T d2_out and
+    h_w = (J_w**2).T d2_out with J from finite differences of the layer's forward pass alone; the
+    top is the exact second derivative of the MSE criterion w.r.t. F6's output."""
+    backend = resolve("numpy", "float64")
+    model = build_model({"architecture": "classic"})
+    params = model.init(rng, backend)
+    x, labels = _inputs(rng, backend, n=1)
+    out, caches = model.forward(params, x)
+    _, dout, d2out = model.loss(out, labels)
+    h_model = model.backward2(params, caches, d2out, dout)
+
+    inputs = [to_numpy(x)]  # input of each layer
+    for name, layer in model.layers[:-1]:
+        y, _ = layer.forward(model._of(params, name), backend.asarray(inputs[-1]))
+        inputs.append(to_numpy(y))
+
+    rbf_name, rbf = model.layers[-1]
+
+    def top_loss(f6):
+        y, _ = rbf.forward(model._of(params, rbf_name), backend.asarray(f6))
+        return float(to_numpy(model.loss(y, labels)[0]))
+
+    f6 = inputs[-1]
+    eps = 1e-3
+    d2 = numpy.empty(f6.size)
+    for i in range(f6.size):
+        plus, minus = f6.reshape(-1).copy(), f6.reshape(-1).copy()
+        plus[i] += eps
+        minus[i] -= eps
+        d2[i] = (top_loss(plus.reshape(f6.shape)) - 2 * top_loss(f6) + top_loss(minus.reshape(f6.shape))) / eps**2
+
+    for index in range(len(model.layers) - 2, -1, -1):
+        name, layer = model.layers[index]
+        lp = model._of(params, name)
+        x_in = inputs[index]
+
+        for key in layer.trainable:
+            w = to_numpy(lp[key])
+            columns = sample_columns(w.size, 40, rng)
+
+            def f_w(wh, key=key):
+                changed = dict(lp)
+                changed[key] = backend.asarray(wh)
+                return to_numpy(layer.forward(changed, backend.asarray(x_in))[0])
+
+            jac_w = jacobian_columns(f_w, w, columns)
+            expected = (jac_w**2).T @ d2
+            got = to_numpy(h_model[f"{name}.{key}"]).reshape(-1)[columns]
+            assert relative_error(got, expected) < 1e-6, f"{name}.{key}"
+        if index > 0:
+            jac_x = jacobian_columns(lambda xh: to_numpy(layer.forward(lp, backend.asarray(xh))[0]), x_in)
+            d2 = (jac_x**2).T @ d2
+
+
+def _train_step(backend, config, seed=3):
+    """forward, loss, backward, second-derivative pass, parameter update; returns host arrays."""
+    rng = numpy.random.default_rng(seed)
+    model = build_model(config)
+    params = model.init(rng, backend)
+    x, labels = _inputs(rng, backend, n=4)
+    h = model.hessian_diagonal(params, x, labels)
+    if config["architecture"] == "classic":
+        optimizer = SDLM()
+        state = optimizer.set_curvature(optimizer.init_state(params), h, epoch=0)
+    else:
+        optimizer = Adam([(None, 1e-3)], weight_decay=1e-4)
+        state = optimizer.init_state(params)
+    total, out, grads = model.loss_and_grads(params, x, labels)
+    new_params, state = optimizer.step(params, grads, state, batch_size=4, epoch=0)
+    new_params, state = optimizer.step(new_params, grads, state, batch_size=4, epoch=0)
+    result = {"loss": total, "out": out}
+    result.update({f"grad/{k}": v for k, v in grads.items()})
+    result.update({f"h/{k}": v for k, v in h.items()})
+    result.update({f"param/{k}": v for k, v in new_params.items()})
+    return {k: to_numpy(v) for k, v in result.items()}
+
+
+@pytest.mark.parametrize("config", [{"architecture": "classic"}, {"architecture": "modern"}], ids=["classic", "modern"])
+def test_training_step_on_array_api_strict_equals_numpy(config):
+    reference = _train_step(resolve("numpy", "float64"), config)
+    strict = _train_step(resolve("array_api_strict", "float64", device=array_api_strict.Device("device1")), config)
+    assert reference.keys() == strict.keys()
+    for key in reference:
+        numpy.testing.assert_allclose(strict[key], reference[key], rtol=1e-12, atol=1e-12, err_msg=key)
