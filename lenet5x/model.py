@@ -136,9 +136,10 @@ def build_model(config: Mapping[str, Any] | None = None) -> Model:
       architecture: "classic" (the paper, default) or "modern" (ReLU, max-pool, softmax)
       loss:         "mse" | "map" (classic; default "mse"), "cross_entropy" (modern)
       map_j:        the MAP criterion's constant j (eq. 9), default 1.0
-      init:         "paper" (uniform +-2.4/F_i) or "he"; default by architecture
+      init:         "paper" (uniform +-2.4/F_i), "paper_sqrt" (+-2.4/sqrt(F_i)) or "he";
+                    default "paper" for classic, "he" for modern
     """
-    config = dict(config or {})
+    config = {k: v for k, v in dict(config or {}).items() if v is not None}
     known = {"architecture", "loss", "map_j", "init"}
     unknown = set(config) - known
     if unknown:

@@ -50,13 +50,29 @@ def he_normal(rng: numpy.random.Generator, shape, fan_in: int) -> numpy.ndarray:
     return rng.normal(0.0, (2.0 / fan_in) ** 0.5, size=shape)
 
 
+def paper_sqrt_uniform(rng: numpy.random.Generator, shape, fan_in: int) -> numpy.ndarray:
+    """Uniform in [-2.4/sqrt(F_i), +2.4/sqrt(F_i)]: appendix A's rule for *independent* inputs.
+
+    Appendix A divides by F_i because the standard deviation of a weighted sum grows linearly
+    with F_i when the inputs are highly correlated, and like sqrt(F_i) when they are independent.
+    With 1/F_i the signal shrinks layer after layer in this network (see README, "Reproducing").
+    """
+    bound = 2.4 / fan_in**0.5
+    return rng.uniform(-bound, bound, size=shape)
+
+
+INIT_SCHEMES = ("paper", "paper_sqrt", "he")
+
+
 def init_weights(rng: numpy.random.Generator, shape, fan_in: int, scheme: str) -> numpy.ndarray:
-    """Host-side (NumPy float64) weights for `scheme` in {"paper", "he"}."""
+    """Host-side (NumPy float64) weights for `scheme` in INIT_SCHEMES."""
     if scheme == "paper":
         return paper_uniform(rng, shape, fan_in)
+    if scheme == "paper_sqrt":
+        return paper_sqrt_uniform(rng, shape, fan_in)
     if scheme == "he":
         return he_normal(rng, shape, fan_in)
-    raise ValueError(f"unknown init scheme {scheme!r}: use 'paper' or 'he'")
+    raise ValueError(f"unknown init scheme {scheme!r}: use one of {', '.join(INIT_SCHEMES)}")
 
 
 class Parameterless:

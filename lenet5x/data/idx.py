@@ -1,0 +1,87 @@
+"""Reading and validating IDX files (the MNIST format), raw or gzip-compressed.
+
+Header: big-endian magic (0x00000803 images, 0x00000801 labels), then one 32-bit size per
+dimension, then the uint8 data. Every problem becomes a one-line DataError naming the file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from pathlib import Path
+
+import numpy
+
+IMAGES_MAGIC = 2051
+LABELS_MAGIC = 2049
+
+
+class DataError(Exception):
+    """A data file is missing, unreadable or not what it should be (message is one line)."""
+
+
+def _read_bytes(path: Path) -> bytes:
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected an IDX file")
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
+    if not raw:
+        raise DataError(f"{path}: file is empty")
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as error:
+            raise DataError(f"{path}: corrupt gzip data ({error}); delete it and download again") from None
+    return raw
+
+
+def _parse(path: Path, raw: bytes, magic: int, ndim: int) -> numpy.ndarray:
+    header = 4 + 4 * ndim
+    if len(raw) >= 4 and int.from_bytes(raw[:4], "big") != magic:
+        kind = "images" if magic == IMAGES_MAGIC else "labels"
+        found = int.from_bytes(raw[:4], "big")
+        raise DataError(f"{path}: wrong magic number {found} (IDX {kind} files start with {magic})")
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated header ({len(raw)} bytes)")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(numpy.prod(dims)) if dims else 0
+    body = len(raw) - header
+    if body < expected:
+        raise DataError(f"{path}: truncated: header promises {expected} data bytes {dims}, file has {body}")
+    if body > expected:
+        raise DataError(f"{path}: {body - expected} unexpected bytes after the data {dims}")
+    return numpy.frombuffer(raw, dtype=numpy.uint8, offset=header).reshape(dims)
+
+
+def read_idx_images(path) -> numpy.ndarray:
+    """IDX3 image file -> (count, rows, cols) uint8."""
+    path = Path(path)
+    images = _parse(path, _read_bytes(path), IMAGES_MAGIC, 3)
+    if images.shape[0] == 0 or images.shape[1] == 0 or images.shape[2] == 0:
+        raise DataError(f"{path}: holds no images (dimensions {images.shape})")
+    return images
+
+
+def read_idx_labels(path, classes: int = 10) -> numpy.ndarray:
+    """IDX1 label file -> (count,) uint8, every label in 0..classes-1."""
+    path = Path(path)
+    labels = _parse(path, _read_bytes(path), LABELS_MAGIC, 1)
+    if labels.size and int(labels.max()) >= classes:
+        bad = int(numpy.argmax(labels >= classes))
+        raise DataError(f"{path}: label {int(labels[bad])} at index {bad} is outside 0-{classes - 1}")
+    return labels
+
+
+def read_pair(images_path, labels_path) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """Images and labels that must agree in count."""
+    images, labels = read_idx_images(images_path), read_idx_labels(labels_path)
+    if images.shape[0] != labels.shape[0]:
+        raise DataError(
+            f"{images_path}: {images.shape[0]} images but {labels_path} has {labels.shape[0]} labels"
+        )
+    return images, labels

@@ -1,0 +1,123 @@
+"""Host datasets (uint8, padded) and their device copies that hand out normalized mini-batches."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy
+
+from .. import paper
+from .idx import DataError, read_pair
+from .sources import DATASETS, locate_or_download
+
+
+@dataclasses.dataclass
+class HostDataset:
+    """uint8 images (N, S, S) already padded to the network's input size, labels (N,) uint8."""
+
+    name: str
+    train_images: numpy.ndarray
+    train_labels: numpy.ndarray
+    test_images: numpy.ndarray
+    test_labels: numpy.ndarray
+    classes: tuple[str, ...]
+    scale: float  # network input = pixel * scale + offset
+    offset: float
+    validation_images: numpy.ndarray | None = None
+    validation_labels: numpy.ndarray | None = None
+
+    @property
+    def background(self) -> float:
+        """The network-input value of an empty (0) pixel."""
+        return self.offset
+
+
+def pad_images(images: numpy.ndarray, size: int) -> numpy.ndarray:
+    """(N, h, w) -> (N, size, size), centred, zero (background) border."""
+    n, h, w = images.shape
+    if h > size or w > size:
+        raise DataError(f"images are {h}x{w}, larger than the input size {size}")
+    top, left = (size - h) // 2, (size - w) // 2
+    out = numpy.zeros((n, size, size), dtype=numpy.uint8)
+    out[:, top : top + h, left : left + w] = images
+    return out
+
+
+def normalization(kind: str, train_images: numpy.ndarray) -> tuple[float, float]:
+    """(scale, offset) so that input = pixel * scale + offset.
+
+    "paper": background (0) -> -0.1 and full ink (255) -> 1.175 (sec. III-A).
+    "standardize": zero mean, unit variance over the (padded) training inputs.
+    """
+    if kind == "paper":
+        return (paper.FOREGROUND - paper.BACKGROUND) / 255.0, paper.BACKGROUND
+    if kind == "standardize":
+        mean = float(train_images.mean(dtype=numpy.float64))
+        std = float(train_images.std(dtype=numpy.float64))
+        return 1.0 / std, -mean / std
+    raise DataError(f"unknown normalization {kind!r}: use paper or standardize")
+
+
+def load_dataset(name="mnist", data_dir=None, input_size=32, normalize="paper", train_subset=None,
+                 test_subset=None, validation_size=0, validation_seed=0, mirrors=None, log=None) -> HostDataset:
+    """Read (or fetch) a dataset and preprocess it on the host.
+
+    train_subset / test_subset: keep only the first that many examples (None = all).
+    validation_size: hold out that many training examples (chosen with validation_seed).
+    """
+    paths = locate_or_download(name, data_dir, mirrors=mirrors, log=log)
+    train_x, train_y = read_pair(paths["train-images-idx3-ubyte"], paths["train-labels-idx1-ubyte"])
+    test_x, test_y = read_pair(paths["t10k-images-idx3-ubyte"], paths["t10k-labels-idx1-ubyte"])
+    if train_subset:
+        train_x, train_y = train_x[:train_subset], train_y[:train_subset]
+    if test_subset:
+        test_x, test_y = test_x[:test_subset], test_y[:test_subset]
+    val_x = val_y = None
+    if validation_size:
+        if validation_size >= len(train_y):
+            raise DataError(f"validation size {validation_size} leaves no training data ({len(train_y)} examples)")
+        order = numpy.random.default_rng(validation_seed).permutation(len(train_y))
+        val_idx, train_idx = numpy.sort(order[:validation_size]), numpy.sort(order[validation_size:])
+        val_x, val_y = train_x[val_idx], train_y[val_idx]
+        train_x, train_y = train_x[train_idx], train_y[train_idx]
+    train_x, test_x = pad_images(train_x, input_size), pad_images(test_x, input_size)
+    if val_x is not None:
+        val_x = pad_images(val_x, input_size)
+    scale, offset = normalization(normalize, train_x)
+    return HostDataset(name, train_x, train_y.copy(), test_x, test_y.copy(), DATASETS[name].classes,
+                       scale, offset, val_x, None if val_y is None else val_y.copy())
+
+
+class DeviceData:
+    """One split moved to the compute device once, as uint8, with its labels (int64).
+
+    batch(indices) gathers on the device and returns the network input (1, S, S, B) in the
+    compute dtype, normalized, and the labels (B,).
+    """
+
+    def __init__(self, backend, images: numpy.ndarray, labels: numpy.ndarray, scale: float, offset: float):
+        xp = backend.xp
+        self.backend, self.scale, self.offset = backend, scale, offset
+        self.images = backend.asarray(images, dtype=xp.uint8)  # (N, S, S)
+        self.labels = backend.asarray(labels, dtype=xp.int64)
+        self.size = int(images.shape[0])
+
+    def __len__(self) -> int:
+        return self.size
+
+    def inputs(self, images_u8):
+        """uint8 (B, S, S) on the device -> (1, S, S, B) normalized network input."""
+        xp = self.backend.xp
+        x = xp.astype(xp.permute_dims(images_u8, (1, 2, 0)), self.backend.dtype)
+        x *= self.scale
+        x += self.offset
+        return x[None, ...]
+
+    def batch(self, indices):
+        """indices: (B,) int64 on the device -> (x (1, S, S, B), labels (B,))."""
+        xp = self.backend.xp
+        return self.inputs(xp.take(self.images, indices, axis=0)), xp.take(self.labels, indices, axis=0)
+
+    def slice(self, start: int, stop: int):
+        """Contiguous examples [start, stop) without a gather (for evaluation)."""
+        return self.inputs(self.images[start:stop, ...]), self.labels[start:stop]

@@ -1,0 +1,37 @@
+"""Scoring a model on a device split: mean loss, error rate and the predictions."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy
+
+from .backend import to_numpy
+
+
+@dataclasses.dataclass
+class Scores:
+    loss: float  # mean per-pattern loss
+    error: float  # fraction misclassified
+    count: int
+    predictions: numpy.ndarray  # (count,) predicted classes (host)
+    outputs: numpy.ndarray  # (count, K) network outputs (host): RBF distances or logits
+
+
+def evaluate(model, params, data, batch_size: int = 1000) -> Scores:
+    """Forward passes in evaluation mode over a DeviceData split, in order; one host copy at the end."""
+    xp = data.backend.xp
+    outs, preds, losses = [], [], []
+    for start in range(0, len(data), batch_size):
+        x, labels = data.slice(start, min(start + batch_size, len(data)))
+        out, _ = model.forward(params, x, train=False)
+        total, _, _ = model.loss(out, labels)
+        outs.append(out)
+        preds.append(model.loss.predict(out))
+        losses.append(total)
+    predictions = to_numpy(xp.concat(preds))
+    outputs = to_numpy(xp.concat(outs, axis=1)).T
+    loss = float(to_numpy(xp.sum(xp.stack(losses)))) / max(len(data), 1)
+    labels = to_numpy(data.labels)
+    error = float(numpy.mean(predictions != labels)) if len(data) else 0.0
+    return Scores(loss, error, len(data), predictions, outputs)

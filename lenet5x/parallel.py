@@ -1,0 +1,73 @@
+"""Data-parallel training steps on CPU cores: one thread per shard of a mini-batch.
+
+NumPy releases the GIL inside its elementwise loops and BLAS calls, so shards of one batch run on
+separate cores at once; the summed gradients are those of the whole batch (only the order of a
+few floating-point additions differs). The layers are untouched: each thread runs the same
+array-API code on its own shard. Used on the NumPy backend only; a GPU gets one shard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_workers(backend_name: str, batch_size: int) -> int:
+    """All cores for NumPy batches large enough to share (>= 64); one thread otherwise."""
+    return available_cores() if backend_name == "numpy" and batch_size >= 64 else 1
+
+
+def split(count: int, parts: int) -> list[tuple[int, int]]:
+    """[start, stop) ranges of `parts` nearly equal contiguous shards of range(count) (no empty ones)."""
+    parts = max(1, min(parts, count))
+    bounds = [count * k // parts for k in range(parts + 1)]
+    return [(bounds[k], bounds[k + 1]) for k in range(parts)]
+
+
+class DataParallel:
+    """model.loss_and_grads over shards in threads; returns the sums and the per-shard outputs."""
+
+    def __init__(self, model, workers: int):
+        self.model, self.workers = model, workers
+        self.pool = ThreadPoolExecutor(workers) if workers > 1 else None
+
+    def loss_and_grads(self, params, shards):
+        """shards: [(x, labels), ...] -> (summed loss, [out per shard], summed grads)."""
+        if self.pool is None or len(shards) == 1:
+            results = [self.model.loss_and_grads(params, x, labels) for x, labels in shards]
+        else:
+            results = list(self.pool.map(lambda s: self.model.loss_and_grads(params, *s), shards))
+        total, outs, grads = results[0][0], [results[0][1]], dict(results[0][2])
+        for t, out, g in results[1:]:
+            total = total + t
+            outs.append(out)
+            for k in grads:
+                grads[k] = grads[k] + g[k]
+        return total, outs, grads
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+@contextlib.contextmanager
+def single_threaded_blas(enabled: bool):
+    """With several worker threads, keep BLAS to one thread each so the cores are not oversubscribed."""
+    if not enabled:
+        yield
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield

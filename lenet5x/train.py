@@ -1,0 +1,356 @@
+"""Train LeNet-5: python -m lenet5x.train [--config FILE] [--backend cupy] [--set key.path=value] ...
+
+Reads top to bottom: configuration, run directory, backend, data, model, optimizer, then the
+epoch loop (SDLM curvature, mini-batches, evaluation, metrics, checkpoints). A run directory holds
+config.yaml (the resolved configuration), metrics.jsonl (one JSON object per epoch),
+checkpoint.npz (latest, for --resume), best.npz (lowest validation or test error) and curves.png.
+
+Exit status: 0 done, 2 bad input (one line on stderr), 3 the loss diverged, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy
+
+from . import __version__
+from .backend import BackendError, keep_freed_host_memory, resolve, to_numpy
+from .checkpoint import CheckpointError, check_params, load_checkpoint, save_checkpoint
+from .config import Config, ConfigError, load_config, read_yaml, save_config
+from .data import DataError, DeviceData, load_dataset
+from .data.distort import DistortionRanges, apply_affine, draw_inverse_maps
+from .evaluation import evaluate
+from .model import build_model
+from .optim import SDLM, make_optimizer, scheduled_rate
+from .parallel import DataParallel, default_workers, single_threaded_blas, split
+from .rundir import RunDirError, metrics_path, prepare_run_dir, read_metrics, truncate_metrics
+
+# Independent random streams, all derived from the seed: a checkpoint's (epoch, step) is its RNG state.
+STREAM_INIT, STREAM_SHUFFLE, STREAM_HESSIAN, STREAM_DISTORT = 0, 1, 2, 3
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line on stderr and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = OneLineParser(
+        prog="python -m lenet5x.train",
+        description="Train LeNet-5 on MNIST. Without --config, trains the paper's LeNet-5 with SDLM "
+        "(configs/lenet5.yaml).",
+        epilog="Examples:\n  python -m lenet5x.train --backend cupy\n"
+        "  python -m lenet5x.train --config configs/modern.yaml --epochs 5 --set optimizer.schedule=[[null,0.002]]\n"
+        "  python -m lenet5x.train --resume runs/lenet5-20261123-101500",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML config (default: the paper's LeNet-5)")
+    parser.add_argument("--backend", choices=["auto", "numpy", "cupy"], help="array backend (default: auto)")
+    parser.add_argument("--epochs", type=int, metavar="N", help="passes over the training set")
+    parser.add_argument("--batch-size", type=int, metavar="B", help="patterns per update (1 = the paper's on-line SDLM)")
+    parser.add_argument("--seed", type=int, help="seed for init, shuffles, Hessian samples and distortions")
+    parser.add_argument("--dtype", choices=["float32", "float64"], help="compute precision (default float32)")
+    parser.add_argument("--data-dir", metavar="DIR", help="directory holding the IDX files (else $LENET5X_DATA_DIR, "
+                        "the user cache, or a download)")
+    parser.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/<config>-<date-time>)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint "
+                        "(--epochs may extend it)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override any config entry, e.g. --set optimizer.mu=0.05 (repeatable)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch only)")
+    return parser.parse_args(argv)
+
+
+def resolve_config(args) -> tuple[Config, str]:
+    """The run's configuration and a name for it, from --resume or --config plus flags."""
+    flags = []
+    for flag, key in (("epochs", "train.epochs"), ("batch_size", "train.batch_size"), ("seed", "train.seed"),
+                      ("dtype", "train.dtype"), ("backend", "train.backend"), ("data_dir", "data.dir"),
+                      ("out", "train.out")):
+        value = getattr(args, flag)
+        if value is not None:
+            flags.append(f"{key}={json.dumps(value)}")
+    if args.no_progress:
+        flags.append("train.progress=false")
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise RunDirError(f"{run_dir}: not a run directory (no config.yaml); nothing to resume")
+        changing = [f for f in (args.config, args.batch_size, args.seed, args.dtype, args.out) if f is not None]
+        if changing or args.overrides:
+            raise ConfigError("--resume continues a run as configured: only --epochs, --backend, --data-dir "
+                              "and --no-progress may be given with it")
+        flags = [f for f in flags if not f.startswith("train.out=")] + [f"train.out={json.dumps(str(run_dir))}"]
+        data = read_yaml(run_dir / "config.yaml")
+        return load_config(None, flags, data=data), run_dir.name
+    name = Path(args.config).stem if args.config else "lenet5"
+    return load_config(args.config, [*flags, *args.overrides]), name
+
+
+def layer_rate_summary(rates: dict) -> dict:
+    """SDLM per-parameter rates -> {layer: [mean, min, max]} (host floats)."""
+    per_layer: dict[str, list] = {}
+    for key, value in rates.items():
+        per_layer.setdefault(key.split(".", 1)[0], []).append(to_numpy(value).reshape(-1))
+    return {layer: [float(v.mean()), float(v.min()), float(v.max())]
+            for layer, parts in per_layer.items() for v in [numpy.concatenate(parts)]}
+
+
+class StopRequest:
+    """SIGINT/SIGTERM set a flag checked between steps; a second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self):
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+
+def run(args) -> int:
+    # -- configuration and run directory ---------------------------------------------------------
+    config, name = resolve_config(args)
+    t = config.train
+    run_dir = prepare_run_dir(t.out, name, resume=bool(args.resume))
+    save_config(config, run_dir / "config.yaml")
+    say = print
+
+    # -- backend, data, model, optimizer ---------------------------------------------------------
+    backend = resolve(t.backend, t.dtype)
+    if backend.note:
+        say(backend.note)
+    if backend.name == "numpy":
+        keep_freed_host_memory()
+    xp = backend.xp
+    d = config.data
+    host = load_dataset(d.dataset, d.dir, d.input_size, d.normalize, d.train_subset, d.test_subset,
+                        d.validation_size, d.validation_seed)
+    train = DeviceData(backend, host.train_images, host.train_labels, host.scale, host.offset)
+    test = DeviceData(backend, host.test_images, host.test_labels, host.scale, host.offset)
+    val = (DeviceData(backend, host.validation_images, host.validation_labels, host.scale, host.offset)
+           if host.validation_images is not None else None)
+    if t.batch_size > len(train):
+        raise ConfigError(f"train.batch_size: {t.batch_size} is larger than the training set ({len(train)} images)")
+
+    model = build_model(dataclasses.asdict(config.model))
+    params = model.init(numpy.random.default_rng([t.seed, STREAM_INIT]), backend)
+    o = config.optimizer
+    if o.name == "sdlm":
+        optimizer = SDLM(o.schedule, mu=o.mu, hessian_samples=o.hessian_samples)
+    elif o.name == "sgd":
+        optimizer = make_optimizer("sgd", o.schedule, momentum=o.momentum, weight_decay=o.weight_decay,
+                                   nesterov=o.nesterov)
+    else:
+        optimizer = make_optimizer("adam", o.schedule, beta1=o.beta1, beta2=o.beta2, eps=o.eps,
+                                   weight_decay=o.weight_decay)
+    state = optimizer.init_state(params)
+    workers = t.workers or default_workers(backend.name, t.batch_size)
+    parallel = DataParallel(model, workers)
+
+    start_epoch, start_step, partial = 0, 0, {"loss": 0.0, "errors": 0, "seen": 0, "seconds": 0.0}
+    best_error = math.inf
+    if args.resume:
+        ckpt = run_dir / "checkpoint.npz"
+        loaded_params, loaded_state, meta = load_checkpoint(ckpt)
+        if meta.get("config", {}).get("model") != config.to_dict()["model"]:
+            raise CheckpointError(f"{ckpt}: saved by a different model than {run_dir / 'config.yaml'} describes")
+        check_params(ckpt, loaded_params, {k: to_numpy(v) for k, v in params.items()})
+        params = {k: backend.asarray(v, dtype=params[k].dtype) for k, v in loaded_params.items()}
+        state = {k: backend.asarray(v) for k, v in loaded_state.items()}
+        start_epoch, start_step = int(meta["epoch"]), int(meta["step"])
+        partial = meta.get("partial", partial)
+        best_error = meta.get("best_error", math.inf) or math.inf
+        truncate_metrics(run_dir, start_epoch)
+        say(f"resuming {run_dir} at epoch {start_epoch + 1}, step {start_step}")
+
+    n_params = sum(model.parameter_count(params).values())
+    say(f"{model.description}: {n_params:,} trainable parameters | {backend.name} {t.dtype} | "
+        f"{len(train):,} train / {len(test):,} test{f' / {len(val):,} validation' if val else ''} | "
+        f"{o.name} | batch {t.batch_size} | {workers} worker{'s' if workers > 1 else ''} | run dir {run_dir}")
+
+    def checkpoint_meta(epoch, step, partial_sums):
+        return {"epoch": epoch, "step": step, "partial": partial_sums, "config": config.to_dict(),
+                "best_error": None if math.isinf(best_error) else best_error, "version": __version__,
+                "description": model.description}
+
+    # -- the epoch loop ---------------------------------------------------------------------------
+    steps = math.ceil(len(train) / t.batch_size)
+    ranges = DistortionRanges(**{f.name: getattr(d.distortions, f.name)
+                                 for f in dataclasses.fields(DistortionRanges)})
+    with StopRequest() as stop, single_threaded_blas(workers > 1):
+        for epoch in range(start_epoch, t.epochs):
+            order = numpy.random.default_rng([t.seed, STREAM_SHUFFLE, epoch]).permutation(len(train))
+            order_dev = backend.asarray(order, dtype=xp.int64)
+            maps = None
+            if d.distortions.enabled:
+                maps = backend.asarray(draw_inverse_maps(
+                    numpy.random.default_rng([t.seed, STREAM_DISTORT, epoch]), len(train), ranges))
+
+            step = start_step if epoch == start_epoch else 0
+            if step == 0:
+                partial = {"loss": 0.0, "errors": 0, "seen": 0, "seconds": 0.0}
+            rate_log = None
+            if isinstance(optimizer, SDLM) and step == 0:
+                # re-estimate h_kk on `hessian_samples` random training patterns before each pass
+                pick = numpy.random.default_rng([t.seed, STREAM_HESSIAN, epoch]).choice(
+                    len(train), min(o.hessian_samples, len(train)), replace=False)
+                x_h, y_h = train.batch(backend.asarray(pick, dtype=xp.int64))
+                state = optimizer.set_curvature(state, model.hessian_diagonal(params, x_h, y_h), epoch)
+            if isinstance(optimizer, SDLM):
+                rate_log = layer_rate_summary(SDLM.rates(state))
+
+            loss_acc = xp.zeros((), dtype=backend.dtype, device=backend.device)  # summed on the device:
+            err_acc = xp.zeros((), dtype=xp.int64, device=backend.device)  # no host sync per step
+            seen = 0
+            bar = progress_bar(t.progress, steps, step, f"epoch {epoch + 1}/{t.epochs}")
+            t0 = time.perf_counter()
+            while step < steps:
+                idx = order_dev[step * t.batch_size : (step + 1) * t.batch_size]
+                batch = int(idx.shape[0])
+                shards = []
+                for lo, hi in split(batch, workers):
+                    x, labels = train.batch(idx[lo:hi])
+                    if maps is not None:
+                        x = apply_affine(x, xp.take(maps, idx[lo:hi], axis=0), host.background)
+                    shards.append((x, labels))
+                total, outs, grads = parallel.loss_and_grads(params, shards)
+                params, state = optimizer.step(params, grads, state, batch, epoch)
+                predicted = xp.concat([model.loss.predict(out) for out in outs])
+                labels = xp.concat([labels for _, labels in shards]) if len(shards) > 1 else shards[0][1]
+                loss_acc = loss_acc + total
+                err_acc = err_acc + xp.sum(xp.astype(predicted != labels, xp.int64))
+                step += 1
+                seen += batch
+                if step % 20 == 0 or step == steps or stop.requested:
+                    running = float(to_numpy(loss_acc))
+                    if not math.isfinite(running):
+                        bar.close()
+                        return diverged(run_dir, epoch, step)
+                    bar.update(step - bar.n)
+                    bar.set_postfix_str(f"loss {(partial['loss'] + running) / (partial['seen'] + seen):.4f} "
+                                        f"{seen / max(time.perf_counter() - t0, 1e-9):,.0f} samples/s")
+                if stop.requested:
+                    bar.close()
+                    sums = {"loss": partial["loss"] + float(to_numpy(loss_acc)),
+                            "errors": partial["errors"] + int(to_numpy(err_acc)),
+                            "seen": partial["seen"] + seen,
+                            "seconds": partial["seconds"] + time.perf_counter() - t0}
+                    save_checkpoint(run_dir / "checkpoint.npz", params, state, checkpoint_meta(epoch, step, sums))
+                    print(f"interrupted in epoch {epoch + 1} at step {step}/{steps}; checkpoint saved. "
+                          f"Resume with: python -m lenet5x.train --resume {run_dir}", file=sys.stderr)
+                    return 130
+            bar.close()
+            backend.synchronize()
+            seconds = partial["seconds"] + time.perf_counter() - t0
+            seen += partial["seen"]
+            train_loss = (partial["loss"] + float(to_numpy(loss_acc))) / seen
+            train_error = (partial["errors"] + int(to_numpy(err_acc))) / seen
+
+            # -- evaluation, metrics, checkpoints ---------------------------------------------------
+            t1 = time.perf_counter()
+            test_scores = evaluate(model, params, test, t.eval_batch_size)
+            record = {"epoch": epoch + 1, "train_loss": train_loss, "train_error": train_error,
+                      "test_loss": test_scores.loss, "test_error": test_scores.error}
+            if val is not None:
+                val_scores = evaluate(model, params, val, t.eval_batch_size)
+                record.update(val_loss=val_scores.loss, val_error=val_scores.error)
+            if t.full_train_eval:
+                record["train_error_full"] = evaluate(model, params, train, t.eval_batch_size).error
+            record.update(seconds=seconds, eval_seconds=time.perf_counter() - t1,
+                          samples_per_second=len(train) / seconds, backend=backend.name, dtype=t.dtype)
+            if rate_log is not None:
+                record["sdlm_rates"] = rate_log
+                record["eta"] = scheduled_rate(o.schedule, epoch)
+            selection = record.get("val_error", record["test_error"])
+            improved = selection < best_error
+            if improved:
+                best_error = selection
+            with open(metrics_path(run_dir), "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            meta = checkpoint_meta(epoch + 1, 0, None)
+            save_checkpoint(run_dir / "checkpoint.npz", params, state, meta)
+            if improved:
+                save_checkpoint(run_dir / "best.npz", params, state, meta)
+            print_epoch(record, t.epochs, improved, rate_log)
+            draw_curves(run_dir)
+    say(f"done: test error {record['test_error']:.2%} after {t.epochs} epochs; results in {run_dir}")
+    return 0
+
+
+def diverged(run_dir: Path, epoch: int, step: int) -> int:
+    kept = "the last good checkpoint is kept at " + str(run_dir / "checkpoint.npz") \
+        if (run_dir / "checkpoint.npz").exists() else "no checkpoint had been written yet"
+    print(f"error: the loss became NaN or infinite in epoch {epoch + 1} (by step {step}); the run stopped and "
+          f"{kept}. Lower the learning rate (optimizer.schedule) or check the data.", file=sys.stderr)
+    return 3
+
+
+def progress_bar(enabled: bool, total: int, initial: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="batch", leave=False, disable=not enabled,
+                file=sys.stderr, dynamic_ncols=True)
+
+
+def print_epoch(record: dict, epochs: int, improved: bool, rate_log) -> None:
+    parts = [f"epoch {record['epoch']:>2}/{epochs}", f"loss {record['train_loss']:.4f}",
+             f"train err {record['train_error']:.2%}"]
+    if "train_error_full" in record:
+        parts.append(f"(full {record['train_error_full']:.2%})")
+    if "val_error" in record:
+        parts.append(f"val err {record['val_error']:.2%}")
+    parts += [f"test err {record['test_error']:.2%}{' *' if improved else ''}",
+              f"{record['seconds']:.1f} s ({record['samples_per_second']:,.0f}/s)"]
+    print("  ".join(parts), flush=True)
+    if rate_log:
+        overall_min = min(v[1] for v in rate_log.values())
+        overall_max = max(v[2] for v in rate_log.values())
+        layers = " ".join(f"{k} {v[0]:.1e}" for k, v in rate_log.items())
+        print(f"    SDLM rates: min {overall_min:.1e} max {overall_max:.1e} | layer means: {layers}", flush=True)
+
+
+def draw_curves(run_dir: Path) -> None:
+    """curves.png in the run directory, when matplotlib is installed (the `plots` extra)."""
+    try:
+        from .plots import plot_runs
+    except ImportError:
+        return
+    try:
+        plot_runs([run_dir], run_dir / "curves.png")
+    except ImportError:
+        pass
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (ConfigError, DataError, BackendError, CheckpointError, RunDirError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""python -m lenet5x.train end to end, through the real command line, on real MNIST subsets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "configs" / "smoke.yaml"
+
+
+def train(*args, check=True, cwd=None, timeout=600):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    result = subprocess.run([sys.executable, "-m", "lenet5x.train", *map(str, args)], capture_output=True, text=True,
+                            cwd=cwd or ROOT, env=env, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def params_of(path) -> dict:
+    with numpy.load(path, allow_pickle=False) as archive:
+        return {k: archive[k] for k in archive.files if k.startswith("param/")}
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, mnist_dir):
+    out = tmp_path_factory.mktemp("runs") / "smoke"
+    result = train("--config", SMOKE, "--data-dir", mnist_dir, "--out", out)
+    return out, result
+
+
+def test_smoke_run_learns_and_writes_its_run_directory(smoke_run):
+    out, result = smoke_run
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert records[-1]["test_error"] < 0.3  # chance is 0.9
+    assert {"train_loss", "train_error", "test_error", "seconds", "sdlm_rates"} <= set(records[-1])
+    assert set(records[-1]["sdlm_rates"]) == {"C1", "S2", "C3", "S4", "C5", "F6"}
+    for name in ("config.yaml", "checkpoint.npz", "best.npz"):
+        assert (out / name).is_file()
+    assert "epoch  2/2" in result.stdout and "test err" in result.stdout
+    assert "train_subset: 2000" in (out / "config.yaml").read_text()
+
+
+def test_resume_ends_with_the_weights_of_an_uninterrupted_run(smoke_run, tmp_path, mnist_dir):
+    reference, _ = smoke_run
+    out = tmp_path / "split"
+    train("--config", SMOKE, "--data-dir", mnist_dir, "--out", out, "--epochs", "1")
+    result = train("--resume", out, "--epochs", "2", "--data-dir", mnist_dir)
+    assert "resuming" in result.stdout
+    a, b = params_of(reference / "checkpoint.npz"), params_of(out / "checkpoint.npz")
+    assert a.keys() == b.keys()
+    for key in a:
+        numpy.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_existing_run_is_not_overwritten(smoke_run, mnist_dir):
+    out, _ = smoke_run
+    before = (out / "checkpoint.npz").read_bytes()
+    result = train("--config", SMOKE, "--data-dir", mnist_dir, "--out", out, check=False)
+    assert result.returncode == 2 and "--resume" in result.stderr
+    assert (out / "checkpoint.npz").read_bytes() == before
+
+
+@pytest.mark.parametrize("content, args, needle", [
+    ("train:\n  batch_sise: 8\n", [], "train.batch_sise: unknown key"),
+    ("train:\n  epochs: many\n", [], "train.epochs: expected an integer"),
+    ("train: [1, 2\n", [], "malformed YAML"),
+    ("optimizer:\n  schedule: [[2, -0.1]]\n", [], "rate: must be > 0"),
+    ("", ["--set", "train.batch_size=0"], "train.batch_size: must be > 0"),
+    ("", ["--set", "model.depth=3"], "unknown key 'model.depth'"),
+    ("", ["--backend", "tpu"], "invalid choice"),
+    ("data:\n  train_subset: 100\n", ["--batch-size", "1000"], "larger than the training set"),
+])
+def test_bad_config_is_one_line_and_exit_2(tmp_path, mnist_dir, content, args, needle):
+    config = tmp_path / "bad.yaml"
+    config.write_text(content)
+    result = train("--config", config, "--data-dir", mnist_dir, "--out", tmp_path / "run", *args, check=False)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
