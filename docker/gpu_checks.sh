@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The GPU checks, on a machine with an NVIDIA GPU (docker/README.md, "Running the GPU checks"):
+#
+#   pip install -e '.[test,bench,cuda12]'                # or cuda13: the CUDA major of the driver
+#   bash docker/gpu_checks.sh MNIST_DIR [OUT_DIR [STEPS]]
+#
+# STEPS is a comma-separated choice of (default: all three, in this order)
+#   tests   every test marked gpu (NumPy == CuPy; a short training run on both); here a skip fails;
+#   epochs  one full epoch of each config with --backend cupy: the paper's LeNet-5 (the default
+#           config) and every configs/*.yaml;
+#   bench   the training-speed benchmark, benchmarks/train_speed.py ($BENCH_ARGS are passed on,
+#           e.g. BENCH_ARGS="--rounds 1").
+# $PYTHON is the interpreter (default python3).
+# Everything lands in OUT_DIR (default runs/gpu-checks-<date-time>): log.txt, gpu-tests.xml, one run
+# directory per config, benchmark.json. The exit status is 0 only when every chosen step passed.
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+data=${1:?usage: bash docker/gpu_checks.sh MNIST_DIR [OUT_DIR [STEPS]]}
+out=${2:-runs/gpu-checks-$(date +%Y%m%d-%H%M%S)}
+steps=,${3:-tests,epochs,bench},
+mkdir -p "$out"
+exec > >(tee -a "$out/log.txt") 2>&1
+failed=()
+py=${PYTHON:-python3}
+
+"$py" - <<'EOF' || { echo "no usable GPU: the GPU checks need CuPy and a CUDA device"; exit 1; }
+import cupy
+
+from lenet5x.backend import resolve
+
+resolve("cupy")
+name = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+print(f"GPU {name} | CuPy {cupy.__version__} | CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()} "
+      f"| driver {cupy.cuda.runtime.driverGetVersion()}")
+EOF
+
+if [[ $steps == *,tests,* ]]; then
+    echo "== tests marked gpu"
+    if LENET5X_TEST_MNIST=$data "$py" -m pytest -m gpu -q -rs --junitxml "$out/gpu-tests.xml"; then
+        "$py" - "$out/gpu-tests.xml" <<'EOF' || failed+=(tests)
+import sys
+import xml.etree.ElementTree as ET
+
+suites = ET.parse(sys.argv[1]).getroot().iter("testsuite")
+skipped = sum(int(s.get("skipped", 0)) for s in suites)
+sys.exit(f"{skipped} gpu test(s) skipped on a GPU machine" if skipped else 0)
+EOF
+    else
+        failed+=(tests)
+    fi
+fi
+
+if [[ $steps == *,epochs,* ]]; then
+    for config in default configs/*.yaml; do
+        name=$(basename "$config" .yaml)
+        [ "$name" = lenet5 ] && continue  # the default config is configs/lenet5.yaml
+        echo "== one epoch of $name on cupy"
+        args=()
+        [ "$config" = default ] || args=(--config "$config")
+        "$py" -m lenet5x.train "${args[@]}" --backend cupy --epochs 1 --data-dir "$data" \
+            --out "$out/epoch-$name" --no-progress || failed+=("epoch-$name")
+    done
+fi
+
+if [[ $steps == *,bench,* ]]; then
+    echo "== benchmarks/train_speed.py"
+    # shellcheck disable=SC2086  # BENCH_ARGS is a list of flags
+    "$py" benchmarks/train_speed.py --data-dir "$data" --json "$out/benchmark.json" ${BENCH_ARGS:-} \
+        || failed+=(bench)
+fi
+
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "GPU checks FAILED: ${failed[*]} (log: $out/log.txt)"
+    exit 1
+fi
+echo "GPU checks passed: $out"
