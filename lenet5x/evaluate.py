@@ -1,0 +1,136 @@
+"""Score a trained LeNet-5 on the test set: python -m lenet5x.evaluate RUN_DIR_or_CHECKPOINT
+
+Prints the test error, the accuracy of each class and the confusion matrix; writes the confusion
+matrix (confusion.png) and the misclassified test digits with their true and predicted labels
+(misclassified.png, like the paper's Fig. 11) into --out (default: the checkpoint's directory).
+
+Exit status: 0 done, 2 bad input (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy
+
+from .data import DeviceData
+from .evaluation import evaluate
+from .restore import OneLineParser, guarded, load_data, restore
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = OneLineParser(
+        prog="python -m lenet5x.evaluate",
+        description="Test error, per-class accuracy, confusion matrix and misclassified digits of a "
+        "trained model.",
+        epilog="Examples:\n  python -m lenet5x.evaluate runs/lenet5-20261123-101500\n"
+        "  python -m lenet5x.evaluate runs/modern/checkpoint.npz --out results --max-shown 60",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("checkpoint", metavar="RUN_DIR_or_CHECKPOINT",
+                        help="a run directory (its best.npz, else checkpoint.npz) or a .npz checkpoint")
+    parser.add_argument("--data-dir", metavar="DIR", help="where the IDX files are (default: as in training)")
+    parser.add_argument("--backend", choices=["auto", "numpy", "cupy"], default="auto", help="array backend")
+    parser.add_argument("--out", metavar="DIR", help="folder for the PNGs (default: the checkpoint's folder)")
+    parser.add_argument("--test-subset", type=int, metavar="N",
+                        help="only the first N test images (default: all)")
+    parser.add_argument("--max-shown", type=int, default=120, metavar="N",
+                        help="misclassified digits drawn, most confident mistakes first (default 120)")
+    parser.add_argument("--no-plots", action="store_true", help="the tables only (no matplotlib needed)")
+    args = parser.parse_args(argv)
+    if args.test_subset is not None and args.test_subset < 1:
+        parser.error("--test-subset must be at least 1")
+    if args.max_shown < 1:
+        parser.error("--max-shown must be at least 1")
+    return args
+
+
+def confusion_matrix(labels: numpy.ndarray, predictions: numpy.ndarray, k: int) -> numpy.ndarray:
+    """(N,), (N,) class indices -> (k, k) counts; rows = true class, columns = predicted."""
+    return numpy.bincount(labels.astype(numpy.int64) * k + predictions, minlength=k * k).reshape(k, k)
+
+
+def class_table(matrix: numpy.ndarray, classes) -> str:
+    """Per-class images, errors and accuracy, one line each."""
+    width = max(5, *map(len, classes))
+    lines = [f"{'class':>{width}}  {'images':>6}  {'errors':>6}  accuracy"]
+    for i, name in enumerate(classes):
+        total, right = int(matrix[i].sum()), int(matrix[i, i])
+        accuracy = f"{right / total:8.2%}" if total else "       -"
+        lines.append(f"{name:>{width}}  {total:>6}  {total - right:>6}  {accuracy}")
+    return "\n".join(lines)
+
+
+def matrix_table(matrix: numpy.ndarray, classes) -> str:
+    """The confusion matrix as text; '.' for zero mistakes, so the mistakes stand out."""
+    labels = [c if len(c) <= 5 else c[:5] for c in classes]
+    width = max(5, len(str(int(matrix.max()))) + 1)
+    lines = ["true \\ predicted", " " * 6 + "".join(f"{c:>{width}}" for c in labels)]
+    for i, name in enumerate(labels):
+        cells = "".join(f"{int(v) if v or i == j else '.':>{width}}" for j, v in enumerate(matrix[i]))
+        lines.append(f"{name:>5} {cells}")
+    return "\n".join(lines)
+
+
+def margin(outputs: numpy.ndarray, loss_name: str) -> numpy.ndarray:
+    """(N, K) outputs -> (N,) how far the winning class is ahead of the runner-up (higher = surer):
+    the gap between the two smallest RBF distances, or between the two largest logits."""
+    ordered = numpy.sort(outputs if loss_name in ("mse", "map") else -outputs, axis=1)
+    return ordered[:, 1] - ordered[:, 0]
+
+
+def run(args) -> int:
+    restored = restore(args.checkpoint, args.backend)
+    if not args.no_plots:
+        from .plots import figure
+
+        figure(1, 1)  # fail now, not after the evaluation, when matplotlib is missing
+    host = load_data(restored, args.data_dir, args.test_subset)
+    test = DeviceData(restored.backend, host.test_images, host.test_labels, host.scale, host.offset)
+    scores = evaluate(restored.model, restored.params, test, restored.config.train.eval_batch_size)
+    labels, predictions = host.test_labels.astype(numpy.int64), scores.predictions.astype(numpy.int64)
+    wrong = numpy.flatnonzero(predictions != labels)
+    matrix = confusion_matrix(labels, predictions, len(host.classes))
+
+    print(f"{restored.note}")
+    print(f"{restored.model.description} | {restored.backend.name} | {host.name} test set, "
+          f"{scores.count:,} images")
+    print(f"test error {scores.error:.2%} ({len(wrong)} of {scores.count:,} misclassified), "
+          f"mean loss {scores.loss:.4f}\n")
+    print(class_table(matrix, host.classes) + "\n")
+    print(matrix_table(matrix, host.classes))
+    if args.no_plots:
+        return 0
+
+    from .plots import plot_confusion, plot_digit_grid
+
+    out = Path(args.out) if args.out else restored.run_dir
+    name = restored.label
+    dataset = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}.get(host.name, host.name)
+    title = f"{dataset} test set: {scores.error:.2%} error ({len(wrong)} of {scores.count:,}), {name}"
+    written = [plot_confusion(matrix, host.classes, out / "confusion.png", title)]
+    # the most confident mistakes first: they say most about what the network got wrong
+    shown = wrong[numpy.argsort(-margin(scores.outputs[wrong], restored.model.loss.name), kind="stable")]
+    shown = shown[: args.max_shown]
+    border = (host.test_images.shape[1] - 28) // 2
+    digits = host.test_images[shown, border : border + 28, border : border + 28]
+    captions = [f"{host.classes[labels[i]]}\u2192{host.classes[predictions[i]]}" for i in shown]
+    more = f", the {len(shown)} most confident shown" if len(shown) < len(wrong) else ""
+    grid_title = f"{len(wrong)} misclassified {dataset} test images (true\u2192predicted){more}, {name}"
+    if len(wrong):
+        written.append(plot_digit_grid(digits, captions, out / "misclassified.png", grid_title))
+    else:
+        print("no misclassified test digits: misclassified.png not written")
+    print("\n" + "\n".join(f"wrote {p}" for p in written))
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    return guarded(lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

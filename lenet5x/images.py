@@ -1,0 +1,221 @@
+"""Photos and scans of handwritten digits -> 28x28 digits made the way MNIST's were.
+
+MNIST's digits were size-normalized to fit a 20x20 box keeping their aspect ratio (anti-aliasing
+leaves grey levels), then centred by their centre of mass in a 28x28 field; LeNet-5 reads them
+zero-padded to 32x32 (data.loading.pad_images). mnist_style() repeats this on any picture:
+
+  1. grayscale in [0, 1]; invert when the background (the median of the border) is light, so the
+     ink is bright on a dark background as in MNIST;
+  2. subtract the background (a plane fitted to the border, so an even shadow goes too) and
+     stretch the ink to [0, 1]; what lies within the paper's noise (or 5% of the contrast) is 0;
+  3. crop to the ink's bounding box (specks apart from the digit left out, faint edges kept);
+  4. resize to fit 20x20 keeping the aspect ratio (area average), the strongest ink set to full;
+  5. shift by whole pixels so the centre of mass lies at (14, 14) of the 28x28 field (pixel
+     indices; the mean centre of mass of MNIST's training digits is (13.99, 14.00)).
+
+Photos work best with one dark digit on plain paper, cropped loosely, evenly lit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy
+
+from .extras import need
+
+BOX = 20  # the digit fits this box (MNIST)
+FIELD = 28  # inside this field, centred by mass (MNIST)
+MAX_SIDE = 1000  # larger pictures are first reduced to this many pixels on their long side
+
+
+class ImageError(Exception):
+    """A file is not a readable picture of a digit (one-line message)."""
+
+
+@dataclasses.dataclass
+class Prepared:
+    """One picture and the MNIST-style digit made from it."""
+
+    source: numpy.ndarray  # (H, W) float in [0, 1], the picture as read (grayscale, maybe reduced)
+    digit: numpy.ndarray  # (28, 28) uint8, light ink on a black (0) background
+    inverted: bool  # the picture had a light background and was inverted
+
+
+def read_grayscale(path) -> numpy.ndarray:
+    """An image file (PNG, JPEG, ...) -> (H, W) float64 in [0, 1]; 0 is black.
+
+    Phone photos are turned upright (EXIF orientation); transparent parts count as white paper;
+    pictures larger than MAX_SIDE pixels are reduced (area average) to that size.
+    """
+    image_module = need("PIL.Image", "reading images")
+    ops = need("PIL.ImageOps", "reading images")
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: file not found")
+    if path.is_dir():
+        raise ImageError(f"{path}: is a directory, expected an image file")
+    try:
+        with image_module.open(path) as image:
+            image.load()
+            image = ops.exif_transpose(image)
+    except image_module.UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image file Pillow can read (PNG, JPEG, ...)") from None
+    except (OSError, ValueError, image_module.DecompressionBombError) as error:
+        raise ImageError(f"{path}: cannot read the image ({error})") from None
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        paper = image_module.new("RGBA", image.size, (255, 255, 255, 255))
+        image = image_module.alpha_composite(paper, image)
+    if image.mode.startswith("I") or image.mode == "F":  # 16/32-bit grey
+        values = numpy.asarray(image, dtype=numpy.float64)
+        values = values / (65535.0 if values.max() > 255 else 255.0)
+        image = image_module.fromarray(numpy.clip(values * 255, 0, 255).astype(numpy.uint8))
+    image = image.convert("L")
+    if max(image.size) > MAX_SIDE:
+        image.thumbnail((MAX_SIDE, MAX_SIDE), image_module.Resampling.BOX)
+    return numpy.asarray(image, dtype=numpy.float64) / 255.0
+
+
+def ink_map(gray: numpy.ndarray) -> tuple[numpy.ndarray, bool]:
+    """(H, W) grayscale in [0, 1] -> (ink (H, W) in [0, 1], 0 = background; inverted?).
+
+    The background is a plane fitted to the picture's border (light that falls off across the
+    page is taken away with it); what lies within 4 noise deviations of it, or 5% of the contrast,
+    becomes 0, and the strongest ink 1.
+    """
+    h, w = gray.shape
+    m = max(1, round(0.04 * min(h, w)))  # border width: 4% of the short side
+    on_border = numpy.ones((h, w), dtype=bool)
+    on_border[m:-m, m:-m] = False
+    inverted = float(numpy.median(gray[on_border])) > 0.5
+    if inverted:
+        gray = 1.0 - gray
+    ink = gray - background_plane(gray, on_border)
+    residual = ink[on_border]
+    noise = 1.4826 * float(numpy.median(numpy.abs(residual - numpy.median(residual))))  # robust std
+    peak = float(ink.max())
+    if peak < 0.1:
+        raise ImageError("no digit found: the picture has almost no contrast")
+    floor = max(4.0 * noise, 0.05 * peak)
+    if peak <= floor:
+        raise ImageError("no digit found: the ink is no darker than the paper's noise")
+    return numpy.clip((ink - floor) / (peak - floor), 0.0, 1.0), inverted
+
+
+def background_plane(gray: numpy.ndarray, on_border: numpy.ndarray) -> numpy.ndarray:
+    """(H, W) -> the plane a + b*row + c*col that fits the border pixels best (least squares, twice:
+    the second time without the pixels far off the first fit, such as ink that touches the edge)."""
+    rows, cols = numpy.nonzero(on_border)
+    values = gray[on_border]
+    design = numpy.stack([numpy.ones(len(rows)), rows, cols], axis=1).astype(numpy.float64)
+    keep = numpy.ones(len(values), dtype=bool)
+    for _ in range(2):
+        coef = numpy.linalg.lstsq(design[keep], values[keep], rcond=None)[0]
+        residual = values - design @ coef
+        keep = numpy.abs(residual) <= 3 * 1.4826 * numpy.median(numpy.abs(residual)) + 1e-9
+    grid_rows, grid_cols = numpy.mgrid[0 : gray.shape[0], 0 : gray.shape[1]]
+    return coef[0] + coef[1] * grid_rows + coef[2] * grid_cols
+
+
+def ink_box(ink: numpy.ndarray, core: float = 0.5, keep: float = 0.05) -> tuple[slice, slice]:
+    """(H, W) ink -> the rows and columns holding the digit.
+
+    The solid ink (> core) is split into connected pieces (on a grid of at most 128 cells a side,
+    so strokes broken by less than a cell stay one piece); pieces with less than `keep` of the
+    largest one's ink, such as specks or smudges, are left out. The box around the rest then grows
+    while the row or column just outside has any ink (> 0) alongside: faint edges come back in.
+    """
+    solid = numpy.where(ink > core, ink, 0.0)
+    if not solid.any():
+        raise ImageError("no digit found in the picture")
+    h, w = ink.shape
+    cell = max(1, -(-max(h, w) // 128))
+    ch, cw = -(-h // cell), -(-w // cell)
+    grid = numpy.zeros((ch * cell, cw * cell))
+    grid[:h, :w] = solid
+    mass = grid.reshape(ch, cell, cw, cell).sum(axis=(1, 3))  # (ch, cw) ink per cell
+    labels = connected_pieces(mass > 0)
+    totals = numpy.bincount(labels.ravel(), weights=mass.ravel())
+    totals[0] = 0.0  # label 0: empty cells
+    kept = numpy.repeat(numpy.repeat(totals[labels] >= keep * totals.max(), cell, 0), cell, 1)[:h, :w]
+    rows, cols = numpy.flatnonzero((solid * kept).any(axis=1)), numpy.flatnonzero((solid * kept).any(axis=0))
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    h, w = ink.shape
+    grown = True
+    while grown:
+        grown = False
+        if top > 0 and ink[top - 1, left:right].max() > 0:
+            top, grown = top - 1, True
+        if bottom < h and ink[bottom, left:right].max() > 0:
+            bottom, grown = bottom + 1, True
+        if left > 0 and ink[top:bottom, left - 1].max() > 0:
+            left, grown = left - 1, True
+        if right < w and ink[top:bottom, right].max() > 0:
+            right, grown = right + 1, True
+    return slice(int(top), int(bottom)), slice(int(left), int(right))
+
+
+def connected_pieces(mask: numpy.ndarray) -> numpy.ndarray:
+    """(h, w) bool -> (h, w) int labels: 0 off the mask, one number per 4-connected piece.
+
+    Each cell takes the largest label among itself and its neighbours until nothing changes."""
+    h, w = mask.shape
+    labels = numpy.where(mask, numpy.arange(1, h * w + 1).reshape(h, w), 0)
+    while True:
+        padded = numpy.pad(labels, 1)
+        spread = numpy.maximum.reduce([labels, padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2],
+                                       padded[1:-1, 2:]])
+        spread = numpy.where(mask, spread, 0)
+        if numpy.array_equal(spread, labels):
+            return labels
+        labels = spread
+
+
+def fit_box(ink: numpy.ndarray, box: int = BOX) -> numpy.ndarray:
+    """(h, w) cropped ink -> (h', w') resized so that max(h', w') == box, same aspect ratio;
+    the strongest ink is set to 1 (thin pen strokes become as dark as MNIST's)."""
+    image_module = need("PIL.Image", "resizing images")
+    h, w = ink.shape
+    s = box / max(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))  # Pillow: (width, height)
+    # shrinking averages the area each new pixel covers (anti-aliasing, no ringing); enlarging interpolates
+    method = image_module.Resampling.BOX if s < 1 else image_module.Resampling.BILINEAR
+    resized = image_module.fromarray(ink.astype(numpy.float32)).resize(size, method)
+    out = numpy.clip(numpy.asarray(resized, dtype=numpy.float64), 0.0, 1.0)
+    return out / out.max() if out.max() > 0 else out
+
+
+def centre_by_mass(digit: numpy.ndarray, field: int = FIELD) -> numpy.ndarray:
+    """(h, w) with h, w <= field -> (field, field): shifted by whole pixels so that the centre of
+    mass lies as near (field/2, field/2) as the field allows (the digit is never cut)."""
+    h, w = digit.shape
+    mass = digit.sum()
+    com_row = float((digit.sum(axis=1) * numpy.arange(h)).sum() / mass)
+    com_col = float((digit.sum(axis=0) * numpy.arange(w)).sum() / mass)
+    top = min(max(round(field / 2 - com_row), 0), field - h)
+    left = min(max(round(field / 2 - com_col), 0), field - w)
+    out = numpy.zeros((field, field), dtype=digit.dtype)
+    out[top : top + h, left : left + w] = digit
+    return out
+
+
+def mnist_style(gray: numpy.ndarray) -> tuple[numpy.ndarray, bool]:
+    """(H, W) grayscale in [0, 1] -> ((28, 28) uint8 digit, light ink on 0; inverted?)."""
+    if gray.ndim != 2 or min(gray.shape) < 2:
+        raise ImageError(f"expected a 2-D picture of at least 2x2 pixels, got shape {gray.shape}")
+    ink, inverted = ink_map(gray)
+    rows, cols = ink_box(ink)
+    digit = centre_by_mass(fit_box(ink[rows, cols]))
+    return numpy.round(digit * 255).astype(numpy.uint8), inverted
+
+
+def prepare_file(path) -> Prepared:
+    """Read an image file and make its MNIST-style digit; errors name the file."""
+    gray = read_grayscale(path)
+    try:
+        digit, inverted = mnist_style(gray)
+    except ImageError as error:
+        raise ImageError(f"{path}: {error}") from None
+    return Prepared(gray, digit, inverted)

@@ -1,0 +1,56 @@
+"""Training curves: python -m lenet5x.plot RUN_DIR [RUN_DIR ...] [--out FILE]
+
+One run directory: redraws its curves.png (loss, train and test error per epoch). Several: one
+picture that overlays them, a colour per run (default comparison.png in the current directory).
+
+Exit status: 0 done, 2 bad input (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .restore import OneLineParser, guarded
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = OneLineParser(
+        prog="python -m lenet5x.plot",
+        description="Draw the loss and error curves of one run, or overlay several runs.",
+        epilog="Examples:\n  python -m lenet5x.plot runs/lenet5-20261123-101500\n"
+        "  python -m lenet5x.plot runs/lenet5-* runs/modern-* --labels paper,modern --out compare.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (with metrics.jsonl)")
+    parser.add_argument("--out", metavar="FILE", help="the PNG to write (default: RUN_DIR/curves.png for one "
+                        "run, comparison.png for several)")
+    parser.add_argument("--labels", metavar="A,B,...", help="the runs' legend names (default: folders)")
+    args = parser.parse_args(argv)
+    if args.labels is not None and len(args.labels.split(",")) != len(args.runs):
+        parser.error(f"--labels gives {len(args.labels.split(','))} names for {len(args.runs)} runs")
+    return args
+
+
+def run(args) -> int:
+    from .plots import plot_runs
+    from .rundir import RunDirError
+
+    for run_dir in map(Path, args.runs):
+        if not run_dir.is_dir():
+            raise RunDirError(f"{run_dir}: not a directory; pass run directories (with metrics.jsonl)")
+    out = Path(args.out) if args.out else (Path(args.runs[0]) / "curves.png" if len(args.runs) == 1
+                                           else Path("comparison.png"))
+    labels = args.labels.split(",") if args.labels else None
+    print(f"wrote {plot_runs(args.runs, out, labels)}")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    return guarded(lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

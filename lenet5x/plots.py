@@ -1,0 +1,259 @@
+"""Pictures of runs and results, drawn with matplotlib (the `plots` extra), written as PNG files.
+
+Matplotlib is imported inside the functions and only through its object interface (Figure and
+the Agg canvas, never pyplot): nothing opens a window, and training without the extra still runs.
+Every file is written to a temporary name and renamed, so a viewer never sees half a picture.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+import numpy
+
+from .extras import need
+from .rundir import RunDirError, read_metrics
+
+# (metrics key prefix, line style when several runs share a colour, legend name)
+SPLITS = (("train", "--", "train"), ("test", "-", "test"), ("val", ":", "validation"))
+
+
+def figure(width: float, height: float):
+    """A matplotlib Figure on the Agg canvas (no display); MissingExtra when matplotlib is absent."""
+    need("matplotlib", "drawing pictures")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save(fig, path) -> Path:
+    """Write `fig` as PNG to `path` atomically (temporary file in the same directory, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # open(): the usual file permissions
+    try:
+        with open(tmp, "wb") as handle:
+            fig.savefig(handle, format="png")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+# -- training curves -------------------------------------------------------------------------------
+
+def plot_runs(run_dirs: Sequence, path, labels: Sequence[str] | None = None) -> Path:
+    """Loss (left) and error rates (right) per epoch of one or more runs, on log scales.
+
+    One run: a colour per split (train dashed, test solid, validation dotted). Several runs: a
+    colour per run, the same line style per split. Reads each run's metrics.jsonl.
+    """
+    runs = [Path(r) for r in run_dirs]
+    labels = list(labels) if labels else [r.resolve().name for r in runs]
+    records = []
+    for run in runs:
+        metrics = read_metrics(run)
+        if not metrics:
+            raise RunDirError(f"{run}: no records in metrics.jsonl; is it a run that finished an epoch?")
+        records.append(metrics)
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    fig = figure(11, 4.2)
+    loss_ax, err_ax = fig.subplots(1, 2)
+    single = len(runs) == 1
+    split_colours = {"train": "C0", "test": "C3", "val": "C2"}
+    for i, (label, metrics) in enumerate(zip(labels, records, strict=True)):
+        for key, style, name in SPLITS:
+            colour = split_colours[key] if single else f"C{i % 10}"
+            line = "-" if single else style
+            for ax, field, scale in ((loss_ax, f"{key}_loss", 1.0), (err_ax, f"{key}_error", 100.0)):
+                points = [(r["epoch"], r[field] * scale) for r in metrics if r.get(field) is not None]
+                if not points:
+                    continue
+                epochs, values = zip(*points, strict=True)
+                ax.plot(epochs, values, line, color=colour, marker="o", markersize=3,
+                        label=name if single else f"{label} {name}")
+        best = min(metrics, key=lambda r: r.get("val_error", r["test_error"]))
+        colour = split_colours["test"] if single else f"C{i % 10}"
+        err_ax.plot(best["epoch"], best["test_error"] * 100, "o", markersize=9, markerfacecolor="none",
+                    color=colour)
+        err_ax.annotate(f"{best['test_error']:.2%}", (best["epoch"], best["test_error"] * 100), color=colour,
+                        textcoords="offset points", xytext=(8, -3), va="center", fontsize=8)
+    loss_title = "loss per pattern" if single else "loss per pattern (each run's own criterion)"
+    loss_ax.set(title=loss_title, xlabel="epoch", yscale="log")
+    err_ax.set(title="error rate", xlabel="epoch", yscale="log")
+    for ax, unit in ((loss_ax, ""), (err_ax, "%")):
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _, unit=unit: f"{v:.3g}{unit}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(partial(_minor_label, ax=ax, unit=unit)))
+    for ax in (loss_ax, err_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.margins(x=0.12)  # room for the best error's label
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    if single:
+        best = min(records[0], key=lambda r: r.get("val_error", r["test_error"]))
+        fig.suptitle(f"{labels[0]}: test error {best['test_error']:.2%} at its best epoch ({best['epoch']})")
+    else:
+        fig.suptitle("comparison: " + ", ".join(labels))
+    return save(fig, path)
+
+
+def _minor_label(value: float, _, ax, unit: str) -> str:
+    """Log axes: label every minor tick when the axis spans less than a decade, else only 2s and 5s."""
+    low, high = ax.get_ylim()
+    text = f"{value:.3g}"
+    return f"{text}{unit}" if high < 10 * low or text[0] in "25" else ""
+
+
+# -- digits ----------------------------------------------------------------------------------------
+
+def plot_digit_grid(images: numpy.ndarray, captions: Sequence[str], path, title: str,
+                    columns: int = 12) -> Path:
+    """images: (N, H, W) uint8, light ink on black -> one mosaic, dark ink on white, a caption under each.
+
+    One picture in one axes (not an axes per digit): quick to draw even for hundreds of digits."""
+    n, h, w = images.shape
+    columns = max(1, min(columns, n))
+    rows = max(1, -(-n // columns))
+    gap, caption_room = 6, 16  # pixels between digits, and below each for its caption
+    cell_h, cell_w = h + caption_room, w + gap
+    mosaic = numpy.zeros((rows * cell_h, columns * cell_w), dtype=numpy.uint8)
+    for i, image in enumerate(images):
+        top, left = (i // columns) * cell_h, (i % columns) * cell_w + gap // 2
+        mosaic[top : top + h, left : left + w] = image
+    fig = figure(columns * cell_w / 40 + 0.3, rows * cell_h / 40 + 0.5)
+    ax = fig.subplots()
+    ax.imshow(mosaic, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
+    for i, caption in enumerate(captions[:n]):
+        ax.text((i % columns) * cell_w + cell_w / 2 - 0.5, (i // columns) * cell_h + h + 1, caption,
+                ha="center", va="top", fontsize=9)
+    ax.set_axis_off()
+    fig.suptitle(title)
+    return save(fig, path)
+
+
+def plot_confusion(matrix: numpy.ndarray, classes: Sequence[str], path, title: str) -> Path:
+    """matrix: (K, K) counts, rows = true class, columns = predicted.
+
+    Mistakes in shades of red (scaled to the largest), the diagonal in grey, every count in its cell,
+    each class's accuracy next to its name."""
+    k = matrix.shape[0]
+    off = matrix.astype(numpy.float64).copy()
+    numpy.fill_diagonal(off, numpy.nan)
+    fig = figure(7.2, 6.2)
+    ax = fig.subplots()
+    cmap = need("matplotlib", "drawing pictures").colormaps["Reds"].with_extremes(bad="#dddddd")
+    top = max(float(numpy.nanmax(off)), 1.0) if k > 1 else 1.0
+    ax.imshow(off, cmap=cmap, vmin=0, vmax=top * 1.25)
+    for i in range(k):
+        for j in range(k):
+            count = int(matrix[i, j])
+            if count or i == j:
+                ax.text(j, i, str(count), ha="center", va="center", fontsize=9,
+                        fontweight="bold" if i == j else "normal",
+                        color="white" if i != j and count > 0.7 * top else "black")
+    totals = matrix.sum(axis=1)
+    ax.set_xticks(range(k), classes, rotation=40 if max(map(len, classes)) > 2 else 0, ha="right"
+                  if max(map(len, classes)) > 2 else "center")
+    ax.set_yticks(range(k), [f"{c}  ({matrix[i, i] / max(totals[i], 1):.1%})" for i, c in enumerate(classes)])
+    ax.set(xlabel="predicted", ylabel="true class (accuracy)", title=title)
+    ax.tick_params(length=0)
+    return save(fig, path)
+
+
+def plot_prediction(source: numpy.ndarray, seen: numpy.ndarray, values: numpy.ndarray, kind: str,
+                    classes: Sequence[str], path, title: str) -> Path:
+    """The picture as given (H, W) in [0, 1], the network's input (S, S) uint8, the class scores (K,)."""
+    fig = figure(10, 3.2)
+    photo_ax, seen_ax, bar_ax = fig.subplots(1, 3, width_ratios=[1, 1, 1.6])
+    photo_ax.imshow(source, cmap="gray", vmin=0, vmax=1)
+    photo_ax.set_title("picture", fontsize=10)
+    seen_ax.imshow(seen, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    seen_ax.set_title(f"network input {seen.shape[0]}x{seen.shape[1]}", fontsize=10)
+    for ax in (photo_ax, seen_ax):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    best = int(numpy.argmax(values) if kind == "probability" else numpy.argmin(values))
+    colours = ["C3" if i == best else "C7" for i in range(len(values))]
+    bars = bar_ax.bar(range(len(values)), values, color=colours)
+    bar_ax.bar_label(bars, [f"{v:.0%}" if kind == "probability" else f"{v:.0f}" for v in values], fontsize=7,
+                     padding=1)
+    bar_ax.set_xticks(range(len(values)), classes, fontsize=8 if max(map(len, classes)) > 2 else 10)
+    bar_ax.get_xticklabels()[best].set(color="C3", fontweight="bold")
+    bar_ax.margins(y=0.12)
+    bar_ax.set_title("softmax probability" if kind == "probability" else "RBF distance (lower = closer)",
+                     fontsize=10)
+    if kind == "probability":
+        bar_ax.set_ylim(0, 1.12)
+    fig.suptitle(title)
+    return save(fig, path)
+
+
+# -- what the network learned ------------------------------------------------------------------------
+
+def plot_kernels(weight: numpy.ndarray, path, title: str) -> Path:
+    """weight: (C_out, 1, k, k) first-layer kernels; blue negative, red positive, white 0.
+
+    Each kernel has its own symmetric scale (its largest |weight|, written under it), so the
+    pattern of every kernel shows even when one kernel has much larger weights than the others."""
+    kernels = weight.reshape(weight.shape[0], *weight.shape[-2:])
+    fig = figure(1.25 * len(kernels) + 0.3, 2.0)
+    axes = fig.subplots(1, len(kernels), squeeze=False)[0]
+    for i, (ax, kernel) in enumerate(zip(axes, kernels, strict=True)):
+        limit = float(numpy.abs(kernel).max()) or 1.0
+        ax.imshow(kernel, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"map {i}", fontsize=9)
+        ax.set_xlabel(f"\u00b1{limit:.2g}", fontsize=8)
+    fig.suptitle(title)
+    return save(fig, path)
+
+
+def plot_feature_maps(stages: Sequence[tuple[str, numpy.ndarray]], path, title: str, columns: int = 8,
+                      code: Sequence[tuple[str, numpy.ndarray]] = ()) -> Path:
+    """stages: (name, maps (C, H, W)) from the input on; a row block per stage, up to `columns` maps a row.
+
+    Every map of a stage shares one grey scale (black = the stage's lowest value, white = its highest),
+    so maps of a layer can be compared. code: optional (caption, (12, 7) image) pairs for a last row,
+    such as the classic model's F6 output beside the RBF prototype it is closest to (one scale,
+    black negative, white positive)."""
+    blocks = [(name, maps, -(-len(maps) // columns)) for name, maps in stages]
+    rows = sum(r for _, _, r in blocks) + (1 if code else 0)
+    fig = figure(columns * 0.95 + 1.0, rows * 0.95 + 0.6 + (0.4 if code else 0))
+    grid = fig.add_gridspec(rows, columns + 1, width_ratios=[1.1] + [1] * columns,
+                            height_ratios=[1] * (rows - 1) + [1.4 if code else 1])
+
+    def label(row: int, n_rows: int, text: str) -> None:
+        ax = fig.add_subplot(grid[row : row + n_rows, 0])
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=10, transform=ax.transAxes)
+
+    def cell(row: int, column: int, image, low: float, high: float):
+        ax = fig.add_subplot(grid[row, 1 + column])
+        ax.imshow(image, cmap="gray", vmin=low, vmax=max(high, low + 1e-6), interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return ax
+
+    row = 0
+    for name, maps, n_rows in blocks:
+        label(row, n_rows, f"{name}\n{len(maps)}@{maps.shape[1]}x{maps.shape[2]}")
+        low, high = float(maps.min()), float(maps.max())
+        for i, fmap in enumerate(maps):
+            cell(row + i // columns, i % columns, fmap, low, high)
+        row += n_rows
+    if code:
+        label(row, 1, "F6 \u2192 RBF\n84 as 7x12")
+        limit = max(float(numpy.abs(image).max()) for _, image in code)
+        for i, (caption, image) in enumerate(code[:columns]):
+            cell(row, i, image, -limit, limit).set_xlabel(caption, fontsize=8)
+    fig.suptitle(title)
+    return save(fig, path)

@@ -1,0 +1,104 @@
+"""Read your own handwriting: python -m lenet5x.predict CHECKPOINT IMAGE...
+
+Each PNG/JPEG photo or scan of one handwritten digit is made into a 32x32 input the way MNIST was
+made (images.py: grayscale, inverted when the paper is light, cropped to the ink, fitted into
+20x20, centred by mass in 28x28, padded to 32x32), normalized as in training, and classified. One
+line per image: the predicted class, then the score of every class (the classic model: squared
+RBF distances to the class prototypes, lower = closer; the modern model: softmax probabilities).
+--show DIR also writes, per image, a PNG with the picture, the 32x32 input the network saw and
+the scores.
+
+Exit status: 0 done, 2 bad input (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy
+
+from .data.loading import pad_images
+from .images import prepare_file
+from .restore import OneLineParser, guarded, input_normalization, network_input, restore, scores
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = OneLineParser(
+        prog="python -m lenet5x.predict",
+        description="Predict the digit in photos or scans of handwriting (one digit per image).",
+        epilog="Examples:\n  python -m lenet5x.predict runs/lenet5-20261123-101500 my_seven.jpg\n"
+        "  python -m lenet5x.predict runs/modern/best.npz digits/*.png --show seen/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a .npz checkpoint or a run directory")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files, one digit each")
+    parser.add_argument("--backend", choices=["auto", "numpy", "cupy"], default="auto", help="array backend")
+    parser.add_argument("--show", nargs="?", const=".", metavar="DIR",
+                        help="write <image>-seen.png per image into DIR (default: the current directory): "
+                        "the picture, the 32x32 input the network saw, the scores")
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="the training data, needed only for models trained with standardized inputs "
+                        "whose checkpoint does not store the normalization")
+    args = parser.parse_args(argv)
+    if args.show is not None and Path(args.show).suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif"):
+        parser.error(f"--show takes a folder, not {args.show}: put the images first, or write --show=DIR")
+    return args
+
+
+def table(names, prepared, values: numpy.ndarray, predicted, kind: str, classes) -> str:
+    """One line per image: its name, the predicted class, then a column of scores per class."""
+    width = max(5, *(len(str(n)) for n in names))
+    cell = max(7, *(len(c) + 1 for c in classes))
+    lines = [f"{'image':<{width}}  {'class':>5}  " + "".join(f"{c:>{cell}}" for c in classes)]
+    for name, p, v, c in zip(names, prepared, values, predicted, strict=True):
+        cells = "".join(f"{x:>{cell}.1%}" if kind == "probability" else f"{x:>{cell}.1f}" for x in v)
+        note = "  (inverted)" if p.inverted else ""
+        lines.append(f"{str(name):<{width}}  {classes[int(c)]:>5}  {cells}{note}")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    restored = restore(args.checkpoint, args.backend)
+    if args.show is not None:
+        from .plots import figure
+
+        figure(1, 1)  # fail before the work when matplotlib is missing
+    prepared = [prepare_file(path) for path in args.images]
+    scale, offset = input_normalization(restored, args.data_dir)
+    size = restored.config.data.input_size
+    seen = pad_images(numpy.stack([p.digit for p in prepared]), size)  # (N, 32, 32) uint8
+    out, _ = restored.model.forward(restored.params, network_input(restored, seen, scale, offset))
+    values, kind = scores(restored, out)
+    predicted = numpy.asarray(restored.backend.to_numpy(restored.model.loss.predict(out)))
+    classes = restored.classes
+    what = "softmax probabilities" if kind == "probability" else "squared RBF distances (lower = closer)"
+    print(f"{restored.note}\nscores: {what}; (inverted): the picture had a light background")
+    print(table(args.images, prepared, values, predicted, kind, restored.classes))
+    if args.show is None:
+        return 0
+
+    from .plots import plot_prediction
+
+    out_dir, used = Path(args.show), set()
+    for path, p, image, v, c in zip(args.images, prepared, seen, values, predicted, strict=True):
+        stem, n = Path(path).stem, 1
+        while stem in used:  # the same name from two folders: digit-2-seen.png, ...
+            n += 1
+            stem = f"{Path(path).stem}-{n}"
+        used.add(stem)
+        target = out_dir / f"{stem}-seen.png"
+        title = f"{Path(path).name}: predicted {classes[int(c)]}"
+        plot_prediction(p.source, image, v, kind, classes, target, title)
+        print(f"wrote {target}")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    return guarded(lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
