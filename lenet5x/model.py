@@ -15,7 +15,7 @@ import numpy
 
 from . import paper
 from .layers import (
-    AvgPool2x2,
+    BatchNorm,
     Conv2D,
     EuclideanRBF,
     Flatten,
@@ -107,11 +107,30 @@ class Model:
                 h[f"{name}.{key}"] = value
         return h
 
+    @property
+    def has_state(self) -> bool:
+        """True when a training-mode forward updates constants (batch-norm running statistics)."""
+        return any(hasattr(layer, "buffer_updates") for _, layer in self.layers)
+
+    def buffer_updates(self, params, caches) -> dict[str, Any]:
+        """New values of constants after a training-mode forward (e.g. running statistics)."""
+        updates = {}
+        for (name, layer), cache in zip(self.layers, caches, strict=True):
+            if hasattr(layer, "buffer_updates"):
+                for key, value in layer.buffer_updates(self._of(params, name), cache).items():
+                    updates[f"{name}.{key}"] = value
+        return updates
+
     def loss_and_grads(self, params, x, labels, train: bool = True):
         """One forward + backward. Returns (summed loss (0-d), out (K, N), grads)."""
+        total, out, grads, _ = self.train_pass(params, x, labels, train)
+        return total, out, grads
+
+    def train_pass(self, params, x, labels, train: bool = True):
+        """loss_and_grads plus the constant updates of the training-mode forward (buffer_updates)."""
         out, caches = self.forward(params, x, train)
         total, dout, _ = self.loss(out, labels)
-        return total, out, self.backward(params, caches, dout)
+        return total, out, self.backward(params, caches, dout), self.buffer_updates(params, caches)
 
     def hessian_diagonal(self, params, x, labels):
         """Per-pattern average of the diagonal second derivatives h_kk over the batch x."""
@@ -132,31 +151,41 @@ ARCHITECTURES = ("classic", "modern")
 def build_model(config: Mapping[str, Any] | None = None) -> Model:
     """Build a LeNet-5 from a plain mapping.
 
-    Keys (all optional):
+    Keys (all optional; None means the default):
       architecture: "classic" (the paper, default) or "modern" (ReLU, max-pool, softmax)
       loss:         "mse" | "map" (classic; default "mse"), "cross_entropy" (modern)
       map_j:        the MAP criterion's constant j (eq. 9), default 1.0
       init:         "paper" (uniform +-2.4/F_i), "paper_sqrt" (+-2.4/sqrt(F_i)) or "he";
                     default "paper" for classic, "he" for modern
+      input_size:   side of the square input, default 32
+      c1_padding:   zero padding of C1, default 0 (28x28 inputs with padding 2 give C1 the same 28x28 maps)
+      batch_norm:   modern only: batch normalization after each pooling block, default False
     """
     config = {k: v for k, v in dict(config or {}).items() if v is not None}
-    known = {"architecture", "loss", "map_j", "init"}
+    known = {"architecture", "loss", "map_j", "init", "input_size", "c1_padding", "batch_norm"}
     unknown = set(config) - known
     if unknown:
         raise ValueError(f"unknown model setting(s): {', '.join(sorted(unknown))}")
     arch = config.get("architecture", "classic")
+    size, padding = int(config.get("input_size", 32)), int(config.get("c1_padding", 0))
+    if size + 2 * padding != 32:
+        raise ValueError(f"input_size + 2 * c1_padding must be 32 for 28x28 C1 maps, not {size}, {padding}")
     if arch == "classic":
-        return _classic(config.get("loss", "mse"), float(config.get("map_j", 1.0)), config.get("init", "paper"))
+        if config.get("batch_norm"):
+            raise ValueError("batch_norm is offered for the modern architecture only")
+        loss, map_j = config.get("loss", "mse"), float(config.get("map_j", 1.0))
+        return _classic(loss, map_j, config.get("init", "paper"), size, padding)
     if arch == "modern":
-        return _modern(config.get("loss", "cross_entropy"), config.get("init", "he"))
+        return _modern(config.get("loss", "cross_entropy"), config.get("init", "he"), size, padding,
+                       bool(config.get("batch_norm", False)))
     raise ValueError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHITECTURES)}")
 
 
-def _classic(loss: str, map_j: float, init: str) -> Model:
+def _classic(loss: str, map_j: float, init: str, size: int = 32, padding: int = 0) -> Model:
     if loss not in ("mse", "map"):
         raise ValueError(f"the classic model's RBF output takes loss mse or map, not {loss!r}")
     layers = [
-        ("C1", Conv2D(1, 6, 5, init=init)),
+        ("C1", Conv2D(1, 6, 5, padding=padding, init=init)),
         ("C1_f", ScaledTanh()),
         ("S2", Subsampling(6, init=init)),
         ("S2_f", ScaledTanh()),
@@ -171,20 +200,22 @@ def _classic(loss: str, map_j: float, init: str) -> Model:
         ("F6_f", ScaledTanh()),
         ("RBF", EuclideanRBF(84, 10)),
     ]
-    return Model(layers, make_loss(loss, map_j), (1, 32, 32), "LeNet-5 (LeCun et al. 1998)")
+    return Model(layers, make_loss(loss, map_j), (1, size, size), "LeNet-5 (LeCun et al. 1998)")
 
 
-def _modern(loss: str, init: str) -> Model:
+def _modern(loss: str, init: str, size: int = 32, padding: int = 0, batch_norm: bool = False) -> Model:
     if loss != "cross_entropy":
         raise ValueError(f"the modern model's linear output takes loss cross_entropy, not {loss!r}")
     # max(relu(a)) == relu(max(a)): pooling first runs ReLU on a quarter of the values
     layers = [
-        ("C1", Conv2D(1, 6, 5, init=init)),
+        ("C1", Conv2D(1, 6, 5, padding=padding, init=init)),
         ("P2", MaxPool2x2()),
         ("P2_f", ReLU()),
+        *([("P2_bn", BatchNorm(6))] if batch_norm else []),
         ("C3", Conv2D(6, 16, 5, init=init)),
         ("P4", MaxPool2x2()),
         ("P4_f", ReLU()),
+        *([("P4_bn", BatchNorm(16))] if batch_norm else []),
         ("flatten", Flatten()),
         ("C5", FullyConnected(400, 120, init=init)),
         ("C5_f", ReLU()),
@@ -192,7 +223,8 @@ def _modern(loss: str, init: str) -> Model:
         ("F6_f", ReLU()),
         ("OUT", FullyConnected(84, 10, init=init)),
     ]
-    return Model(layers, make_loss(loss), (1, 32, 32), "LeNet-5, modern (ReLU, max-pool, softmax)")
+    name = "LeNet-5, modern (ReLU, max-pool" + (", batch norm" if batch_norm else "") + ", softmax)"
+    return Model(layers, make_loss(loss), (1, size, size), name)
 
 
-__all__ = ["Model", "build_model", "AvgPool2x2"]
+__all__ = ["Model", "build_model"]

@@ -41,17 +41,27 @@ class DataParallel:
 
     def loss_and_grads(self, params, shards):
         """shards: [(x, labels), ...] -> (summed loss, [out per shard], summed grads)."""
+        total, outs, grads, _ = self.train_pass(params, shards)
+        return total, outs, grads
+
+    def train_pass(self, params, shards):
+        """As loss_and_grads, plus constant updates (batch-norm running statistics) averaged over
+        shards; with several shards each normalizes with its own statistics ("ghost" batches)."""
         if self.pool is None or len(shards) == 1:
-            results = [self.model.loss_and_grads(params, x, labels) for x, labels in shards]
+            results = [self.model.train_pass(params, x, labels) for x, labels in shards]
         else:
-            results = list(self.pool.map(lambda s: self.model.loss_and_grads(params, *s), shards))
-        total, outs, grads = results[0][0], [results[0][1]], dict(results[0][2])
-        for t, out, g in results[1:]:
+            results = list(self.pool.map(lambda s: self.model.train_pass(params, *s), shards))
+        total, outs, grads, updates = results[0][0], [results[0][1]], dict(results[0][2]), dict(results[0][3])
+        for t, out, g, u in results[1:]:
             total = total + t
             outs.append(out)
             for k in grads:
                 grads[k] = grads[k] + g[k]
-        return total, outs, grads
+            for k in updates:
+                updates[k] = updates[k] + u[k]
+        if len(results) > 1:
+            updates = {k: v / len(results) for k, v in updates.items()}
+        return total, outs, grads, updates
 
     def close(self):
         if self.pool is not None:

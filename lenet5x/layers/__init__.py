@@ -2,6 +2,7 @@
 
 from .activation import ReLU, ScaledTanh
 from .base import Layer
+from .batchnorm import BatchNorm
 from .conv import Conv2D
 from .full import Flatten, FullyConnected
 from .pool import MaxPool2x2
@@ -10,6 +11,7 @@ from .subsample import AvgPool2x2, Subsampling
 
 __all__ = [
     "AvgPool2x2",
+    "BatchNorm",
     "Conv2D",
     "EuclideanRBF",
     "Flatten",

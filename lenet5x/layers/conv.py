@@ -45,7 +45,7 @@ class Conv2D:
         return n_inputs * self.kernel**2
 
     def init(self, rng, backend):
-        k, kk = self.kernel, self.kernel**2
+        k = self.kernel
         bias = numpy.zeros(self.out_channels)
         if self.table is None:
             weight = numpy.stack(

@@ -1,0 +1,50 @@
+"""One training update on a mini-batch: gather on the device, distort, shard, backprop, step.
+
+Shared by the training script and the speed benchmark so both time the same code.
+"""
+
+from __future__ import annotations
+
+from .data.distort import apply_affine
+from .parallel import DataParallel, split
+
+
+class TrainStep:
+    """step(params, state, idx, epoch) -> (params, state, summed loss (0-d), error count (0-d)).
+
+    idx: (B,) int64 device indices into `data`. With `workers` > 1 the batch is cut into that many
+    contiguous shards computed in threads (parallel.py). `maps` (N, 6) are per-pattern inverse
+    affine maps (data/distort.py) for the whole training set, or None.
+    """
+
+    def __init__(self, model, optimizer, data, workers: int = 1, maps=None, background: float = 0.0):
+        self.model, self.optimizer, self.data = model, optimizer, data
+        # batch statistics must see the whole batch for the step to be the batch's step
+        self.workers = 1 if model.has_state else workers
+        self.maps, self.background = maps, background
+        self.parallel = DataParallel(model, self.workers)
+
+    def shards(self, idx):
+        xp = self.data.backend.xp
+        shards = []
+        for lo, hi in split(int(idx.shape[0]), self.workers):
+            x, labels = self.data.batch(idx[lo:hi])
+            if self.maps is not None:
+                x = apply_affine(x, xp.take(self.maps, idx[lo:hi], axis=0), self.background)
+            shards.append((x, labels))
+        return shards
+
+    def __call__(self, params, state, idx, epoch: int):
+        xp = self.data.backend.xp
+        shards = self.shards(idx)
+        total, outs, grads, updates = self.parallel.train_pass(params, shards)
+        params, state = self.optimizer.step(params, grads, state, int(idx.shape[0]), epoch)
+        if updates:
+            params = {**params, **updates}
+        errors = xp.zeros((), dtype=xp.int64, device=self.data.backend.device)
+        for out, (_, labels) in zip(outs, shards, strict=True):
+            errors = errors + xp.sum(xp.astype(self.model.loss.predict(out) != labels, xp.int64))
+        return params, state, total, errors
+
+    def close(self):
+        self.parallel.close()
