@@ -8,10 +8,13 @@ names the file and the key.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
+import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Union
+from typing import Union
 
 import yaml
 
@@ -107,6 +110,9 @@ def _plain(value):
 
 # -- building dataclasses from plain data, with checks -----------------------------------------
 
+EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # 1e-3, 2E+5: floats that YAML 1.1 misses
+
+
 def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
@@ -126,7 +132,9 @@ def _coerce(value, tp, where: str):
                 return _coerce(value, option, where)
             except ConfigError as error:
                 errors.append(str(error))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: expected {_type_name(tp)}, got {value!r}")
+        if len(errors) == 1:
+            raise ConfigError(errors[0])
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
@@ -135,7 +143,7 @@ def _coerce(value, tp, where: str):
             return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
             raise ConfigError(f"{where}: expected {len(args)} items, got {value!r}")
-        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
     if dataclasses.is_dataclass(tp):
         return build(tp, value, where)
     if tp is bool:
@@ -147,7 +155,11 @@ def _coerce(value, tp, where: str):
             return value
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if tp is float:
+        if isinstance(value, str) and EXPONENT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{where}: expected a finite number, got {value!r}")
             return float(value)
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     if tp is str:
@@ -291,9 +303,10 @@ def apply_override(data: dict, assignment: str) -> None:
 
 
 def load_config(path=None, overrides=(), data: dict | None = None) -> Config:
-    """Config from a YAML file (or defaults), then `--set` overrides, validated.
+    """Config from a YAML file (or `data`, or defaults), then `--set` overrides, validated.
 
-    Errors name the file (or --set) and the key.
+    Errors name the file and the key; a problem that only the overrides bring says it comes from
+    the command line.
     """
     source = str(path) if path else "defaults"
     data = read_yaml(path) if path else dict(data or {})
@@ -306,8 +319,16 @@ def load_config(path=None, overrides=(), data: dict | None = None) -> Config:
     try:
         return validate(build(Config, data))
     except ConfigError as error:
-        raise ConfigError(f"{source} with --set {' --set '.join(overrides)}: {error}") from None
+        raise ConfigError(f"{error} (set on the command line)") from None
 
 
 def save_config(config: Config, path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    """Write the resolved config as YAML, atomically (a failed write leaves the old file as it was)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

@@ -1,41 +1,85 @@
-"""Run directories: where a run's config, metrics and checkpoints live, and how they are reused."""
+"""Run directories: where a run's config, metrics and checkpoints live, and how they are reused.
+
+Nothing is written until every input has been checked: choose_run_dir only looks, create_run_dir
+(called once the config, data, backend and any checkpoint are known to be good) creates.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shlex
 import time
 from pathlib import Path
+
+RUN_FILES = ("checkpoint.npz", "metrics.jsonl", "config.yaml", "best.npz", "curves.png")
 
 
 class RunDirError(Exception):
     """The run directory cannot be used (one-line message saying what to do)."""
 
 
+class WriteError(Exception):
+    """Writing into the run directory failed mid-run (disk full, I/O error); earlier files are intact."""
+
+
 def metrics_path(run_dir: Path) -> Path:
     return Path(run_dir) / "metrics.jsonl"
 
 
-def prepare_run_dir(out: str | None, name: str, resume: bool) -> Path:
-    """Create (or, resuming, reuse) the run directory and check it is writable.
+def choose_run_dir(out: str | None, name: str, resume: bool) -> Path:
+    """The run directory, checked but not created.
 
     A fresh run never reuses a directory that already holds a run: that would overwrite its work.
     """
     run_dir = Path(out) if out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: exists and is not a directory; pass --out to another path")
-    if not resume and any((run_dir / f).exists() for f in ("checkpoint.npz", "metrics.jsonl", "config.yaml")):
+    if not resume and (run_dir / "checkpoint.npz").exists():
         raise RunDirError(f"{run_dir}: already holds a run; continue it with --resume {run_dir} "
                           "or choose another --out")
+    held = [f for f in RUN_FILES if (run_dir / f).exists()]
+    if not resume and held:
+        raise RunDirError(f"{run_dir}: already holds {held[0]} of a run that saved no checkpoint; "
+                          "remove it or choose another --out")
     if resume and not (run_dir / "checkpoint.npz").exists():
-        raise RunDirError(f"{run_dir}: no checkpoint.npz to resume from")
+        raise RunDirError(f"{run_dir}: no checkpoint.npz to resume from (the run stopped before its first "
+                          "checkpoint); start a new run with another --out")
+    existing = run_dir.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunDirError(f"cannot create run directory {run_dir}: {existing} is not a directory; "
+                          "pass --out to a writable directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunDirError(f"cannot write to {existing} (permission denied or read-only); "
+                          "pass --out to a writable directory")
+    return run_dir
+
+
+def create_run_dir(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise RunDirError(f"cannot create run directory {run_dir} ({error.strerror}); pass --out to a writable directory") from None
-    if not os.access(run_dir, os.W_OK | os.X_OK):
-        raise RunDirError(f"cannot write to run directory {run_dir} (permission denied); pass --out to a writable directory")
-    return run_dir
+        raise RunDirError(f"cannot create run directory {run_dir} ({error.strerror}); "
+                          "pass --out to a writable directory") from None
+
+
+@contextlib.contextmanager
+def writing(run_dir: Path):
+    """Turn an OSError while writing the run directory into a WriteError that says what is intact."""
+    try:
+        yield
+    except OSError as error:
+        checkpoint = run_dir / "checkpoint.npz"
+        if checkpoint.exists():
+            then = (f"the previous checkpoint {checkpoint} is intact: free some space, then continue with "
+                    f"python -m lenet5x.train --resume {shlex.quote(str(run_dir))}")
+        else:
+            then = "no checkpoint had been written yet: free some space and start again with another --out"
+        where = error.filename or run_dir
+        raise WriteError(f"could not write {where} ({error.strerror or error}); {then}") from None
 
 
 def read_metrics(run_dir) -> list[dict]:

@@ -5,7 +5,9 @@ epoch loop (SDLM curvature, mini-batches, evaluation, metrics, checkpoints). A r
 config.yaml (the resolved configuration), metrics.jsonl (one JSON object per epoch),
 checkpoint.npz (latest, for --resume), best.npz (lowest validation or test error) and curves.png.
 
-Exit status: 0 done, 2 bad input (one line on stderr), 3 the loss diverged, 130 interrupted.
+Every input (config, flags, data files, backend, checkpoint) is checked before anything is written.
+Exit status: 0 done, 1 a write failed mid-run (disk full, I/O error; earlier files intact), 2 bad
+input (one line on stderr), 3 the loss diverged, 130 interrupted (a checkpoint is saved).
 """
 
 from __future__ import annotations
@@ -14,24 +16,42 @@ import argparse
 import dataclasses
 import json
 import math
+import shlex
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy
 
 from . import __version__
 from .backend import BackendError, keep_freed_host_memory, resolve, to_numpy
-from .checkpoint import CheckpointError, check_params, load_checkpoint, save_checkpoint
-from .config import Config, ConfigError, load_config, read_yaml, save_config
+from .checkpoint import (
+    CheckpointError,
+    check_arrays,
+    check_constants,
+    check_resume,
+    load_checkpoint,
+    save_checkpoint,
+    state_shapes,
+)
+from .config import Config, ConfigError, load_config, save_config
 from .data import DataError, DeviceData, load_dataset
 from .data.distort import DistortionRanges, apply_affine, draw_inverse_maps
 from .evaluation import evaluate
 from .model import build_model
 from .optim import SDLM, make_optimizer, scheduled_rate
 from .parallel import DataParallel, default_workers, single_threaded_blas, split
-from .rundir import RunDirError, metrics_path, prepare_run_dir, read_metrics, truncate_metrics
+from .rundir import (
+    RunDirError,
+    WriteError,
+    choose_run_dir,
+    create_run_dir,
+    metrics_path,
+    truncate_metrics,
+    writing,
+)
 
 # Independent random streams, all derived from the seed: a checkpoint's (epoch, step) is its RNG state.
 STREAM_INIT, STREAM_SHUFFLE, STREAM_HESSIAN, STREAM_DISTORT = 0, 1, 2, 3
@@ -91,8 +111,7 @@ def resolve_config(args) -> tuple[Config, str]:
             raise ConfigError("--resume continues a run as configured: only --epochs, --backend, --data-dir "
                               "and --no-progress may be given with it")
         flags = [f for f in flags if not f.startswith("train.out=")] + [f"train.out={json.dumps(str(run_dir))}"]
-        data = read_yaml(run_dir / "config.yaml")
-        return load_config(None, flags, data=data), run_dir.name
+        return load_config(run_dir / "config.yaml", flags), run_dir.name
     name = Path(args.config).stem if args.config else "lenet5"
     return load_config(args.config, [*flags, *args.overrides]), name
 
@@ -127,11 +146,10 @@ class StopRequest:
 
 
 def run(args) -> int:
-    # -- configuration and run directory ---------------------------------------------------------
+    # -- configuration and run directory (checked here, written only once every input is) ---------
     config, name = resolve_config(args)
     t = config.train
-    run_dir = prepare_run_dir(t.out, name, resume=bool(args.resume))
-    save_config(config, run_dir / "config.yaml")
+    run_dir = choose_run_dir(t.out, name, resume=bool(args.resume))
     say = print
 
     # -- backend, data, model, optimizer ---------------------------------------------------------
@@ -143,7 +161,7 @@ def run(args) -> int:
     xp = backend.xp
     d = config.data
     host = load_dataset(d.dataset, d.dir, d.input_size, d.normalize, d.train_subset, d.test_subset,
-                        d.validation_size, d.validation_seed)
+                        d.validation_size, d.validation_seed, log=say)
     train = DeviceData(backend, host.train_images, host.train_labels, host.scale, host.offset)
     test = DeviceData(backend, host.test_images, host.test_labels, host.scale, host.offset)
     val = (DeviceData(backend, host.validation_images, host.validation_labels, host.scale, host.offset)
@@ -166,21 +184,35 @@ def run(args) -> int:
     workers = t.workers or default_workers(backend.name, t.batch_size)
     parallel = DataParallel(model, workers)
 
+    steps = math.ceil(len(train) / t.batch_size)
     start_epoch, start_step, partial = 0, 0, {"loss": 0.0, "errors": 0, "seen": 0, "seconds": 0.0}
     best_error = math.inf
-    if args.resume:
+    if args.resume:  # no pickle; the metadata and every array are checked against this run first
         ckpt = run_dir / "checkpoint.npz"
         loaded_params, loaded_state, meta = load_checkpoint(ckpt)
-        if meta.get("config", {}).get("model") != config.to_dict()["model"]:
-            raise CheckpointError(f"{ckpt}: saved by a different model than {run_dir / 'config.yaml'} describes")
-        check_params(ckpt, loaded_params, {k: to_numpy(v) for k, v in params.items()})
+        check_resume(ckpt, meta, config.to_dict(), steps)
+        shapes = {k: tuple(v.shape) for k, v in params.items()}
+        check_arrays(ckpt, loaded_params, shapes)
+        check_constants(ckpt, loaded_params, {k: to_numpy(v) for k, v in params.items()
+                                              if k not in model.trainable_keys})
+        check_arrays(ckpt, loaded_state, state_shapes(o.name, o.momentum, shapes, model.trainable_keys),
+                     what=f"{o.name} optimizer arrays")
         params = {k: backend.asarray(v, dtype=params[k].dtype) for k, v in loaded_params.items()}
         state = {k: backend.asarray(v) for k, v in loaded_state.items()}
-        start_epoch, start_step = int(meta["epoch"]), int(meta["step"])
-        partial = meta.get("partial", partial)
-        best_error = meta.get("best_error", math.inf) or math.inf
-        truncate_metrics(run_dir, start_epoch)
-        say(f"resuming {run_dir} at epoch {start_epoch + 1}, step {start_step}")
+        start_epoch, start_step = meta["epoch"], meta["step"]
+        partial = meta["partial"] if start_step else partial
+        best_error = math.inf if meta.get("best_error") is None else meta["best_error"]
+        if start_epoch >= t.epochs:
+            done = f"{start_epoch} epoch{'s' * (start_epoch != 1)}"
+            raise ConfigError(f"{run_dir}: already trained for {done}; pass --epochs N with N > "
+                              f"{start_epoch} to train it further")
+
+    with writing(run_dir):
+        create_run_dir(run_dir)
+        save_config(config, run_dir / "config.yaml")
+        if args.resume:
+            truncate_metrics(run_dir, start_epoch)
+            say(f"resuming {run_dir} at epoch {start_epoch + 1}, step {start_step}")
 
     n_params = sum(model.parameter_count(params).values())
     say(f"{model.description}: {n_params:,} trainable parameters | {backend.name} {t.dtype} | "
@@ -193,10 +225,12 @@ def run(args) -> int:
                 "description": model.description}
 
     # -- the epoch loop ---------------------------------------------------------------------------
-    steps = math.ceil(len(train) / t.batch_size)
     ranges = DistortionRanges(**{f.name: getattr(d.distortions, f.name)
                                  for f in dataclasses.fields(DistortionRanges)})
-    with StopRequest() as stop, single_threaded_blas(workers > 1):
+    with StopRequest() as stop, single_threaded_blas(workers > 1), warnings.catch_warnings():
+        # a diverging run overflows: the loss check below says so once, not NumPy on every op
+        warnings.filterwarnings("ignore", "(overflow|invalid value|divide by zero) encountered",
+                                RuntimeWarning)
         for epoch in range(start_epoch, t.epochs):
             order = numpy.random.default_rng([t.seed, STREAM_SHUFFLE, epoch]).permutation(len(train))
             order_dev = backend.asarray(order, dtype=xp.int64)
@@ -254,9 +288,12 @@ def run(args) -> int:
                             "errors": partial["errors"] + int(to_numpy(err_acc)),
                             "seen": partial["seen"] + seen,
                             "seconds": partial["seconds"] + time.perf_counter() - t0}
-                    save_checkpoint(run_dir / "checkpoint.npz", params, state, checkpoint_meta(epoch, step, sums))
+                    with writing(run_dir):
+                        save_checkpoint(run_dir / "checkpoint.npz", params, state,
+                                        checkpoint_meta(epoch, step, sums))
                     print(f"interrupted in epoch {epoch + 1} at step {step}/{steps}; checkpoint saved. "
-                          f"Resume with: python -m lenet5x.train --resume {run_dir}", file=sys.stderr)
+                          f"Resume with: python -m lenet5x.train --resume {shlex.quote(str(run_dir))}",
+                          file=sys.stderr)
                     return 130
             bar.close()
             backend.synchronize()
@@ -284,12 +321,13 @@ def run(args) -> int:
             improved = selection < best_error
             if improved:
                 best_error = selection
-            with open(metrics_path(run_dir), "a") as handle:
-                handle.write(json.dumps(record) + "\n")
             meta = checkpoint_meta(epoch + 1, 0, None)
-            save_checkpoint(run_dir / "checkpoint.npz", params, state, meta)
-            if improved:
-                save_checkpoint(run_dir / "best.npz", params, state, meta)
+            with writing(run_dir):  # best.npz first: if a write fails, the epoch is redone on --resume
+                with open(metrics_path(run_dir), "a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+                if improved:
+                    save_checkpoint(run_dir / "best.npz", params, state, meta)
+                save_checkpoint(run_dir / "checkpoint.npz", params, state, meta)
             print_epoch(record, t.epochs, improved, rate_log)
             draw_curves(run_dir)
     say(f"done: test error {record['test_error']:.2%} after {t.epochs} epochs; results in {run_dir}")
@@ -338,6 +376,9 @@ def draw_curves(run_dir: Path) -> None:
         plot_runs([run_dir], run_dir / "curves.png")
     except ImportError:
         pass
+    except OSError as error:  # the pictures are optional; a full disk shows up at the next checkpoint
+        print(f"warning: could not draw {run_dir / 'curves.png'} ({error.strerror or error})",
+              file=sys.stderr)
 
 
 def main(argv=None) -> int:
@@ -347,6 +388,9 @@ def main(argv=None) -> int:
     except (ConfigError, DataError, BackendError, CheckpointError, RunDirError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except WriteError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

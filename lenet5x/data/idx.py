@@ -7,6 +7,7 @@ dimension, then the uint8 data. Every problem becomes a one-line DataError namin
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -20,10 +21,16 @@ class DataError(Exception):
     """A data file is missing, unreadable or not what it should be (message is one line)."""
 
 
+def _bad(path, problem: str) -> DataError:
+    """A DataError for a file that is there but wrong: the file, the problem, what to do."""
+    return DataError(f"{path}: {problem}; replace it with a good copy (or delete it to download it again)")
+
+
 def _read_bytes(path: Path) -> bytes:
     path = Path(path)
     if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected an IDX file")
+        raise DataError(f"{path}: is a directory, expected an IDX file; move it away or pass --data-dir "
+                        "to the folder that holds the files")
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -31,12 +38,12 @@ def _read_bytes(path: Path) -> bytes:
     except OSError as error:
         raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
     if not raw:
-        raise DataError(f"{path}: file is empty")
+        raise _bad(path, "file is empty")
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as error:
-            raise DataError(f"{path}: corrupt gzip data ({error}); delete it and download again") from None
+            raise _bad(path, f"corrupt gzip data ({error})") from None
     return raw
 
 
@@ -45,16 +52,16 @@ def _parse(path: Path, raw: bytes, magic: int, ndim: int) -> numpy.ndarray:
     if len(raw) >= 4 and int.from_bytes(raw[:4], "big") != magic:
         kind = "images" if magic == IMAGES_MAGIC else "labels"
         found = int.from_bytes(raw[:4], "big")
-        raise DataError(f"{path}: wrong magic number {found} (IDX {kind} files start with {magic})")
+        raise _bad(path, f"wrong magic number {found} (IDX {kind} files start with {magic})")
     if len(raw) < header:
-        raise DataError(f"{path}: truncated header ({len(raw)} bytes)")
+        raise _bad(path, f"truncated header ({len(raw)} bytes)")
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(numpy.prod(dims)) if dims else 0
+    expected = math.prod(dims) if dims else 0
     body = len(raw) - header
     if body < expected:
-        raise DataError(f"{path}: truncated: header promises {expected} data bytes {dims}, file has {body}")
+        raise _bad(path, f"truncated: header promises {expected} data bytes {dims}, file has {body}")
     if body > expected:
-        raise DataError(f"{path}: {body - expected} unexpected bytes after the data {dims}")
+        raise _bad(path, f"{body - expected} unexpected bytes after the data {dims}")
     return numpy.frombuffer(raw, dtype=numpy.uint8, offset=header).reshape(dims)
 
 
@@ -63,7 +70,7 @@ def read_idx_images(path) -> numpy.ndarray:
     path = Path(path)
     images = _parse(path, _read_bytes(path), IMAGES_MAGIC, 3)
     if images.shape[0] == 0 or images.shape[1] == 0 or images.shape[2] == 0:
-        raise DataError(f"{path}: holds no images (dimensions {images.shape})")
+        raise _bad(path, f"holds no images (dimensions {images.shape})")
     return images
 
 
@@ -73,7 +80,7 @@ def read_idx_labels(path, classes: int = 10) -> numpy.ndarray:
     labels = _parse(path, _read_bytes(path), LABELS_MAGIC, 1)
     if labels.size and int(labels.max()) >= classes:
         bad = int(numpy.argmax(labels >= classes))
-        raise DataError(f"{path}: label {int(labels[bad])} at index {bad} is outside 0-{classes - 1}")
+        raise _bad(path, f"label {int(labels[bad])} at index {bad} is outside 0-{classes - 1}")
     return labels
 
 
@@ -81,7 +88,6 @@ def read_pair(images_path, labels_path) -> tuple[numpy.ndarray, numpy.ndarray]:
     """Images and labels that must agree in count."""
     images, labels = read_idx_images(images_path), read_idx_labels(labels_path)
     if images.shape[0] != labels.shape[0]:
-        raise DataError(
-            f"{images_path}: {images.shape[0]} images but {labels_path} has {labels.shape[0]} labels"
-        )
+        raise _bad(images_path, f"{images.shape[0]} images but {labels_path} has {labels.shape[0]} labels "
+                   "(one of the two is from another set)")
     return images, labels

@@ -4,7 +4,8 @@ Lookup order for a dataset's four files: --data-dir, then $LENET5X_DATA_DIR, the
 cache ($XDG_CACHE_HOME/lenet5x or ~/.cache/lenet5x). In each directory D the files may be in D
 itself or in D/<dataset>, raw or .gz. Where none holds them, they are downloaded into the first of
 those directories that is set, each file checked against its MD5 and renamed into place only when
-complete, so a partial download never looks like a dataset.
+complete, so a partial download never looks like a dataset. A file already there is never
+overwritten: only missing files are fetched.
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ from pathlib import Path
 
 from .idx import DataError
 
-FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +59,8 @@ DATASETS = {
             "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
             "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
         },
-        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+         "Ankle boot"),
     ),
 }
 
@@ -143,6 +150,9 @@ def locate_or_download(dataset: str, data_dir=None, mirrors=None, log=None) -> d
     if dataset not in DATASETS:
         raise DataError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
     source = DATASETS[dataset]
+    if data_dir and Path(data_dir).expanduser().exists() and not Path(data_dir).expanduser().is_dir():
+        raise DataError(f"{data_dir}: not a directory; --data-dir (data.dir) names the folder that holds "
+                        f"the four {dataset} IDX files")
     dirs = candidate_dirs(data_dir)
     for directory in dirs:
         found = _find_in(directory, dataset)
@@ -157,15 +167,18 @@ def locate_or_download(dataset: str, data_dir=None, mirrors=None, log=None) -> d
     try:
         for stem in FILES:
             name = f"{stem}.gz"
-            target = target_dir / name
-            if not (target.exists() and md5_of(target) == source.md5[name]):
-                download_file([m + name for m in mirrors], target, source.md5[name], log=log)
-            paths[stem] = target
+            present = [p for p in (target_dir / name, target_dir / stem) if p.exists()]
+            if present:  # never overwritten: a bad file is reported when read, with what to do
+                paths[stem] = present[0]
+                continue
+            download_file([m + name for m in mirrors], target_dir / name, source.md5[name], log=log)
+            paths[stem] = target_dir / name
     except DataError as error:
         raise DataError(
             f"{error}. If this machine is offline, copy the four {dataset} .gz files into a directory "
             f"and pass --data-dir DIR (or set LENET5X_DATA_DIR)"
         ) from None
-    except PermissionError as error:
-        raise DataError(f"cannot write into {target_dir} ({error.strerror}); pass --data-dir to a writable directory") from None
+    except OSError as error:  # cannot create or write the target directory (permissions, full disk, ...)
+        raise DataError(f"cannot write into {target_dir} ({error.strerror or error}); pass --data-dir to a "
+                        f"writable directory, or one that holds the four {dataset} files") from None
     return paths
