@@ -33,6 +33,7 @@ TRAIN_SIZE = 60_000
 
 # -- the measured process ------------------------------------------------------------------------
 
+
 def peak_rss_mb() -> float:
     import resource
 
@@ -113,7 +114,9 @@ def measure_lenet5x(args) -> dict:
             backend.synchronize()
             eval_times.append(time.perf_counter() - t0)
     result["eval_images_per_second"] = len(test) / min(eval_times)
-    result["peak_memory_mb"] = device_memory_mb(backend) if backend.name == "cupy" else peak_rss_mb()
+    result["peak_memory_mb"] = (
+        device_memory_mb(backend) if backend.name == "cupy" else peak_rss_mb()
+    )
     return result
 
 
@@ -140,7 +143,10 @@ def torch_models():
             self.bias = nn.Parameter(torch.zeros(channels))
 
         def forward(self, x):
-            return F.avg_pool2d(x, 2) * (4 * self.coef[None, :, None, None]) + self.bias[None, :, None, None]
+            return (
+                F.avg_pool2d(x, 2) * (4 * self.coef[None, :, None, None])
+                + self.bias[None, :, None, None]
+            )
 
     class TableConv(nn.Conv2d):
         def __init__(self):
@@ -160,7 +166,9 @@ def torch_models():
             super().__init__()
             self.c1, self.s2, self.c3 = nn.Conv2d(1, 6, 5), Subsampling(6), TableConv()
             self.s4, self.c5, self.f6 = Subsampling(16), nn.Conv2d(16, 120, 5), nn.Linear(120, 84)
-            self.register_buffer("prototypes", torch.tensor(paper.rbf_prototypes(), dtype=torch.float32))
+            self.register_buffer(
+                "prototypes", torch.tensor(paper.rbf_prototypes(), dtype=torch.float32)
+            )
 
         def forward(self, x):
             x = scaled_tanh(self.s2(scaled_tanh(self.c1(x))))
@@ -176,8 +184,19 @@ def torch_models():
         def __init__(self):
             super().__init__()
             self.net = nn.Sequential(
-                nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
+                nn.Conv2d(1, 6, 5),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(6, 16, 5),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Flatten(),
+                nn.Linear(400, 120),
+                nn.ReLU(),
+                nn.Linear(120, 84),
+                nn.ReLU(),
+                nn.Linear(84, 10),
+            )
 
         def forward(self, x):
             return self.net(x)
@@ -198,9 +217,13 @@ def measure_torch(args) -> dict:
     device = "cuda" if args.device_backend == "cupy" else "cpu"
     torch.manual_seed(0)
     host = load_dataset("mnist", args.data_dir, train_subset=args.train_size)
-    images = torch.tensor(host.train_images[:, None].astype(numpy.float32) * host.scale + host.offset, device=device)
+    images = torch.tensor(
+        host.train_images[:, None].astype(numpy.float32) * host.scale + host.offset, device=device
+    )
     labels = torch.tensor(host.train_labels.astype(numpy.int64), device=device)
-    test_images = torch.tensor(host.test_images[:, None].astype(numpy.float32) * host.scale + host.offset, device=device)
+    test_images = torch.tensor(
+        host.test_images[:, None].astype(numpy.float32) * host.scale + host.offset, device=device
+    )
     model = torch_models()[args.model]().to(device)
     if args.model == "classic":
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
@@ -247,17 +270,39 @@ def measure_torch(args) -> dict:
             sync()
             eval_times.append(time.perf_counter() - t0)
     result["eval_images_per_second"] = len(test_images) / min(eval_times)
-    result["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else peak_rss_mb()
+    result["peak_memory_mb"] = (
+        torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else peak_rss_mb()
+    )
     return result
 
 
 # -- the parent: run everything, print the table -----------------------------------------------------
 
-def run_one(framework, model, batch, device_backend, data_dir, full_pass=False, train_size=None, quick=False) -> dict:
+
+def run_one(
+    framework, model, batch, device_backend, data_dir, full_pass=False, train_size=None, quick=False
+) -> dict:
     window = max(4, 3072 // batch) if not quick else max(2, 512 // batch)
-    cmd = [sys.executable, __file__, "--measure", framework, "--model", model, "--batch", str(batch),
-           "--device-backend", device_backend, "--data-dir", str(data_dir), "--window", str(window),
-           "--windows", "3" if quick else "5", "--warmup", "2" if quick else "5"]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--measure",
+        framework,
+        "--model",
+        model,
+        "--batch",
+        str(batch),
+        "--device-backend",
+        device_backend,
+        "--data-dir",
+        str(data_dir),
+        "--window",
+        str(window),
+        "--windows",
+        "3" if quick else "5",
+        "--warmup",
+        "2" if quick else "5",
+    ]
     if full_pass:
         cmd.append("--full-pass")
     if train_size:
@@ -296,18 +341,28 @@ def machine_line() -> str:
     except ImportError:
         torch_version = "absent"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{cpu}, {cores} cores, Python {platform.python_version()}, NumPy {numpy.__version__}, "
-            f"PyTorch {torch_version}")
+    return (
+        f"{cpu}, {cores} cores, Python {platform.python_version()}, NumPy {numpy.__version__}, "
+        f"PyTorch {torch_version}"
+    )
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA))
-    parser.add_argument("--rounds", type=int, default=3, help="alternating repetitions per row (median)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating repetitions per row (median)"
+    )
     parser.add_argument("--batches", default="64,256,1024")
     parser.add_argument("--models", default="classic,modern")
-    parser.add_argument("--scaling", action="store_true", help="also time full passes over 1/4, 1/2, all data")
-    parser.add_argument("--quick", action="store_true", help="fewer steps (a smoke test of this script)")
+    parser.add_argument(
+        "--scaling", action="store_true", help="also time full passes over 1/4, 1/2, all data"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer steps (a smoke test of this script)"
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the raw results as JSON")
     # internal: one measurement in this process
     parser.add_argument("--measure", choices=["lenet5x", "torch"])
@@ -333,28 +388,47 @@ def main():
             for batch in map(int, args.batches.split(",")):
                 ours, theirs = [], []
                 for _ in range(args.rounds):
-                    ours.append(run_one("lenet5x", model, batch, device_backend, args.data_dir, quick=args.quick))
-                    theirs.append(run_one("torch", model, batch, device_backend, args.data_dir, quick=args.quick))
+                    ours.append(
+                        run_one(
+                            "lenet5x", model, batch, device_backend, args.data_dir, quick=args.quick
+                        )
+                    )
+                    theirs.append(
+                        run_one(
+                            "torch", model, batch, device_backend, args.data_dir, quick=args.quick
+                        )
+                    )
                 row = summarize(device_backend, reference, model, batch, ours, theirs)
                 rows.append(row)
                 raw.append({"row": row, "lenet5x": ours, "torch": theirs})
                 print_row(row, header=len(rows) == 1)
     if args.scaling:
         print()
-        print("Seconds per pass, batch 256, by size of the training set (one full pass each, alternating):")
+        print(
+            "Seconds per pass, batch 256, by size of the training set (one full pass each, alternating):"
+        )
         print("| backend | model | images | lenet5x s | PyTorch s | ratio |")
         print("|---|---|---:|---:|---:|---:|")
         for device_backend, _ in backends:
             for model in args.models.split(","):
                 for size in (TRAIN_SIZE // 4, TRAIN_SIZE // 2, TRAIN_SIZE):
-                    a = run_one("lenet5x", model, 256, device_backend, args.data_dir, True, size, args.quick)
-                    b = run_one("torch", model, 256, device_backend, args.data_dir, True, size, args.quick)
-                    print(f"| {device_backend} | {model} | {size:,} | {a['epoch_seconds']:.2f} | "
-                          f"{b['epoch_seconds']:.2f} | {a['epoch_seconds'] / b['epoch_seconds']:.2f} |", flush=True)
+                    a = run_one(
+                        "lenet5x", model, 256, device_backend, args.data_dir, True, size, args.quick
+                    )
+                    b = run_one(
+                        "torch", model, 256, device_backend, args.data_dir, True, size, args.quick
+                    )
+                    print(
+                        f"| {device_backend} | {model} | {size:,} | {a['epoch_seconds']:.2f} | "
+                        f"{b['epoch_seconds']:.2f} | {a['epoch_seconds'] / b['epoch_seconds']:.2f} |",
+                        flush=True,
+                    )
                     raw.append({"scaling": [device_backend, model, size], "lenet5x": a, "torch": b})
     print()
     print(f"Machine: {machine_line()}")
-    print(f"Command: python benchmarks/train_speed.py --rounds {args.rounds}{' --scaling' if args.scaling else ''}")
+    print(
+        f"Command: python benchmarks/train_speed.py --rounds {args.rounds}{' --scaling' if args.scaling else ''}"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(raw, indent=1))
 
@@ -364,8 +438,13 @@ def summarize(device_backend, reference, model, batch, ours, theirs) -> dict:
     a = med(r["epoch_seconds"] for r in ours)
     b = med(r["epoch_seconds"] for r in theirs)
     return {
-        "backend": device_backend, "reference": reference, "model": model, "batch": batch,
-        "lenet5x_s": a, "torch_s": b, "ratio": a / b,
+        "backend": device_backend,
+        "reference": reference,
+        "model": model,
+        "batch": batch,
+        "lenet5x_s": a,
+        "torch_s": b,
+        "ratio": a / b,
         "lenet5x_eval": med(r["eval_images_per_second"] for r in ours),
         "torch_eval": med(r["eval_images_per_second"] for r in theirs),
         "lenet5x_mem": max(r["peak_memory_mb"] for r in ours),
@@ -376,12 +455,17 @@ def summarize(device_backend, reference, model, batch, ours, theirs) -> dict:
 
 def print_row(row, header=False):
     if header:
-        print("| backend vs reference | model | batch | lenet5x s/epoch | PyTorch s/epoch | ratio | "
-              "eval img/s lenet5x | eval img/s PyTorch | peak MB lenet5x | peak MB PyTorch |")
+        print(
+            "| backend vs reference | model | batch | lenet5x s/epoch | PyTorch s/epoch | ratio | "
+            "eval img/s lenet5x | eval img/s PyTorch | peak MB lenet5x | peak MB PyTorch |"
+        )
         print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    print(f"| {row['backend']} vs {row['reference']} | {row['model']} | {row['batch']} | {row['lenet5x_s']:.2f} | "
-          f"{row['torch_s']:.2f} | **{row['ratio']:.2f}** | {row['lenet5x_eval']:,.0f} | {row['torch_eval']:,.0f} | "
-          f"{row['lenet5x_mem']:,.0f} | {row['torch_mem']:,.0f} |", flush=True)
+    print(
+        f"| {row['backend']} vs {row['reference']} | {row['model']} | {row['batch']} | {row['lenet5x_s']:.2f} | "
+        f"{row['torch_s']:.2f} | **{row['ratio']:.2f}** | {row['lenet5x_eval']:,.0f} | {row['torch_eval']:,.0f} | "
+        f"{row['lenet5x_mem']:,.0f} | {row['torch_mem']:,.0f} |",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,9 @@ class Backend:
 
     def asarray(self, host_array, dtype=None):
         """Move a host (NumPy) array to this backend's device, in `dtype` (default: the compute dtype)."""
-        return self.xp.asarray(host_array, dtype=self.dtype if dtype is None else dtype, device=self.device)
+        return self.xp.asarray(
+            host_array, dtype=self.dtype if dtype is None else dtype, device=self.device
+        )
 
     def to_numpy(self, x) -> numpy.ndarray:
         """Copy an array of this backend back to a host NumPy array."""
@@ -46,6 +48,30 @@ class Backend:
             import cupy
 
             cupy.cuda.get_current_stream().synchronize()
+
+
+def describe_device(backend: Backend) -> str:
+    """A short description of what computes: the GPU's name, or the CPU model and core count."""
+    if backend.name == "cupy":
+        import cupy
+
+        props = cupy.cuda.runtime.getDeviceProperties(backend.device.id)
+        name = props["name"]
+        return name.decode() if isinstance(name, bytes) else str(name)
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cpu}, {cores} cores"
 
 
 def to_numpy(x) -> numpy.ndarray:
@@ -68,7 +94,9 @@ def _cupy_or_error():
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as error:  # CUDARuntimeError, driver missing, ...
-        raise BackendError(f"CuPy is installed but no CUDA device answers ({error}); {CUPY_HINT}") from None
+        raise BackendError(
+            f"CuPy is installed but no CUDA device answers ({error}); {CUPY_HINT}"
+        ) from None
     if count < 1:
         raise BackendError(f"CuPy is installed but no CUDA device is visible; {CUPY_HINT}")
     return cupy

@@ -74,11 +74,15 @@ def load_checkpoint(path) -> tuple[dict, dict, dict]:
     if path.is_dir():
         candidate = path / "checkpoint.npz"
         if not candidate.exists():
-            raise CheckpointError(f"{path}: a directory without a checkpoint.npz; pass a checkpoint file "
-                                  "or a run directory")
+            raise CheckpointError(
+                f"{path}: a directory without a checkpoint.npz; pass a checkpoint file "
+                "or a run directory"
+            )
         path = candidate
-    unreadable = f"{path}: not a readable lenet5x checkpoint ({{}}); it is truncated or corrupted: " \
+    unreadable = (
+        f"{path}: not a readable lenet5x checkpoint ({{}}); it is truncated or corrupted: "
         "start a new run (another --out) or put back a good copy"
+    )
     try:
         with open(path, "rb") as handle:
             head = handle.read(4)
@@ -87,14 +91,18 @@ def load_checkpoint(path) -> tuple[dict, dict, dict]:
     except OSError as error:
         raise CheckpointError(f"{path}: cannot read ({error.strerror or error})") from None
     if head != b"PK\x03\x04":  # not a zip archive (numpy would then try it as a pickle)
-        raise CheckpointError(unreadable.format("the file is empty" if not head else "not an .npz archive"))
+        raise CheckpointError(
+            unreadable.format("the file is empty" if not head else "not an .npz archive")
+        )
     try:
         with numpy.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
     except Exception as error:  # an untrusted file: any failure to parse it is the file's fault
         if "pickle" in str(error):  # numpy's own message would suggest loading it unsafely
-            raise CheckpointError(f"{path}: not a lenet5x checkpoint: it holds pickled Python objects, which "
-                                  "are never loaded (they could run code)") from None
+            raise CheckpointError(
+                f"{path}: not a lenet5x checkpoint: it holds pickled Python objects, which "
+                "are never loaded (they could run code)"
+            ) from None
         message = str(error).splitlines()[0] if str(error) else ""
         raise CheckpointError(unreadable.format(f"{type(error).__name__}: {message}")) from None
     if "meta" not in arrays or arrays["meta"].dtype.kind != "U" or arrays["meta"].shape != ():
@@ -105,7 +113,9 @@ def load_checkpoint(path) -> tuple[dict, dict, dict]:
         raise CheckpointError(f"{path}: corrupted checkpoint metadata") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise CheckpointError(f"{path}: unsupported checkpoint format {found!r} (expected {FORMAT})")
+        raise CheckpointError(
+            f"{path}: unsupported checkpoint format {found!r} (expected {FORMAT})"
+        )
     params = {k[len("param/") :]: v for k, v in arrays.items() if k.startswith("param/")}
     state = {k[len("opt/") :]: v for k, v in arrays.items() if k.startswith("opt/")}
     return params, state, meta
@@ -126,21 +136,30 @@ def check_resume(path, meta: dict, config: dict, steps: int) -> None:
     config: the run's Config.to_dict(); steps: mini-batches per epoch.
     """
     if not isinstance(meta.get("config"), dict):
-        raise CheckpointError(f"{path}: holds no configuration; it was not saved by a lenet5x training run")
+        raise CheckpointError(
+            f"{path}: holds no configuration; it was not saved by a lenet5x training run"
+        )
     saved, wanted = _flat(meta["config"]), _flat(config)
     keys = sorted(set(saved) | set(wanted))
     differ = [k for k in keys if k not in RESUMABLE and saved.get(k) != wanted.get(k)]
     if differ:
         key = differ[0]
         whose = "a different model" if key.startswith("model.") else "a run configured differently"
-        raise CheckpointError(f"{path}: saved by {whose} ({key} is {saved.get(key)!r} there, "
-                              f"{wanted.get(key)!r} in config.yaml); was it copied from another run?")
+        raise CheckpointError(
+            f"{path}: saved by {whose} ({key} is {saved.get(key)!r} there, "
+            f"{wanted.get(key)!r} in config.yaml); was it copied from another run?"
+        )
     epoch, step, partial = meta.get("epoch"), meta.get("step"), meta.get("partial")
     if not _count(epoch) or not _count(step) or step > steps:
-        raise CheckpointError(f"{path}: corrupted position (epoch {epoch!r}, step {step!r} of {steps})")
+        raise CheckpointError(
+            f"{path}: corrupted position (epoch {epoch!r}, step {step!r} of {steps})"
+        )
     sums = ("loss", "errors", "seen", "seconds")
-    if step and not (isinstance(partial, dict) and all(_number(partial.get(k)) for k in sums)
-                     and partial["seen"] >= step):
+    if step and not (
+        isinstance(partial, dict)
+        and all(_number(partial.get(k)) for k in sums)
+        and partial["seen"] >= step
+    ):
         raise CheckpointError(f"{path}: corrupted partial-epoch sums {partial!r}")
     best = meta.get("best_error")
     if best is not None and not _number(best):
@@ -160,7 +179,9 @@ def state_shapes(optimizer: str, momentum: float, shapes: dict, trainable) -> di
 
     shapes: parameter key -> shape; trainable: the keys that get gradients.
     """
-    prefixes = {"sdlm": ("rate",), "sgd": ("velocity",) if momentum else (), "adam": ("m", "v")}[optimizer]
+    prefixes = {"sdlm": ("rate",), "sgd": ("velocity",) if momentum else (), "adam": ("m", "v")}[
+        optimizer
+    ]
     expected = {f"{p}/{k}": tuple(shapes[k]) for p in prefixes for k in trainable}
     if optimizer == "adam":
         expected["step"] = ()
@@ -173,8 +194,9 @@ def check_arrays(path, loaded: dict, expected: dict, what: str = "parameters") -
     extra = sorted(set(loaded) - set(expected))
     if missing or extra:
         detail = f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}"
-        raise CheckpointError(f"{path}: {what} do not match this model ({detail}); "
-                              "was it saved by another model?")
+        raise CheckpointError(
+            f"{path}: {what} do not match this model ({detail}); was it saved by another model?"
+        )
     for key, shape in expected.items():
         got = loaded[key]
         if tuple(got.shape) != tuple(shape):
@@ -192,8 +214,9 @@ def check_constants(path, loaded: dict, own: dict) -> None:
     """The model's constants (C3's connection table, the RBF bitmaps: key -> array) exactly as built."""
     for key, value in own.items():
         if not numpy.array_equal(loaded[key], value):
-            raise CheckpointError(f"{path}: {key} differs from this model's own; "
-                                  "was it saved by another model?")
+            raise CheckpointError(
+                f"{path}: {key} differs from this model's own; was it saved by another model?"
+            )
 
 
 def check_params(path, loaded: dict, expected: dict) -> None:

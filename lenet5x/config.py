@@ -28,11 +28,15 @@ class ConfigError(Exception):
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     architecture: str = "classic"  # "classic" (the paper) or "modern" (ReLU, max-pool, softmax)
-    loss: str | None = None  # classic: "mse" (eq. 8, default) or "map" (eq. 9); modern: "cross_entropy"
+    loss: str | None = (
+        None  # classic: "mse" (eq. 8, default) or "map" (eq. 9); modern: "cross_entropy"
+    )
     map_j: float = 1.0  # the MAP criterion's constant j (eq. 9); the paper gives no value
     # "paper" (+-2.4/F_i, appendix A), "paper_sqrt" (+-2.4/sqrt(F_i)) or "he"; None: "paper" for
     # classic, "he" for modern
     init: str | None = None
+    c1_padding: int = 0  # zero padding of C1; 2 lets 28x28 images in unpadded (data.input_size: 28)
+    batch_norm: bool = False  # modern only: batch normalization after each pooling block
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +104,11 @@ class Config:
         return _plain(dataclasses.asdict(self))
 
 
+def model_settings(config: Config) -> dict:
+    """The mapping build_model takes: the model section plus the input size from the data section."""
+    return {**dataclasses.asdict(config.model), "input_size": config.data.input_size}
+
+
 def _plain(value):
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
@@ -110,7 +119,9 @@ def _plain(value):
 
 # -- building dataclasses from plain data, with checks -----------------------------------------
 
-EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # 1e-3, 2E+5: floats that YAML 1.1 misses
+EXPONENT = re.compile(
+    r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+"
+)  # 1e-3, 2E+5: floats that YAML 1.1 misses
 
 
 def _type_name(tp) -> str:
@@ -143,7 +154,9 @@ def _coerce(value, tp, where: str):
             return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
             raise ConfigError(f"{where}: expected {len(args)} items, got {value!r}")
-        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+        return tuple(
+            _coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
+        )
     if dataclasses.is_dataclass(tp):
         return build(tp, value, where)
     if tp is bool:
@@ -203,22 +216,35 @@ def validate(config: Config) -> Config:
     m, d, o, t = config.model, config.data, config.optimizer, config.train
     _one_of("model.architecture", m.architecture, ("classic", "modern"))
     if m.loss is not None:
-        _one_of("model.loss", m.loss, ("mse", "map") if m.architecture == "classic" else ("cross_entropy",))
+        _one_of(
+            "model.loss",
+            m.loss,
+            ("mse", "map") if m.architecture == "classic" else ("cross_entropy",),
+        )
     _positive("model.map_j", m.map_j)
     if m.init is not None:
         _one_of("model.init", m.init, ("paper", "paper_sqrt", "he"))
     _one_of("data.dataset", d.dataset, ("mnist", "fashion-mnist"))
     _one_of("data.normalize", d.normalize, ("paper", "standardize"))
     if d.input_size < 28:
-        raise ConfigError(f"data.input_size: must be at least 28 (the images are 28x28), got {d.input_size}")
-    if d.input_size != 32:
-        raise ConfigError(f"data.input_size: LeNet-5 takes 32x32 inputs, got {d.input_size}")
+        raise ConfigError(
+            f"data.input_size: must be at least 28 (the images are 28x28), got {d.input_size}"
+        )
+    if m.c1_padding < 0 or d.input_size + 2 * m.c1_padding != 32:
+        raise ConfigError(
+            f"data.input_size + 2 * model.c1_padding must be 32 (C1 makes 28x28 maps), got "
+            f"{d.input_size} and {m.c1_padding}: use 32 and 0, or 28 and 2"
+        )
+    if m.batch_norm and m.architecture != "modern":
+        raise ConfigError("model.batch_norm: offered for the modern architecture only")
     _positive("data.train_subset", d.train_subset)
     _positive("data.test_subset", d.test_subset)
     _positive("data.validation_size", d.validation_size, allow_zero=True)
     dist = d.distortions
     if not 0.0 <= dist.probability <= 1.0:
-        raise ConfigError(f"data.distortions.probability: must be in [0, 1], got {dist.probability}")
+        raise ConfigError(
+            f"data.distortions.probability: must be in [0, 1], got {dist.probability}"
+        )
     for key in ("translate", "scale", "squeeze", "shear"):
         _positive(f"data.distortions.{key}", getattr(dist, key), allow_zero=True)
     if dist.scale >= 1 or dist.squeeze >= 1:
@@ -250,6 +276,7 @@ def validate(config: Config) -> Config:
 
 
 # -- files and overrides ---------------------------------------------------------------------------
+
 
 def read_yaml(path) -> dict:
     path = Path(path)

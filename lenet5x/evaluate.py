@@ -29,16 +29,33 @@ def parse_args(argv=None) -> argparse.Namespace:
         "  python -m lenet5x.evaluate runs/modern/checkpoint.npz --out results --max-shown 60",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("checkpoint", metavar="RUN_DIR_or_CHECKPOINT",
-                        help="a run directory (its best.npz, else checkpoint.npz) or a .npz checkpoint")
-    parser.add_argument("--data-dir", metavar="DIR", help="where the IDX files are (default: as in training)")
-    parser.add_argument("--backend", choices=["auto", "numpy", "cupy"], default="auto", help="array backend")
-    parser.add_argument("--out", metavar="DIR", help="folder for the PNGs (default: the checkpoint's folder)")
-    parser.add_argument("--test-subset", type=int, metavar="N",
-                        help="only the first N test images (default: all)")
-    parser.add_argument("--max-shown", type=int, default=120, metavar="N",
-                        help="misclassified digits drawn, most confident mistakes first (default 120)")
-    parser.add_argument("--no-plots", action="store_true", help="the tables only (no matplotlib needed)")
+    parser.add_argument(
+        "checkpoint",
+        metavar="RUN_DIR_or_CHECKPOINT",
+        help="a run directory (its best.npz, else checkpoint.npz) or a .npz checkpoint",
+    )
+    parser.add_argument(
+        "--data-dir", metavar="DIR", help="where the IDX files are (default: as in training)"
+    )
+    parser.add_argument(
+        "--backend", choices=["auto", "numpy", "cupy"], default="auto", help="array backend"
+    )
+    parser.add_argument(
+        "--out", metavar="DIR", help="folder for the PNGs (default: the checkpoint's folder)"
+    )
+    parser.add_argument(
+        "--test-subset", type=int, metavar="N", help="only the first N test images (default: all)"
+    )
+    parser.add_argument(
+        "--max-shown",
+        type=int,
+        default=120,
+        metavar="N",
+        help="misclassified digits drawn, most confident mistakes first (default 120)",
+    )
+    parser.add_argument(
+        "--no-plots", action="store_true", help="the tables only (no matplotlib needed)"
+    )
     args = parser.parse_args(argv)
     if args.test_subset is not None and args.test_subset < 1:
         parser.error("--test-subset must be at least 1")
@@ -49,7 +66,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def confusion_matrix(labels: numpy.ndarray, predictions: numpy.ndarray, k: int) -> numpy.ndarray:
     """(N,), (N,) class indices -> (k, k) counts; rows = true class, columns = predicted."""
-    return numpy.bincount(labels.astype(numpy.int64) * k + predictions, minlength=k * k).reshape(k, k)
+    return numpy.bincount(labels.astype(numpy.int64) * k + predictions, minlength=k * k).reshape(
+        k, k
+    )
 
 
 def class_table(matrix: numpy.ndarray, classes) -> str:
@@ -69,7 +88,9 @@ def matrix_table(matrix: numpy.ndarray, classes) -> str:
     width = max(5, len(str(int(matrix.max()))) + 1)
     lines = ["true \\ predicted", " " * 6 + "".join(f"{c:>{width}}" for c in labels)]
     for i, name in enumerate(labels):
-        cells = "".join(f"{int(v) if v or i == j else '.':>{width}}" for j, v in enumerate(matrix[i]))
+        cells = "".join(
+            f"{int(v) if v or i == j else '.':>{width}}" for j, v in enumerate(matrix[i])
+        )
         lines.append(f"{name:>5} {cells}")
     return "\n".join(lines)
 
@@ -90,15 +111,22 @@ def run(args) -> int:
     host = load_data(restored, args.data_dir, args.test_subset)
     test = DeviceData(restored.backend, host.test_images, host.test_labels, host.scale, host.offset)
     scores = evaluate(restored.model, restored.params, test, restored.config.train.eval_batch_size)
-    labels, predictions = host.test_labels.astype(numpy.int64), scores.predictions.astype(numpy.int64)
+    labels, predictions = (
+        host.test_labels.astype(numpy.int64),
+        scores.predictions.astype(numpy.int64),
+    )
     wrong = numpy.flatnonzero(predictions != labels)
     matrix = confusion_matrix(labels, predictions, len(host.classes))
 
     print(f"{restored.note}")
-    print(f"{restored.model.description} | {restored.backend.name} | {host.name} test set, "
-          f"{scores.count:,} images")
-    print(f"test error {scores.error:.2%} ({len(wrong)} of {scores.count:,} misclassified), "
-          f"mean loss {scores.loss:.4f}\n")
+    print(
+        f"{restored.model.description} | {restored.backend.name} | {host.name} test set, "
+        f"{scores.count:,} images"
+    )
+    print(
+        f"test error {scores.error:.2%} ({len(wrong)} of {scores.count:,} misclassified), "
+        f"mean loss {scores.loss:.4f}\n"
+    )
     print(class_table(matrix, host.classes) + "\n")
     print(matrix_table(matrix, host.classes))
     if args.no_plots:
@@ -109,16 +137,22 @@ def run(args) -> int:
     out = Path(args.out) if args.out else restored.run_dir
     name = restored.label
     dataset = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}.get(host.name, host.name)
-    title = f"{dataset} test set: {scores.error:.2%} error ({len(wrong)} of {scores.count:,}), {name}"
+    title = (
+        f"{dataset} test set: {scores.error:.2%} error ({len(wrong)} of {scores.count:,}), {name}"
+    )
     written = [plot_confusion(matrix, host.classes, out / "confusion.png", title)]
     # the most confident mistakes first: they say most about what the network got wrong
-    shown = wrong[numpy.argsort(-margin(scores.outputs[wrong], restored.model.loss.name), kind="stable")]
+    shown = wrong[
+        numpy.argsort(-margin(scores.outputs[wrong], restored.model.loss.name), kind="stable")
+    ]
     shown = shown[: args.max_shown]
     border = (host.test_images.shape[1] - 28) // 2
     digits = host.test_images[shown, border : border + 28, border : border + 28]
     captions = [f"{host.classes[labels[i]]}\u2192{host.classes[predictions[i]]}" for i in shown]
     more = f", the {len(shown)} most confident shown" if len(shown) < len(wrong) else ""
-    grid_title = f"{len(wrong)} misclassified {dataset} test images (true\u2192predicted){more}, {name}"
+    grid_title = (
+        f"{len(wrong)} misclassified {dataset} test images (true\u2192predicted){more}, {name}"
+    )
     if len(wrong):
         written.append(plot_digit_grid(digits, captions, out / "misclassified.png", grid_title))
     else:

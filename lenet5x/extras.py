@@ -17,4 +17,6 @@ def need(module: str, purpose: str):
         return importlib.import_module(module)
     except ImportError:
         package = {"PIL": "Pillow"}.get(module.split(".")[0], module.split(".")[0])
-        raise MissingExtra(f"{purpose} needs {package}, which is in the plots extra: {INSTALL}") from None
+        raise MissingExtra(
+            f"{purpose} needs {package}, which is in the plots extra: {INSTALL}"
+        ) from None

@@ -23,7 +23,15 @@ from .backend import to_numpy
 from .data import DataError
 from .data.loading import pad_images
 from .images import prepare_file
-from .restore import OneLineParser, Restored, guarded, input_normalization, load_data, network_input, restore
+from .restore import (
+    OneLineParser,
+    Restored,
+    guarded,
+    input_normalization,
+    load_data,
+    network_input,
+    restore,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -34,13 +42,23 @@ def parse_args(argv=None) -> argparse.Namespace:
         "  python -m lenet5x.features runs/modern --image my_seven.jpg --out pictures",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a .npz checkpoint or a run directory")
+    parser.add_argument(
+        "checkpoint", metavar="CHECKPOINT", help="a .npz checkpoint or a run directory"
+    )
     digit = parser.add_mutually_exclusive_group()
     digit.add_argument("--index", type=int, default=0, metavar="N", help="test image N (default 0)")
-    digit.add_argument("--image", metavar="FILE", help="a PNG or JPEG of one handwritten digit instead")
-    parser.add_argument("--data-dir", metavar="DIR", help="where the IDX files are (default: as in training)")
-    parser.add_argument("--backend", choices=["auto", "numpy", "cupy"], default="auto", help="array backend")
-    parser.add_argument("--out", metavar="DIR", help="folder for the PNGs (default: the checkpoint's folder)")
+    digit.add_argument(
+        "--image", metavar="FILE", help="a PNG or JPEG of one handwritten digit instead"
+    )
+    parser.add_argument(
+        "--data-dir", metavar="DIR", help="where the IDX files are (default: as in training)"
+    )
+    parser.add_argument(
+        "--backend", choices=["auto", "numpy", "cupy"], default="auto", help="array backend"
+    )
+    parser.add_argument(
+        "--out", metavar="DIR", help="folder for the PNGs (default: the checkpoint's folder)"
+    )
     args = parser.parse_args(argv)
     if args.index < 0:
         parser.error("--index must be >= 0")
@@ -52,7 +70,9 @@ def stage_outputs(restored: Restored, x) -> list[tuple[str, numpy.ndarray]]:
     input on. A stage is a layer with its activation ("C1" and "C1_f"): maps (C, H, W), vectors (F,)."""
     stages = [("input", x)]
     for name, layer in restored.model.layers:
-        own = {k.split(".", 1)[1]: v for k, v in restored.params.items() if k.split(".", 1)[0] == name}
+        own = {
+            k.split(".", 1)[1]: v for k, v in restored.params.items() if k.split(".", 1)[0] == name
+        }
         x, _ = layer.forward(own, x, False)
         base = name.split("_")[0]
         if stages[-1][0] == base:
@@ -62,7 +82,9 @@ def stage_outputs(restored: Restored, x) -> list[tuple[str, numpy.ndarray]]:
     return [(name, to_numpy(v)[..., 0]) for name, v in stages]
 
 
-def rbf_code(restored: Restored, outputs: dict, scores: numpy.ndarray) -> list[tuple[str, numpy.ndarray]]:
+def rbf_code(
+    restored: Restored, outputs: dict, scores: numpy.ndarray
+) -> list[tuple[str, numpy.ndarray]]:
     """The classic model's F6 output (84 = a 7x12 picture, Fig. 3) beside the RBF prototypes of its
     two nearest classes; nothing for a model without an RBF layer. scores: (K,) squared distances."""
     if "RBF.prototypes" not in restored.params or "F6" not in outputs:
@@ -71,7 +93,8 @@ def rbf_code(restored: Restored, outputs: dict, scores: numpy.ndarray) -> list[t
     nearest = numpy.argsort(scores)[:2]
     classes = restored.classes
     return [("F6 output", outputs["F6"].reshape(12, 7))] + [
-        (f"class {classes[c]}, d={scores[c]:.1f}", prototypes[c].reshape(12, 7)) for c in nearest]
+        (f"class {classes[c]}, d={scores[c]:.1f}", prototypes[c].reshape(12, 7)) for c in nearest
+    ]
 
 
 def run(args) -> int:
@@ -88,7 +111,9 @@ def run(args) -> int:
     else:
         host = load_data(restored, args.data_dir)
         if args.index >= len(host.test_labels):
-            raise DataError(f"--index {args.index}: the test set has {len(host.test_labels)} images")
+            raise DataError(
+                f"--index {args.index}: the test set has {len(host.test_labels)} images"
+            )
         digit = host.test_images[args.index : args.index + 1]
         what = f"test image {args.index} (a {classes[int(host.test_labels[args.index])]})"
         scale, offset = host.scale, host.offset
@@ -103,10 +128,18 @@ def run(args) -> int:
     weight = to_numpy(restored.params["C1.weight"])
     k = weight.shape[-1]
     written = [
-        plot_kernels(weight, out_dir / "kernels.png", f"learned C1 kernels ({weight.shape[0]} of {k}x{k}; "
-                     f"red positive, blue negative), {restored.label}"),
-        plot_feature_maps(maps, out_dir / "feature_maps.png",
-                          f"{what} through {restored.label}: predicted {predicted}", code=code),
+        plot_kernels(
+            weight,
+            out_dir / "kernels.png",
+            f"learned C1 kernels ({weight.shape[0]} of {k}x{k}; "
+            f"red positive, blue negative), {restored.label}",
+        ),
+        plot_feature_maps(
+            maps,
+            out_dir / "feature_maps.png",
+            f"{what} through {restored.label}: predicted {predicted}",
+            code=code,
+        ),
     ]
     print(f"{restored.note}\n{what}: predicted {predicted}")
     print("\n".join(f"wrote {p}" for p in written))

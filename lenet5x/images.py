@@ -139,8 +139,13 @@ def ink_box(ink: numpy.ndarray, core: float = 0.5, keep: float = 0.05) -> tuple[
     labels = connected_pieces(mass > 0)
     totals = numpy.bincount(labels.ravel(), weights=mass.ravel())
     totals[0] = 0.0  # label 0: empty cells
-    kept = numpy.repeat(numpy.repeat(totals[labels] >= keep * totals.max(), cell, 0), cell, 1)[:h, :w]
-    rows, cols = numpy.flatnonzero((solid * kept).any(axis=1)), numpy.flatnonzero((solid * kept).any(axis=0))
+    kept = numpy.repeat(numpy.repeat(totals[labels] >= keep * totals.max(), cell, 0), cell, 1)[
+        :h, :w
+    ]
+    rows, cols = (
+        numpy.flatnonzero((solid * kept).any(axis=1)),
+        numpy.flatnonzero((solid * kept).any(axis=0)),
+    )
     top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     h, w = ink.shape
     grown = True
@@ -165,8 +170,9 @@ def connected_pieces(mask: numpy.ndarray) -> numpy.ndarray:
     labels = numpy.where(mask, numpy.arange(1, h * w + 1).reshape(h, w), 0)
     while True:
         padded = numpy.pad(labels, 1)
-        spread = numpy.maximum.reduce([labels, padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2],
-                                       padded[1:-1, 2:]])
+        spread = numpy.maximum.reduce(
+            [labels, padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:]]
+        )
         spread = numpy.where(mask, spread, 0)
         if numpy.array_equal(spread, labels):
             return labels

@@ -169,15 +169,22 @@ def build_model(config: Mapping[str, Any] | None = None) -> Model:
     arch = config.get("architecture", "classic")
     size, padding = int(config.get("input_size", 32)), int(config.get("c1_padding", 0))
     if size + 2 * padding != 32:
-        raise ValueError(f"input_size + 2 * c1_padding must be 32 for 28x28 C1 maps, not {size}, {padding}")
+        raise ValueError(
+            f"input_size + 2 * c1_padding must be 32 for 28x28 C1 maps, not {size}, {padding}"
+        )
     if arch == "classic":
         if config.get("batch_norm"):
             raise ValueError("batch_norm is offered for the modern architecture only")
         loss, map_j = config.get("loss", "mse"), float(config.get("map_j", 1.0))
         return _classic(loss, map_j, config.get("init", "paper"), size, padding)
     if arch == "modern":
-        return _modern(config.get("loss", "cross_entropy"), config.get("init", "he"), size, padding,
-                       bool(config.get("batch_norm", False)))
+        return _modern(
+            config.get("loss", "cross_entropy"),
+            config.get("init", "he"),
+            size,
+            padding,
+            bool(config.get("batch_norm", False)),
+        )
     raise ValueError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHITECTURES)}")
 
 
@@ -203,7 +210,9 @@ def _classic(loss: str, map_j: float, init: str, size: int = 32, padding: int = 
     return Model(layers, make_loss(loss, map_j), (1, size, size), "LeNet-5 (LeCun et al. 1998)")
 
 
-def _modern(loss: str, init: str, size: int = 32, padding: int = 0, batch_norm: bool = False) -> Model:
+def _modern(
+    loss: str, init: str, size: int = 32, padding: int = 0, batch_norm: bool = False
+) -> Model:
     if loss != "cross_entropy":
         raise ValueError(f"the modern model's linear output takes loss cross_entropy, not {loss!r}")
     # max(relu(a)) == relu(max(a)): pooling first runs ReLU on a quarter of the values

@@ -45,8 +45,12 @@ class SDLM:
 
     needs_curvature = True
 
-    def __init__(self, schedule: Schedule = paper.SDLM_SCHEDULE, mu: float = paper.SDLM_MU,
-                 hessian_samples: int = paper.SDLM_HESSIAN_SAMPLES):
+    def __init__(
+        self,
+        schedule: Schedule = paper.SDLM_SCHEDULE,
+        mu: float = paper.SDLM_MU,
+        hessian_samples: int = paper.SDLM_HESSIAN_SAMPLES,
+    ):
         self.schedule, self.mu, self.hessian_samples = tuple(schedule), mu, hessian_samples
 
     def init_state(self, params) -> dict:
@@ -74,8 +78,13 @@ class SGD:
 
     needs_curvature = False
 
-    def __init__(self, schedule: Schedule, momentum: float = 0.9, weight_decay: float = 0.0,
-                 nesterov: bool = False):
+    def __init__(
+        self,
+        schedule: Schedule,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ):
         self.schedule, self.momentum, self.weight_decay = tuple(schedule), momentum, weight_decay
         self.nesterov = nesterov
 
@@ -104,8 +113,14 @@ class Adam:
 
     needs_curvature = False
 
-    def __init__(self, schedule: Schedule, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-                 weight_decay: float = 0.0):
+    def __init__(
+        self,
+        schedule: Schedule,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ):
         self.schedule, self.beta1, self.beta2, self.eps = tuple(schedule), beta1, beta2, eps
         self.weight_decay = weight_decay
 

@@ -51,7 +51,12 @@ class DataParallel:
             results = [self.model.train_pass(params, x, labels) for x, labels in shards]
         else:
             results = list(self.pool.map(lambda s: self.model.train_pass(params, *s), shards))
-        total, outs, grads, updates = results[0][0], [results[0][1]], dict(results[0][2]), dict(results[0][3])
+        total, outs, grads, updates = (
+            results[0][0],
+            [results[0][1]],
+            dict(results[0][2]),
+            dict(results[0][3]),
+        )
         for t, out, g, u in results[1:]:
             total = total + t
             outs.append(out)

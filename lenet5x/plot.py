@@ -23,13 +23,23 @@ def parse_args(argv=None) -> argparse.Namespace:
         "  python -m lenet5x.plot runs/lenet5-* runs/modern-* --labels paper,modern --out compare.png",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (with metrics.jsonl)")
-    parser.add_argument("--out", metavar="FILE", help="the PNG to write (default: RUN_DIR/curves.png for one "
-                        "run, comparison.png for several)")
-    parser.add_argument("--labels", metavar="A,B,...", help="the runs' legend names (default: folders)")
+    parser.add_argument(
+        "runs", nargs="+", metavar="RUN_DIR", help="run directories (with metrics.jsonl)"
+    )
+    parser.add_argument(
+        "--out",
+        metavar="FILE",
+        help="the PNG to write (default: RUN_DIR/curves.png for one "
+        "run, comparison.png for several)",
+    )
+    parser.add_argument(
+        "--labels", metavar="A,B,...", help="the runs' legend names (default: folders)"
+    )
     args = parser.parse_args(argv)
     if args.labels is not None and len(args.labels.split(",")) != len(args.runs):
-        parser.error(f"--labels gives {len(args.labels.split(','))} names for {len(args.runs)} runs")
+        parser.error(
+            f"--labels gives {len(args.labels.split(','))} names for {len(args.runs)} runs"
+        )
     return args
 
 
@@ -39,9 +49,14 @@ def run(args) -> int:
 
     for run_dir in map(Path, args.runs):
         if not run_dir.is_dir():
-            raise RunDirError(f"{run_dir}: not a directory; pass run directories (with metrics.jsonl)")
-    out = Path(args.out) if args.out else (Path(args.runs[0]) / "curves.png" if len(args.runs) == 1
-                                           else Path("comparison.png"))
+            raise RunDirError(
+                f"{run_dir}: not a directory; pass run directories (with metrics.jsonl)"
+            )
+    out = (
+        Path(args.out)
+        if args.out
+        else (Path(args.runs[0]) / "curves.png" if len(args.runs) == 1 else Path("comparison.png"))
+    )
     labels = args.labels.split(",") if args.labels else None
     print(f"wrote {plot_runs(args.runs, out, labels)}")
     return 0

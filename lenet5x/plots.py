@@ -49,6 +49,7 @@ def save(fig, path) -> Path:
 
 # -- training curves -------------------------------------------------------------------------------
 
+
 def plot_runs(run_dirs: Sequence, path, labels: Sequence[str] | None = None) -> Path:
     """Loss (left) and error rates (right) per epoch of one or more runs, on log scales.
 
@@ -61,7 +62,9 @@ def plot_runs(run_dirs: Sequence, path, labels: Sequence[str] | None = None) -> 
     for run in runs:
         metrics = read_metrics(run)
         if not metrics:
-            raise RunDirError(f"{run}: no records in metrics.jsonl; is it a run that finished an epoch?")
+            raise RunDirError(
+                f"{run}: no records in metrics.jsonl; is it a run that finished an epoch?"
+            )
         records.append(metrics)
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
@@ -73,19 +76,44 @@ def plot_runs(run_dirs: Sequence, path, labels: Sequence[str] | None = None) -> 
         for key, style, name in SPLITS:
             colour = split_colours[key] if single else f"C{i % 10}"
             line = "-" if single else style
-            for ax, field, scale in ((loss_ax, f"{key}_loss", 1.0), (err_ax, f"{key}_error", 100.0)):
-                points = [(r["epoch"], r[field] * scale) for r in metrics if r.get(field) is not None]
+            for ax, field, scale in (
+                (loss_ax, f"{key}_loss", 1.0),
+                (err_ax, f"{key}_error", 100.0),
+            ):
+                points = [
+                    (r["epoch"], r[field] * scale) for r in metrics if r.get(field) is not None
+                ]
                 if not points:
                     continue
                 epochs, values = zip(*points, strict=True)
-                ax.plot(epochs, values, line, color=colour, marker="o", markersize=3,
-                        label=name if single else f"{label} {name}")
+                ax.plot(
+                    epochs,
+                    values,
+                    line,
+                    color=colour,
+                    marker="o",
+                    markersize=3,
+                    label=name if single else f"{label} {name}",
+                )
         best = min(metrics, key=lambda r: r.get("val_error", r["test_error"]))
         colour = split_colours["test"] if single else f"C{i % 10}"
-        err_ax.plot(best["epoch"], best["test_error"] * 100, "o", markersize=9, markerfacecolor="none",
-                    color=colour)
-        err_ax.annotate(f"{best['test_error']:.2%}", (best["epoch"], best["test_error"] * 100), color=colour,
-                        textcoords="offset points", xytext=(8, -3), va="center", fontsize=8)
+        err_ax.plot(
+            best["epoch"],
+            best["test_error"] * 100,
+            "o",
+            markersize=9,
+            markerfacecolor="none",
+            color=colour,
+        )
+        err_ax.annotate(
+            f"{best['test_error']:.2%}",
+            (best["epoch"], best["test_error"] * 100),
+            color=colour,
+            textcoords="offset points",
+            xytext=(8, -3),
+            va="center",
+            fontsize=8,
+        )
     loss_title = "loss per pattern" if single else "loss per pattern (each run's own criterion)"
     loss_ax.set(title=loss_title, xlabel="epoch", yscale="log")
     err_ax.set(title="error rate", xlabel="epoch", yscale="log")
@@ -99,7 +127,9 @@ def plot_runs(run_dirs: Sequence, path, labels: Sequence[str] | None = None) -> 
         ax.legend(fontsize=8)
     if single:
         best = min(records[0], key=lambda r: r.get("val_error", r["test_error"]))
-        fig.suptitle(f"{labels[0]}: test error {best['test_error']:.2%} at its best epoch ({best['epoch']})")
+        fig.suptitle(
+            f"{labels[0]}: test error {best['test_error']:.2%} at its best epoch ({best['epoch']})"
+        )
     else:
         fig.suptitle("comparison: " + ", ".join(labels))
     return save(fig, path)
@@ -114,8 +144,10 @@ def _minor_label(value: float, _, ax, unit: str) -> str:
 
 # -- digits ----------------------------------------------------------------------------------------
 
-def plot_digit_grid(images: numpy.ndarray, captions: Sequence[str], path, title: str,
-                    columns: int = 12) -> Path:
+
+def plot_digit_grid(
+    images: numpy.ndarray, captions: Sequence[str], path, title: str, columns: int = 12
+) -> Path:
     """images: (N, H, W) uint8, light ink on black -> one mosaic, dark ink on white, a caption under each.
 
     One picture in one axes (not an axes per digit): quick to draw even for hundreds of digits."""
@@ -132,8 +164,14 @@ def plot_digit_grid(images: numpy.ndarray, captions: Sequence[str], path, title:
     ax = fig.subplots()
     ax.imshow(mosaic, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
     for i, caption in enumerate(captions[:n]):
-        ax.text((i % columns) * cell_w + cell_w / 2 - 0.5, (i // columns) * cell_h + h + 1, caption,
-                ha="center", va="top", fontsize=9)
+        ax.text(
+            (i % columns) * cell_w + cell_w / 2 - 0.5,
+            (i // columns) * cell_h + h + 1,
+            caption,
+            ha="center",
+            va="top",
+            fontsize=9,
+        )
     ax.set_axis_off()
     fig.suptitle(title)
     return save(fig, path)
@@ -156,20 +194,40 @@ def plot_confusion(matrix: numpy.ndarray, classes: Sequence[str], path, title: s
         for j in range(k):
             count = int(matrix[i, j])
             if count or i == j:
-                ax.text(j, i, str(count), ha="center", va="center", fontsize=9,
-                        fontweight="bold" if i == j else "normal",
-                        color="white" if i != j and count > 0.7 * top else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(count),
+                    ha="center",
+                    va="center",
+                    fontsize=9,
+                    fontweight="bold" if i == j else "normal",
+                    color="white" if i != j and count > 0.7 * top else "black",
+                )
     totals = matrix.sum(axis=1)
-    ax.set_xticks(range(k), classes, rotation=40 if max(map(len, classes)) > 2 else 0, ha="right"
-                  if max(map(len, classes)) > 2 else "center")
-    ax.set_yticks(range(k), [f"{c}  ({matrix[i, i] / max(totals[i], 1):.1%})" for i, c in enumerate(classes)])
+    ax.set_xticks(
+        range(k),
+        classes,
+        rotation=40 if max(map(len, classes)) > 2 else 0,
+        ha="right" if max(map(len, classes)) > 2 else "center",
+    )
+    ax.set_yticks(
+        range(k), [f"{c}  ({matrix[i, i] / max(totals[i], 1):.1%})" for i, c in enumerate(classes)]
+    )
     ax.set(xlabel="predicted", ylabel="true class (accuracy)", title=title)
     ax.tick_params(length=0)
     return save(fig, path)
 
 
-def plot_prediction(source: numpy.ndarray, seen: numpy.ndarray, values: numpy.ndarray, kind: str,
-                    classes: Sequence[str], path, title: str) -> Path:
+def plot_prediction(
+    source: numpy.ndarray,
+    seen: numpy.ndarray,
+    values: numpy.ndarray,
+    kind: str,
+    classes: Sequence[str],
+    path,
+    title: str,
+) -> Path:
     """The picture as given (H, W) in [0, 1], the network's input (S, S) uint8, the class scores (K,)."""
     fig = figure(10, 3.2)
     photo_ax, seen_ax, bar_ax = fig.subplots(1, 3, width_ratios=[1, 1, 1.6])
@@ -183,13 +241,19 @@ def plot_prediction(source: numpy.ndarray, seen: numpy.ndarray, values: numpy.nd
     best = int(numpy.argmax(values) if kind == "probability" else numpy.argmin(values))
     colours = ["C3" if i == best else "C7" for i in range(len(values))]
     bars = bar_ax.bar(range(len(values)), values, color=colours)
-    bar_ax.bar_label(bars, [f"{v:.0%}" if kind == "probability" else f"{v:.0f}" for v in values], fontsize=7,
-                     padding=1)
+    bar_ax.bar_label(
+        bars,
+        [f"{v:.0%}" if kind == "probability" else f"{v:.0f}" for v in values],
+        fontsize=7,
+        padding=1,
+    )
     bar_ax.set_xticks(range(len(values)), classes, fontsize=8 if max(map(len, classes)) > 2 else 10)
     bar_ax.get_xticklabels()[best].set(color="C3", fontweight="bold")
     bar_ax.margins(y=0.12)
-    bar_ax.set_title("softmax probability" if kind == "probability" else "RBF distance (lower = closer)",
-                     fontsize=10)
+    bar_ax.set_title(
+        "softmax probability" if kind == "probability" else "RBF distance (lower = closer)",
+        fontsize=10,
+    )
     if kind == "probability":
         bar_ax.set_ylim(0, 1.12)
     fig.suptitle(title)
@@ -197,6 +261,7 @@ def plot_prediction(source: numpy.ndarray, seen: numpy.ndarray, values: numpy.nd
 
 
 # -- what the network learned ------------------------------------------------------------------------
+
 
 def plot_kernels(weight: numpy.ndarray, path, title: str) -> Path:
     """weight: (C_out, 1, k, k) first-layer kernels; blue negative, red positive, white 0.
@@ -217,8 +282,13 @@ def plot_kernels(weight: numpy.ndarray, path, title: str) -> Path:
     return save(fig, path)
 
 
-def plot_feature_maps(stages: Sequence[tuple[str, numpy.ndarray]], path, title: str, columns: int = 8,
-                      code: Sequence[tuple[str, numpy.ndarray]] = ()) -> Path:
+def plot_feature_maps(
+    stages: Sequence[tuple[str, numpy.ndarray]],
+    path,
+    title: str,
+    columns: int = 8,
+    code: Sequence[tuple[str, numpy.ndarray]] = (),
+) -> Path:
     """stages: (name, maps (C, H, W)) from the input on; a row block per stage, up to `columns` maps a row.
 
     Every map of a stage shares one grey scale (black = the stage's lowest value, white = its highest),
@@ -228,8 +298,12 @@ def plot_feature_maps(stages: Sequence[tuple[str, numpy.ndarray]], path, title: 
     blocks = [(name, maps, -(-len(maps) // columns)) for name, maps in stages]
     rows = sum(r for _, _, r in blocks) + (1 if code else 0)
     fig = figure(columns * 0.95 + 1.0, rows * 0.95 + 0.6 + (0.4 if code else 0))
-    grid = fig.add_gridspec(rows, columns + 1, width_ratios=[1.1] + [1] * columns,
-                            height_ratios=[1] * (rows - 1) + [1.4 if code else 1])
+    grid = fig.add_gridspec(
+        rows,
+        columns + 1,
+        width_ratios=[1.1] + [1] * columns,
+        height_ratios=[1] * (rows - 1) + [1.4 if code else 1],
+    )
 
     def label(row: int, n_rows: int, text: str) -> None:
         ax = fig.add_subplot(grid[row : row + n_rows, 0])

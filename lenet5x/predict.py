@@ -32,18 +32,40 @@ def parse_args(argv=None) -> argparse.Namespace:
         "  python -m lenet5x.predict runs/modern/best.npz digits/*.png --show seen/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("checkpoint", metavar="CHECKPOINT", help="a .npz checkpoint or a run directory")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files, one digit each")
-    parser.add_argument("--backend", choices=["auto", "numpy", "cupy"], default="auto", help="array backend")
-    parser.add_argument("--show", nargs="?", const=".", metavar="DIR",
-                        help="write <image>-seen.png per image into DIR (default: the current directory): "
-                        "the picture, the 32x32 input the network saw, the scores")
-    parser.add_argument("--data-dir", metavar="DIR",
-                        help="the training data, needed only for models trained with standardized inputs "
-                        "whose checkpoint does not store the normalization")
+    parser.add_argument(
+        "checkpoint", metavar="CHECKPOINT", help="a .npz checkpoint or a run directory"
+    )
+    parser.add_argument(
+        "images", nargs="+", metavar="IMAGE", help="PNG or JPEG files, one digit each"
+    )
+    parser.add_argument(
+        "--backend", choices=["auto", "numpy", "cupy"], default="auto", help="array backend"
+    )
+    parser.add_argument(
+        "--show",
+        nargs="?",
+        const=".",
+        metavar="DIR",
+        help="write <image>-seen.png per image into DIR (default: the current directory): "
+        "the picture, the 32x32 input the network saw, the scores",
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="the training data, needed only for models trained with standardized inputs "
+        "whose checkpoint does not store the normalization",
+    )
     args = parser.parse_args(argv)
-    if args.show is not None and Path(args.show).suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif"):
-        parser.error(f"--show takes a folder, not {args.show}: put the images first, or write --show=DIR")
+    if args.show is not None and Path(args.show).suffix.lower() in (
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".bmp",
+        ".tif",
+    ):
+        parser.error(
+            f"--show takes a folder, not {args.show}: put the images first, or write --show=DIR"
+        )
     return args
 
 
@@ -53,7 +75,9 @@ def table(names, prepared, values: numpy.ndarray, predicted, kind: str, classes)
     cell = max(7, *(len(c) + 1 for c in classes))
     lines = [f"{'image':<{width}}  {'class':>5}  " + "".join(f"{c:>{cell}}" for c in classes)]
     for name, p, v, c in zip(names, prepared, values, predicted, strict=True):
-        cells = "".join(f"{x:>{cell}.1%}" if kind == "probability" else f"{x:>{cell}.1f}" for x in v)
+        cells = "".join(
+            f"{x:>{cell}.1%}" if kind == "probability" else f"{x:>{cell}.1f}" for x in v
+        )
         note = "  (inverted)" if p.inverted else ""
         lines.append(f"{str(name):<{width}}  {classes[int(c)]:>5}  {cells}{note}")
     return "\n".join(lines)
@@ -73,7 +97,11 @@ def run(args) -> int:
     values, kind = scores(restored, out)
     predicted = numpy.asarray(restored.backend.to_numpy(restored.model.loss.predict(out)))
     classes = restored.classes
-    what = "softmax probabilities" if kind == "probability" else "squared RBF distances (lower = closer)"
+    what = (
+        "softmax probabilities"
+        if kind == "probability"
+        else "squared RBF distances (lower = closer)"
+    )
     print(f"{restored.note}\nscores: {what}; (inverted): the picture had a light background")
     print(table(args.images, prepared, values, predicted, kind, restored.classes))
     if args.show is None:

@@ -18,7 +18,7 @@ import numpy
 
 from .backend import Backend, BackendError, resolve, to_numpy
 from .checkpoint import CheckpointError, check_params, load_checkpoint
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, load_config, model_settings
 from .data import DATASETS, DataError, HostDataset, load_dataset
 from .data.loading import normalization
 from .extras import MissingExtra
@@ -26,7 +26,15 @@ from .images import ImageError
 from .model import Model, build_model
 from .rundir import RunDirError
 
-USER_ERRORS = (ConfigError, DataError, BackendError, CheckpointError, RunDirError, ImageError, MissingExtra)
+USER_ERRORS = (
+    ConfigError,
+    DataError,
+    BackendError,
+    CheckpointError,
+    RunDirError,
+    ImageError,
+    MissingExtra,
+)
 
 
 @dataclasses.dataclass
@@ -65,7 +73,9 @@ def checkpoint_file(path) -> tuple[Path, str]:
     if (path / "checkpoint.npz").is_file():
         latest = path / "checkpoint.npz"
         return latest, f"checkpoint {latest} (the run's latest; it has no best.npz)"
-    raise CheckpointError(f"{path}: no best.npz or checkpoint.npz in this directory; is it a run directory?")
+    raise CheckpointError(
+        f"{path}: no best.npz or checkpoint.npz in this directory; is it a run directory?"
+    )
 
 
 def restore(path, backend: str = "auto", dtype: str | None = None) -> Restored:
@@ -77,19 +87,25 @@ def restore(path, backend: str = "auto", dtype: str | None = None) -> Restored:
     file, note = checkpoint_file(path)
     loaded, _, meta = load_checkpoint(file)
     if not isinstance(meta.get("config"), dict):
-        raise CheckpointError(f"{file}: the checkpoint holds no configuration; cannot rebuild its model")
+        raise CheckpointError(
+            f"{file}: the checkpoint holds no configuration; cannot rebuild its model"
+        )
     try:
         config = load_config(None, [], data=meta["config"])
-        model = build_model(dataclasses.asdict(config.model))
+        model = build_model(model_settings(config))
     except (ConfigError, ValueError) as error:
         raise CheckpointError(f"{file}: its saved configuration is not valid ({error})") from None
     resolved = resolve(backend, dtype or config.train.dtype)
     expected = model.init(numpy.random.default_rng(0), resolved)
     own = {k: to_numpy(v) for k, v in expected.items()}
     check_params(file, loaded, own)
-    for key in sorted(set(own) - set(model.trainable_keys)):  # constants: C3's table, the RBF bitmaps
+    for key in sorted(
+        set(own) - set(model.trainable_keys)
+    ):  # constants: C3's table, the RBF bitmaps
         if not numpy.array_equal(loaded[key], own[key]):
-            raise CheckpointError(f"{file}: {key} differs from this model's own; saved by another model?")
+            raise CheckpointError(
+                f"{file}: {key} differs from this model's own; saved by another model?"
+            )
     params = {k: resolved.asarray(v, dtype=expected[k].dtype) for k, v in loaded.items()}
     epoch = meta.get("epoch")
     if epoch is not None:
@@ -104,8 +120,16 @@ def load_data(restored: Restored, data_dir=None, test_subset: int | None = None)
     split is read too: a "standardize" normalization depends on it. test_subset: first N test images.
     """
     d = restored.config.data
-    return load_dataset(d.dataset, data_dir or d.dir, d.input_size, d.normalize, d.train_subset, test_subset,
-                        d.validation_size, d.validation_seed)
+    return load_dataset(
+        d.dataset,
+        data_dir or d.dir,
+        d.input_size,
+        d.normalize,
+        d.train_subset,
+        test_subset,
+        d.validation_size,
+        d.validation_seed,
+    )
 
 
 def input_normalization(restored: Restored, data_dir=None) -> tuple[float, float]:

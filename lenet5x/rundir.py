@@ -37,24 +37,34 @@ def choose_run_dir(out: str | None, name: str, resume: bool) -> Path:
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"{run_dir}: exists and is not a directory; pass --out to another path")
     if not resume and (run_dir / "checkpoint.npz").exists():
-        raise RunDirError(f"{run_dir}: already holds a run; continue it with --resume {run_dir} "
-                          "or choose another --out")
+        raise RunDirError(
+            f"{run_dir}: already holds a run; continue it with --resume {run_dir} "
+            "or choose another --out"
+        )
     held = [f for f in RUN_FILES if (run_dir / f).exists()]
     if not resume and held:
-        raise RunDirError(f"{run_dir}: already holds {held[0]} of a run that saved no checkpoint; "
-                          "remove it or choose another --out")
+        raise RunDirError(
+            f"{run_dir}: already holds {held[0]} of a run that saved no checkpoint; "
+            "remove it or choose another --out"
+        )
     if resume and not (run_dir / "checkpoint.npz").exists():
-        raise RunDirError(f"{run_dir}: no checkpoint.npz to resume from (the run stopped before its first "
-                          "checkpoint); start a new run with another --out")
+        raise RunDirError(
+            f"{run_dir}: no checkpoint.npz to resume from (the run stopped before its first "
+            "checkpoint); start a new run with another --out"
+        )
     existing = run_dir.absolute()
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        raise RunDirError(f"cannot create run directory {run_dir}: {existing} is not a directory; "
-                          "pass --out to a writable directory")
+        raise RunDirError(
+            f"cannot create run directory {run_dir}: {existing} is not a directory; "
+            "pass --out to a writable directory"
+        )
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise RunDirError(f"cannot write to {existing} (permission denied or read-only); "
-                          "pass --out to a writable directory")
+        raise RunDirError(
+            f"cannot write to {existing} (permission denied or read-only); "
+            "pass --out to a writable directory"
+        )
     return run_dir
 
 
@@ -62,8 +72,10 @@ def create_run_dir(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise RunDirError(f"cannot create run directory {run_dir} ({error.strerror}); "
-                          "pass --out to a writable directory") from None
+        raise RunDirError(
+            f"cannot create run directory {run_dir} ({error.strerror}); "
+            "pass --out to a writable directory"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -74,8 +86,10 @@ def writing(run_dir: Path):
     except OSError as error:
         checkpoint = run_dir / "checkpoint.npz"
         if checkpoint.exists():
-            then = (f"the previous checkpoint {checkpoint} is intact: free some space, then continue with "
-                    f"python -m lenet5x.train --resume {shlex.quote(str(run_dir))}")
+            then = (
+                f"the previous checkpoint {checkpoint} is intact: free some space, then continue with "
+                f"python -m lenet5x.train --resume {shlex.quote(str(run_dir))}"
+            )
         else:
             then = "no checkpoint had been written yet: free some space and start again with another --out"
         where = error.filename or run_dir

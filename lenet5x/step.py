@@ -17,7 +17,9 @@ class TrainStep:
     affine maps (data/distort.py) for the whole training set, or None.
     """
 
-    def __init__(self, model, optimizer, data, workers: int = 1, maps=None, background: float = 0.0):
+    def __init__(
+        self, model, optimizer, data, workers: int = 1, maps=None, background: float = 0.0
+    ):
         self.model, self.optimizer, self.data = model, optimizer, data
         # batch statistics must see the whole batch for the step to be the batch's step
         self.workers = 1 if model.has_state else workers

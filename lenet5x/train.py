@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy
 
 from . import __version__
-from .backend import BackendError, keep_freed_host_memory, resolve, to_numpy
+from .backend import BackendError, describe_device, keep_freed_host_memory, resolve, to_numpy
 from .checkpoint import (
     CheckpointError,
     check_arrays,
@@ -36,13 +36,13 @@ from .checkpoint import (
     save_checkpoint,
     state_shapes,
 )
-from .config import Config, ConfigError, load_config, save_config
+from .config import Config, ConfigError, load_config, model_settings, save_config
 from .data import DataError, DeviceData, load_dataset
-from .data.distort import DistortionRanges, apply_affine, draw_inverse_maps
+from .data.distort import DistortionRanges, draw_inverse_maps
 from .evaluation import evaluate
 from .model import build_model
 from .optim import SDLM, make_optimizer, scheduled_rate
-from .parallel import DataParallel, default_workers, single_threaded_blas, split
+from .parallel import default_workers, single_threaded_blas
 from .rundir import (
     RunDirError,
     WriteError,
@@ -52,6 +52,7 @@ from .rundir import (
     truncate_metrics,
     writing,
 )
+from .step import TrainStep
 
 # Independent random streams, all derived from the seed: a checkpoint's (epoch, step) is its RNG state.
 STREAM_INIT, STREAM_SHUFFLE, STREAM_HESSIAN, STREAM_DISTORT = 0, 1, 2, 3
@@ -70,33 +71,69 @@ def parse_args(argv=None) -> argparse.Namespace:
         description="Train LeNet-5 on MNIST. Without --config, trains the paper's LeNet-5 with SDLM "
         "(configs/lenet5.yaml).",
         epilog="Examples:\n  python -m lenet5x.train --backend cupy\n"
-        "  python -m lenet5x.train --config configs/modern.yaml --epochs 5 --set optimizer.schedule=[[null,0.002]]\n"
+        "  python -m lenet5x.train --config configs/modern.yaml --epochs 5 --set train.batch_size=128\n"
         "  python -m lenet5x.train --resume runs/lenet5-20261123-101500",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", metavar="FILE", help="YAML config (default: the paper's LeNet-5)")
-    parser.add_argument("--backend", choices=["auto", "numpy", "cupy"], help="array backend (default: auto)")
+    parser.add_argument(
+        "--config", metavar="FILE", help="YAML config (default: the paper's LeNet-5)"
+    )
+    parser.add_argument(
+        "--backend", choices=["auto", "numpy", "cupy"], help="array backend (default: auto)"
+    )
     parser.add_argument("--epochs", type=int, metavar="N", help="passes over the training set")
-    parser.add_argument("--batch-size", type=int, metavar="B", help="patterns per update (1 = the paper's on-line SDLM)")
-    parser.add_argument("--seed", type=int, help="seed for init, shuffles, Hessian samples and distortions")
-    parser.add_argument("--dtype", choices=["float32", "float64"], help="compute precision (default float32)")
-    parser.add_argument("--data-dir", metavar="DIR", help="directory holding the IDX files (else $LENET5X_DATA_DIR, "
-                        "the user cache, or a download)")
-    parser.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/<config>-<date-time>)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint "
-                        "(--epochs may extend it)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                        help="override any config entry, e.g. --set optimizer.mu=0.05 (repeatable)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch only)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="B",
+        help="patterns per update (1 = the paper's on-line SDLM)",
+    )
+    parser.add_argument(
+        "--seed", type=int, help="seed for init, shuffles, Hessian samples and distortions"
+    )
+    parser.add_argument(
+        "--dtype", choices=["float32", "float64"], help="compute precision (default float32)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="directory holding the IDX files (else $LENET5X_DATA_DIR, "
+        "the user cache, or a download)",
+    )
+    parser.add_argument(
+        "--out", metavar="RUN_DIR", help="run directory (default runs/<config>-<date-time>)"
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its checkpoint (--epochs may extend it)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override any config entry, e.g. --set optimizer.mu=0.05 (repeatable)",
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (one line per epoch only)"
+    )
     return parser.parse_args(argv)
 
 
 def resolve_config(args) -> tuple[Config, str]:
     """The run's configuration and a name for it, from --resume or --config plus flags."""
     flags = []
-    for flag, key in (("epochs", "train.epochs"), ("batch_size", "train.batch_size"), ("seed", "train.seed"),
-                      ("dtype", "train.dtype"), ("backend", "train.backend"), ("data_dir", "data.dir"),
-                      ("out", "train.out")):
+    for flag, key in (
+        ("epochs", "train.epochs"),
+        ("batch_size", "train.batch_size"),
+        ("seed", "train.seed"),
+        ("dtype", "train.dtype"),
+        ("backend", "train.backend"),
+        ("data_dir", "data.dir"),
+        ("out", "train.out"),
+    ):
         value = getattr(args, flag)
         if value is not None:
             flags.append(f"{key}={json.dumps(value)}")
@@ -106,11 +143,19 @@ def resolve_config(args) -> tuple[Config, str]:
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").is_file():
             raise RunDirError(f"{run_dir}: not a run directory (no config.yaml); nothing to resume")
-        changing = [f for f in (args.config, args.batch_size, args.seed, args.dtype, args.out) if f is not None]
+        changing = [
+            f
+            for f in (args.config, args.batch_size, args.seed, args.dtype, args.out)
+            if f is not None
+        ]
         if changing or args.overrides:
-            raise ConfigError("--resume continues a run as configured: only --epochs, --backend, --data-dir "
-                              "and --no-progress may be given with it")
-        flags = [f for f in flags if not f.startswith("train.out=")] + [f"train.out={json.dumps(str(run_dir))}"]
+            raise ConfigError(
+                "--resume continues a run as configured: only --epochs, --backend, --data-dir "
+                "and --no-progress may be given with it"
+            )
+        flags = [f for f in flags if not f.startswith("train.out=")] + [
+            f"train.out={json.dumps(str(run_dir))}"
+        ]
         return load_config(run_dir / "config.yaml", flags), run_dir.name
     name = Path(args.config).stem if args.config else "lenet5"
     return load_config(args.config, [*flags, *args.overrides]), name
@@ -121,8 +166,11 @@ def layer_rate_summary(rates: dict) -> dict:
     per_layer: dict[str, list] = {}
     for key, value in rates.items():
         per_layer.setdefault(key.split(".", 1)[0], []).append(to_numpy(value).reshape(-1))
-    return {layer: [float(v.mean()), float(v.min()), float(v.max())]
-            for layer, parts in per_layer.items() for v in [numpy.concatenate(parts)]}
+    return {
+        layer: [float(v.mean()), float(v.min()), float(v.max())]
+        for layer, parts in per_layer.items()
+        for v in [numpy.concatenate(parts)]
+    }
 
 
 class StopRequest:
@@ -160,29 +208,44 @@ def run(args) -> int:
         keep_freed_host_memory()
     xp = backend.xp
     d = config.data
-    host = load_dataset(d.dataset, d.dir, d.input_size, d.normalize, d.train_subset, d.test_subset,
-                        d.validation_size, d.validation_seed, log=say)
+    host = load_dataset(
+        d.dataset,
+        d.dir,
+        d.input_size,
+        d.normalize,
+        d.train_subset,
+        d.test_subset,
+        d.validation_size,
+        d.validation_seed,
+        log=say,
+    )
     train = DeviceData(backend, host.train_images, host.train_labels, host.scale, host.offset)
     test = DeviceData(backend, host.test_images, host.test_labels, host.scale, host.offset)
-    val = (DeviceData(backend, host.validation_images, host.validation_labels, host.scale, host.offset)
-           if host.validation_images is not None else None)
+    val = (
+        DeviceData(backend, host.validation_images, host.validation_labels, host.scale, host.offset)
+        if host.validation_images is not None
+        else None
+    )
     if t.batch_size > len(train):
-        raise ConfigError(f"train.batch_size: {t.batch_size} is larger than the training set ({len(train)} images)")
+        raise ConfigError(
+            f"train.batch_size: {t.batch_size} is larger than the training set ({len(train)} images)"
+        )
 
-    model = build_model(dataclasses.asdict(config.model))
+    model = build_model(model_settings(config))
     params = model.init(numpy.random.default_rng([t.seed, STREAM_INIT]), backend)
     o = config.optimizer
     if o.name == "sdlm":
         optimizer = SDLM(o.schedule, mu=o.mu, hessian_samples=o.hessian_samples)
     elif o.name == "sgd":
-        optimizer = make_optimizer("sgd", o.schedule, momentum=o.momentum, weight_decay=o.weight_decay,
-                                   nesterov=o.nesterov)
+        optimizer = make_optimizer(
+            "sgd", o.schedule, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
+        )
     else:
-        optimizer = make_optimizer("adam", o.schedule, beta1=o.beta1, beta2=o.beta2, eps=o.eps,
-                                   weight_decay=o.weight_decay)
+        optimizer = make_optimizer(
+            "adam", o.schedule, beta1=o.beta1, beta2=o.beta2, eps=o.eps, weight_decay=o.weight_decay
+        )
     state = optimizer.init_state(params)
-    workers = t.workers or default_workers(backend.name, t.batch_size)
-    parallel = DataParallel(model, workers)
+    workers = 1 if model.has_state else t.workers or default_workers(backend.name, t.batch_size)
 
     steps = math.ceil(len(train) / t.batch_size)
     start_epoch, start_step, partial = 0, 0, {"loss": 0.0, "errors": 0, "seen": 0, "seconds": 0.0}
@@ -193,10 +256,17 @@ def run(args) -> int:
         check_resume(ckpt, meta, config.to_dict(), steps)
         shapes = {k: tuple(v.shape) for k, v in params.items()}
         check_arrays(ckpt, loaded_params, shapes)
-        check_constants(ckpt, loaded_params, {k: to_numpy(v) for k, v in params.items()
-                                              if k not in model.trainable_keys})
-        check_arrays(ckpt, loaded_state, state_shapes(o.name, o.momentum, shapes, model.trainable_keys),
-                     what=f"{o.name} optimizer arrays")
+        check_constants(
+            ckpt,
+            loaded_params,
+            {k: to_numpy(v) for k, v in params.items() if k not in model.trainable_keys},
+        )
+        check_arrays(
+            ckpt,
+            loaded_state,
+            state_shapes(o.name, o.momentum, shapes, model.trainable_keys),
+            what=f"{o.name} optimizer arrays",
+        )
         params = {k: backend.asarray(v, dtype=params[k].dtype) for k, v in loaded_params.items()}
         state = {k: backend.asarray(v) for k, v in loaded_state.items()}
         start_epoch, start_step = meta["epoch"], meta["step"]
@@ -204,8 +274,10 @@ def run(args) -> int:
         best_error = math.inf if meta.get("best_error") is None else meta["best_error"]
         if start_epoch >= t.epochs:
             done = f"{start_epoch} epoch{'s' * (start_epoch != 1)}"
-            raise ConfigError(f"{run_dir}: already trained for {done}; pass --epochs N with N > "
-                              f"{start_epoch} to train it further")
+            raise ConfigError(
+                f"{run_dir}: already trained for {done}; pass --epochs N with N > "
+                f"{start_epoch} to train it further"
+            )
 
     with writing(run_dir):
         create_run_dir(run_dir)
@@ -214,30 +286,51 @@ def run(args) -> int:
             truncate_metrics(run_dir, start_epoch)
             say(f"resuming {run_dir} at epoch {start_epoch + 1}, step {start_step}")
 
+    machine = describe_device(backend)
     n_params = sum(model.parameter_count(params).values())
-    say(f"{model.description}: {n_params:,} trainable parameters | {backend.name} {t.dtype} | "
+    say(
+        f"{model.description}: {n_params:,} trainable parameters | {backend.name} {t.dtype} | "
         f"{len(train):,} train / {len(test):,} test{f' / {len(val):,} validation' if val else ''} | "
-        f"{o.name} | batch {t.batch_size} | {workers} worker{'s' if workers > 1 else ''} | run dir {run_dir}")
+        f"{o.name} | batch {t.batch_size} | {workers} worker{'s' if workers > 1 else ''} | run dir {run_dir}"
+    )
 
     def checkpoint_meta(epoch, step, partial_sums):
-        return {"epoch": epoch, "step": step, "partial": partial_sums, "config": config.to_dict(),
-                "best_error": None if math.isinf(best_error) else best_error, "version": __version__,
-                "description": model.description}
+        return {
+            "epoch": epoch,
+            "step": step,
+            "partial": partial_sums,
+            "config": config.to_dict(),
+            "best_error": None if math.isinf(best_error) else best_error,
+            "version": __version__,
+            "description": model.description,
+            "input_scale": host.scale,
+            "input_offset": host.offset,
+        }
 
     # -- the epoch loop ---------------------------------------------------------------------------
-    ranges = DistortionRanges(**{f.name: getattr(d.distortions, f.name)
-                                 for f in dataclasses.fields(DistortionRanges)})
+    ranges = DistortionRanges(
+        **{f.name: getattr(d.distortions, f.name) for f in dataclasses.fields(DistortionRanges)}
+    )
     with StopRequest() as stop, single_threaded_blas(workers > 1), warnings.catch_warnings():
         # a diverging run overflows: the loss check below says so once, not NumPy on every op
-        warnings.filterwarnings("ignore", "(overflow|invalid value|divide by zero) encountered",
-                                RuntimeWarning)
+        warnings.filterwarnings(
+            "ignore", "(overflow|invalid value|divide by zero) encountered", RuntimeWarning
+        )
         for epoch in range(start_epoch, t.epochs):
-            order = numpy.random.default_rng([t.seed, STREAM_SHUFFLE, epoch]).permutation(len(train))
+            order = numpy.random.default_rng([t.seed, STREAM_SHUFFLE, epoch]).permutation(
+                len(train)
+            )
             order_dev = backend.asarray(order, dtype=xp.int64)
             maps = None
             if d.distortions.enabled:
-                maps = backend.asarray(draw_inverse_maps(
-                    numpy.random.default_rng([t.seed, STREAM_DISTORT, epoch]), len(train), ranges))
+                maps = backend.asarray(
+                    draw_inverse_maps(
+                        numpy.random.default_rng([t.seed, STREAM_DISTORT, epoch]),
+                        len(train),
+                        ranges,
+                    )
+                )
+            train_step = TrainStep(model, optimizer, train, workers, maps, host.background)
 
             step = start_step if epoch == start_epoch else 0
             if step == 0:
@@ -246,13 +339,18 @@ def run(args) -> int:
             if isinstance(optimizer, SDLM) and step == 0:
                 # re-estimate h_kk on `hessian_samples` random training patterns before each pass
                 pick = numpy.random.default_rng([t.seed, STREAM_HESSIAN, epoch]).choice(
-                    len(train), min(o.hessian_samples, len(train)), replace=False)
+                    len(train), min(o.hessian_samples, len(train)), replace=False
+                )
                 x_h, y_h = train.batch(backend.asarray(pick, dtype=xp.int64))
-                state = optimizer.set_curvature(state, model.hessian_diagonal(params, x_h, y_h), epoch)
+                state = optimizer.set_curvature(
+                    state, model.hessian_diagonal(params, x_h, y_h), epoch
+                )
             if isinstance(optimizer, SDLM):
                 rate_log = layer_rate_summary(SDLM.rates(state))
 
-            loss_acc = xp.zeros((), dtype=backend.dtype, device=backend.device)  # summed on the device:
+            loss_acc = xp.zeros(
+                (), dtype=backend.dtype, device=backend.device
+            )  # summed on the device:
             err_acc = xp.zeros((), dtype=xp.int64, device=backend.device)  # no host sync per step
             seen = 0
             bar = progress_bar(t.progress, steps, step, f"epoch {epoch + 1}/{t.epochs}")
@@ -260,18 +358,9 @@ def run(args) -> int:
             while step < steps:
                 idx = order_dev[step * t.batch_size : (step + 1) * t.batch_size]
                 batch = int(idx.shape[0])
-                shards = []
-                for lo, hi in split(batch, workers):
-                    x, labels = train.batch(idx[lo:hi])
-                    if maps is not None:
-                        x = apply_affine(x, xp.take(maps, idx[lo:hi], axis=0), host.background)
-                    shards.append((x, labels))
-                total, outs, grads = parallel.loss_and_grads(params, shards)
-                params, state = optimizer.step(params, grads, state, batch, epoch)
-                predicted = xp.concat([model.loss.predict(out) for out in outs])
-                labels = xp.concat([labels for _, labels in shards]) if len(shards) > 1 else shards[0][1]
+                params, state, total, errors = train_step(params, state, idx, epoch)
                 loss_acc = loss_acc + total
-                err_acc = err_acc + xp.sum(xp.astype(predicted != labels, xp.int64))
+                err_acc = err_acc + errors
                 step += 1
                 seen += batch
                 if step % 20 == 0 or step == steps or stop.requested:
@@ -280,22 +369,33 @@ def run(args) -> int:
                         bar.close()
                         return diverged(run_dir, epoch, step)
                     bar.update(step - bar.n)
-                    bar.set_postfix_str(f"loss {(partial['loss'] + running) / (partial['seen'] + seen):.4f} "
-                                        f"{seen / max(time.perf_counter() - t0, 1e-9):,.0f} samples/s")
+                    bar.set_postfix_str(
+                        f"loss {(partial['loss'] + running) / (partial['seen'] + seen):.4f} "
+                        f"{seen / max(time.perf_counter() - t0, 1e-9):,.0f} samples/s"
+                    )
                 if stop.requested:
                     bar.close()
-                    sums = {"loss": partial["loss"] + float(to_numpy(loss_acc)),
-                            "errors": partial["errors"] + int(to_numpy(err_acc)),
-                            "seen": partial["seen"] + seen,
-                            "seconds": partial["seconds"] + time.perf_counter() - t0}
+                    sums = {
+                        "loss": partial["loss"] + float(to_numpy(loss_acc)),
+                        "errors": partial["errors"] + int(to_numpy(err_acc)),
+                        "seen": partial["seen"] + seen,
+                        "seconds": partial["seconds"] + time.perf_counter() - t0,
+                    }
                     with writing(run_dir):
-                        save_checkpoint(run_dir / "checkpoint.npz", params, state,
-                                        checkpoint_meta(epoch, step, sums))
-                    print(f"interrupted in epoch {epoch + 1} at step {step}/{steps}; checkpoint saved. "
-                          f"Resume with: python -m lenet5x.train --resume {shlex.quote(str(run_dir))}",
-                          file=sys.stderr)
+                        save_checkpoint(
+                            run_dir / "checkpoint.npz",
+                            params,
+                            state,
+                            checkpoint_meta(epoch, step, sums),
+                        )
+                    print(
+                        f"interrupted in epoch {epoch + 1} at step {step}/{steps}; checkpoint saved. "
+                        f"Resume with: python -m lenet5x.train --resume {shlex.quote(str(run_dir))}",
+                        file=sys.stderr,
+                    )
                     return 130
             bar.close()
+            train_step.close()
             backend.synchronize()
             seconds = partial["seconds"] + time.perf_counter() - t0
             seen += partial["seen"]
@@ -305,15 +405,26 @@ def run(args) -> int:
             # -- evaluation, metrics, checkpoints ---------------------------------------------------
             t1 = time.perf_counter()
             test_scores = evaluate(model, params, test, t.eval_batch_size)
-            record = {"epoch": epoch + 1, "train_loss": train_loss, "train_error": train_error,
-                      "test_loss": test_scores.loss, "test_error": test_scores.error}
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "train_error": train_error,
+                "test_loss": test_scores.loss,
+                "test_error": test_scores.error,
+            }
             if val is not None:
                 val_scores = evaluate(model, params, val, t.eval_batch_size)
                 record.update(val_loss=val_scores.loss, val_error=val_scores.error)
             if t.full_train_eval:
                 record["train_error_full"] = evaluate(model, params, train, t.eval_batch_size).error
-            record.update(seconds=seconds, eval_seconds=time.perf_counter() - t1,
-                          samples_per_second=len(train) / seconds, backend=backend.name, dtype=t.dtype)
+            record.update(
+                seconds=seconds,
+                eval_seconds=time.perf_counter() - t1,
+                samples_per_second=len(train) / seconds,
+                backend=backend.name,
+                dtype=t.dtype,
+                machine=machine,
+            )
             if rate_log is not None:
                 record["sdlm_rates"] = rate_log
                 record["eta"] = scheduled_rate(o.schedule, epoch)
@@ -322,7 +433,9 @@ def run(args) -> int:
             if improved:
                 best_error = selection
             meta = checkpoint_meta(epoch + 1, 0, None)
-            with writing(run_dir):  # best.npz first: if a write fails, the epoch is redone on --resume
+            with writing(
+                run_dir
+            ):  # best.npz first: if a write fails, the epoch is redone on --resume
                 with open(metrics_path(run_dir), "a") as handle:
                     handle.write(json.dumps(record) + "\n")
                 if improved:
@@ -330,40 +443,64 @@ def run(args) -> int:
                 save_checkpoint(run_dir / "checkpoint.npz", params, state, meta)
             print_epoch(record, t.epochs, improved, rate_log)
             draw_curves(run_dir)
-    say(f"done: test error {record['test_error']:.2%} after {t.epochs} epochs; results in {run_dir}")
+    say(
+        f"done: test error {record['test_error']:.2%} after {t.epochs} epochs; results in {run_dir}"
+    )
     return 0
 
 
 def diverged(run_dir: Path, epoch: int, step: int) -> int:
-    kept = "the last good checkpoint is kept at " + str(run_dir / "checkpoint.npz") \
-        if (run_dir / "checkpoint.npz").exists() else "no checkpoint had been written yet"
-    print(f"error: the loss became NaN or infinite in epoch {epoch + 1} (by step {step}); the run stopped and "
-          f"{kept}. Lower the learning rate (optimizer.schedule) or check the data.", file=sys.stderr)
+    kept = (
+        "the last good checkpoint is kept at " + str(run_dir / "checkpoint.npz")
+        if (run_dir / "checkpoint.npz").exists()
+        else "no checkpoint had been written yet"
+    )
+    print(
+        f"error: the loss became NaN or infinite in epoch {epoch + 1} (by step {step}); the run stopped and "
+        f"{kept}. Lower the learning rate (optimizer.schedule) or check the data.",
+        file=sys.stderr,
+    )
     return 3
 
 
 def progress_bar(enabled: bool, total: int, initial: int, desc: str):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc=desc, unit="batch", leave=False, disable=not enabled,
-                file=sys.stderr, dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit="batch",
+        leave=False,
+        disable=not enabled,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
 
 
 def print_epoch(record: dict, epochs: int, improved: bool, rate_log) -> None:
-    parts = [f"epoch {record['epoch']:>2}/{epochs}", f"loss {record['train_loss']:.4f}",
-             f"train err {record['train_error']:.2%}"]
+    parts = [
+        f"epoch {record['epoch']:>2}/{epochs}",
+        f"loss {record['train_loss']:.4f}",
+        f"train err {record['train_error']:.2%}",
+    ]
     if "train_error_full" in record:
         parts.append(f"(full {record['train_error_full']:.2%})")
     if "val_error" in record:
         parts.append(f"val err {record['val_error']:.2%}")
-    parts += [f"test err {record['test_error']:.2%}{' *' if improved else ''}",
-              f"{record['seconds']:.1f} s ({record['samples_per_second']:,.0f}/s)"]
+    parts += [
+        f"test err {record['test_error']:.2%}{' *' if improved else ''}",
+        f"{record['seconds']:.1f} s ({record['samples_per_second']:,.0f}/s)",
+    ]
     print("  ".join(parts), flush=True)
     if rate_log:
         overall_min = min(v[1] for v in rate_log.values())
         overall_max = max(v[2] for v in rate_log.values())
         layers = " ".join(f"{k} {v[0]:.1e}" for k, v in rate_log.items())
-        print(f"    SDLM rates: min {overall_min:.1e} max {overall_max:.1e} | layer means: {layers}", flush=True)
+        print(
+            f"    SDLM rates: min {overall_min:.1e} max {overall_max:.1e} | layer means: {layers}",
+            flush=True,
+        )
 
 
 def draw_curves(run_dir: Path) -> None:
@@ -376,9 +513,13 @@ def draw_curves(run_dir: Path) -> None:
         plot_runs([run_dir], run_dir / "curves.png")
     except ImportError:
         pass
-    except OSError as error:  # the pictures are optional; a full disk shows up at the next checkpoint
-        print(f"warning: could not draw {run_dir / 'curves.png'} ({error.strerror or error})",
-              file=sys.stderr)
+    except (
+        OSError
+    ) as error:  # the pictures are optional; a full disk shows up at the next checkpoint
+        print(
+            f"warning: could not draw {run_dir / 'curves.png'} ({error.strerror or error})",
+            file=sys.stderr,
+        )
 
 
 def main(argv=None) -> int:

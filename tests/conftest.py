@@ -10,7 +10,11 @@ import pytest
 
 from lenet5x.backend import BackendError, resolve
 
-MNIST_DIR = Path(os.environ.get("LENET5X_TEST_MNIST", Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"))
+MNIST_DIR = Path(
+    os.environ.get(
+        "LENET5X_TEST_MNIST", Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+    )
+)
 
 
 def _cupy_available() -> bool:
@@ -37,7 +41,10 @@ def backend_params(dtype="float64"):
         pytest.param(
             lambda: resolve("cupy", dtype),
             id="cupy",
-            marks=[pytest.mark.gpu, pytest.mark.skipif(not HAVE_GPU, reason="no CuPy / CUDA device")],
+            marks=[
+                pytest.mark.gpu,
+                pytest.mark.skipif(not HAVE_GPU, reason="no CuPy / CUDA device"),
+            ],
         ),
     ]
     return cases

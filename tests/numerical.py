@@ -27,7 +27,10 @@ def jacobian_columns(f, x: numpy.ndarray, columns=None, eps=1e-5) -> numpy.ndarr
 
 
 def relative_error(a, b) -> float:
-    a, b = numpy.asarray(to_numpy(a), dtype=numpy.float64), numpy.asarray(to_numpy(b), dtype=numpy.float64)
+    a, b = (
+        numpy.asarray(to_numpy(a), dtype=numpy.float64),
+        numpy.asarray(to_numpy(b), dtype=numpy.float64),
+    )
     scale = max(numpy.abs(a).max(initial=0.0), numpy.abs(b).max(initial=0.0), 1e-30)
     return float(numpy.abs(a - b).max(initial=0.0) / scale)
 

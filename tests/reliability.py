@@ -22,8 +22,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"
-FILES = {"train-images-idx3-ubyte": 2051, "train-labels-idx1-ubyte": 2049,
-         "t10k-images-idx3-ubyte": 2051, "t10k-labels-idx1-ubyte": 2049}
+FILES = {
+    "train-images-idx3-ubyte": 2051,
+    "train-labels-idx1-ubyte": 2049,
+    "t10k-images-idx3-ubyte": 2051,
+    "t10k-labels-idx1-ubyte": 2049,
+}
 CACHE = Path(tempfile.gettempdir()) / "lenet5x-tests-empty-cache"  # outside every snapshot
 NO_PLOTS = Path(tempfile.gettempdir()) / "lenet5x-tests-no-matplotlib"
 
@@ -45,7 +49,9 @@ def write_dataset(directory: Path, train: int = 96, test: int = 32, seed: int = 
             array = (ink * rng.integers(64, 256, (n, 28, 28))).astype(numpy.uint8)
         else:
             array = rng.integers(0, 10, n).astype(numpy.uint8)
-        (directory / f"{stem}.gz").write_bytes(gzip.compress(idx_bytes(array, magic), compresslevel=1))
+        (directory / f"{stem}.gz").write_bytes(
+            gzip.compress(idx_bytes(array, magic), compresslevel=1)
+        )
     return directory
 
 
@@ -59,11 +65,18 @@ def environment() -> dict:
     stub = NO_PLOTS / "matplotlib" / "__init__.py"
     if not stub.exists():
         stub.parent.mkdir(parents=True, exist_ok=True)
-        stub.write_text('raise ImportError("matplotlib is hidden from lenet5x\'s reliability tests")\n')
+        stub.write_text(
+            'raise ImportError("matplotlib is hidden from lenet5x\'s reliability tests")\n'
+        )
     env = {k: v for k, v in os.environ.items() if not k.startswith("LENET5X_")}
-    env.update(LENET5X_MIRROR="http://127.0.0.1:9/", XDG_CACHE_HOME=str(CACHE), PYTHONUNBUFFERED="1",
-               OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(NO_PLOTS), os.environ.get("PYTHONPATH")])))
+    env.update(
+        LENET5X_MIRROR="http://127.0.0.1:9/",
+        XDG_CACHE_HOME=str(CACHE),
+        PYTHONUNBUFFERED="1",
+        OPENBLAS_NUM_THREADS="1",
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(NO_PLOTS), os.environ.get("PYTHONPATH")])),
+    )
     return env
 
 
@@ -73,8 +86,15 @@ def command(*args) -> list[str]:
 
 def train(*args, cwd, timeout: float = 120, **popen) -> subprocess.CompletedProcess:
     """python -m lenet5x.train ARGS in `cwd`; never raises on a non-zero exit."""
-    return subprocess.run(command(*args), capture_output=True, text=True, cwd=cwd, env=environment(),
-                          timeout=timeout, **popen)
+    return subprocess.run(
+        command(*args),
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=environment(),
+        timeout=timeout,
+        **popen,
+    )
 
 
 def snapshot(root: Path) -> dict:
@@ -86,7 +106,11 @@ def snapshot(root: Path) -> dict:
         for name in files:
             path = os.path.join(folder, name)
             info = os.lstat(path)
-            digest = hashlib.sha1(Path(path).read_bytes()).hexdigest() if os.path.isfile(path) else "special"
+            digest = (
+                hashlib.sha1(Path(path).read_bytes()).hexdigest()
+                if os.path.isfile(path)
+                else "special"
+            )
             state[os.path.relpath(path, root)] = (digest, info.st_size, info.st_mtime_ns)
     return state
 
@@ -118,8 +142,9 @@ def tmpfs(path: Path, size: str, read_only: bool = False):
         pytest.skip("mounting a tmpfs needs root")
     path.mkdir(parents=True, exist_ok=True)
     options = f"size={size}" + (",ro" if read_only else "")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:

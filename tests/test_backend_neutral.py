@@ -12,8 +12,16 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lenet5x"
-HOST_SIDE = {"init", "__init__", "out_shape", "fan_in", "paper_uniform", "paper_sqrt_uniform", "he_normal",
-             "init_weights"}
+HOST_SIDE = {
+    "init",
+    "__init__",
+    "out_shape",
+    "fan_in",
+    "paper_uniform",
+    "paper_sqrt_uniform",
+    "he_normal",
+    "init_weights",
+}
 FORBIDDEN = {"numpy", "np", "cupy", "cp"}
 
 

@@ -52,28 +52,52 @@ def folder_instead(data: Path, stem: str) -> None:
 
 
 DATA_CASES = {  # id -> (how the copied dataset is broken, needle)
-    "truncated-images": (lambda d: replace(d, TRAIN_X, raw(d, TRAIN_X)[:5000]),
-                         f"{TRAIN_X}: truncated: header promises"),
+    "truncated-images": (
+        lambda d: replace(d, TRAIN_X, raw(d, TRAIN_X)[:5000]),
+        f"{TRAIN_X}: truncated: header promises",
+    ),
     "truncated-gzip": (lambda d: cut_gzip(d, TEST_X), f"{TEST_X}.gz: corrupt gzip data"),
-    "truncated-header": (lambda d: replace(d, TRAIN_Y, b"\x00\x00\x08\x01\x00\x00"),
-                         f"{TRAIN_Y}: truncated header"),
-    "wrong-magic": (lambda d: replace(d, TEST_X, b"\x00\x00\x08\x04" + raw(d, TEST_X)[4:], gz=True),
-                    f"{TEST_X}.gz: wrong magic number 2052 (IDX images files start with 2051)"),
-    "images-and-labels-swapped": (lambda d: replace(d, TRAIN_X, raw(d, TRAIN_Y)),
-                                  f"{TRAIN_X}: wrong magic number 2049"),
-    "html-page-instead-of-data": (lambda d: replace(d, TRAIN_Y, b"<html>403 Forbidden</html>", gz=True),
-                                  f"{TRAIN_Y}.gz: wrong magic number"),
-    "counts-disagree": (lambda d: replace(d, TEST_Y, idx_bytes(numpy.zeros(31), 2049)),
-                        f"{TEST_X}.gz: 32 images but"),
-    "label-outside-0-9": (lambda d: label_at(d, TRAIN_Y, 7, 10),
-                          f"{TRAIN_Y}.gz: label 10 at index 7 is outside 0-9"),
+    "truncated-header": (
+        lambda d: replace(d, TRAIN_Y, b"\x00\x00\x08\x01\x00\x00"),
+        f"{TRAIN_Y}: truncated header",
+    ),
+    "wrong-magic": (
+        lambda d: replace(d, TEST_X, b"\x00\x00\x08\x04" + raw(d, TEST_X)[4:], gz=True),
+        f"{TEST_X}.gz: wrong magic number 2052 (IDX images files start with 2051)",
+    ),
+    "images-and-labels-swapped": (
+        lambda d: replace(d, TRAIN_X, raw(d, TRAIN_Y)),
+        f"{TRAIN_X}: wrong magic number 2049",
+    ),
+    "html-page-instead-of-data": (
+        lambda d: replace(d, TRAIN_Y, b"<html>403 Forbidden</html>", gz=True),
+        f"{TRAIN_Y}.gz: wrong magic number",
+    ),
+    "counts-disagree": (
+        lambda d: replace(d, TEST_Y, idx_bytes(numpy.zeros(31), 2049)),
+        f"{TEST_X}.gz: 32 images but",
+    ),
+    "label-outside-0-9": (
+        lambda d: label_at(d, TRAIN_Y, 7, 10),
+        f"{TRAIN_Y}.gz: label 10 at index 7 is outside 0-9",
+    ),
     "empty-file": (lambda d: replace(d, TEST_Y, b""), f"{TEST_Y}: file is empty"),
-    "no-images": (lambda d: replace(d, TEST_X, idx_bytes(numpy.zeros((0, 28, 28)), 2051)),
-                  f"{TEST_X}: holds no images"),
-    "trailing-bytes": (lambda d: replace(d, TRAIN_Y, raw(d, TRAIN_Y) + b"\0\0"),
-                       f"{TRAIN_Y}: 2 unexpected bytes after the data"),
-    "directory-instead-of-file": (lambda d: folder_instead(d, TEST_Y), f"{TEST_Y}.gz: is a directory"),
-    "missing-file-offline": (lambda d: (d / f"{TEST_Y}.gz").unlink(), f"could not download {TEST_Y}.gz"),
+    "no-images": (
+        lambda d: replace(d, TEST_X, idx_bytes(numpy.zeros((0, 28, 28)), 2051)),
+        f"{TEST_X}: holds no images",
+    ),
+    "trailing-bytes": (
+        lambda d: replace(d, TRAIN_Y, raw(d, TRAIN_Y) + b"\0\0"),
+        f"{TRAIN_Y}: 2 unexpected bytes after the data",
+    ),
+    "directory-instead-of-file": (
+        lambda d: folder_instead(d, TEST_Y),
+        f"{TEST_Y}.gz: is a directory",
+    ),
+    "missing-file-offline": (
+        lambda d: (d / f"{TEST_Y}.gz").unlink(),
+        f"could not download {TEST_Y}.gz",
+    ),
 }
 
 
@@ -89,12 +113,22 @@ def test_bad_data_file(case, tmp_path, dataset):
     shutil.copytree(dataset, data)
     breaks, needle = DATA_CASES[case]
     breaks(data)
-    refused(tmp_path, dataset, ["--config", SMOKE, "--data-dir", data, "--out", tmp_path / "run"], needle)
+    refused(
+        tmp_path,
+        dataset,
+        ["--config", SMOKE, "--data-dir", data, "--out", tmp_path / "run"],
+        needle,
+    )
 
 
 def test_data_dir_that_is_a_file(tmp_path, dataset):
     (tmp_path / "data").write_text("not a folder")
-    refused(tmp_path, dataset, ["--config", SMOKE, "--data-dir", tmp_path / "data"], "data: not a directory")
+    refused(
+        tmp_path,
+        dataset,
+        ["--config", SMOKE, "--data-dir", tmp_path / "data"],
+        "data: not a directory",
+    )
 
 
 CONFIG_CASES = {  # id -> (config file text, extra arguments, needle)
@@ -104,25 +138,49 @@ CONFIG_CASES = {  # id -> (config file text, extra arguments, needle)
     "unknown-section": ("modle:\n  architecture: classic\n", [], "modle: unknown key"),
     "unknown-key": ("train:\n  batch_sise: 8\n", [], "train.batch_sise: unknown key"),
     "unknown-key-set": ("", ["--set", "model.depth=3"], "unknown key 'model.depth'"),
-    "set-without-value": ("", ["--set", "train.epochs"], "--set train.epochs: expected key.path=value"),
+    "set-without-value": (
+        "",
+        ["--set", "train.epochs"],
+        "--set train.epochs: expected key.path=value",
+    ),
     "wrong-type-int": ("train:\n  epochs: many\n", [], "train.epochs: expected an integer"),
     "wrong-type-bool": ("train:\n  progress: 3\n", [], "train.progress: expected true or false"),
     "wrong-type-section": ("train: 5\n", [], "train: expected a mapping"),
-    "wrong-type-schedule": ("optimizer:\n  schedule: 0.1\n", [], "optimizer.schedule: expected a list"),
+    "wrong-type-schedule": (
+        "optimizer:\n  schedule: 0.1\n",
+        [],
+        "optimizer.schedule: expected a list",
+    ),
     "wrong-type-set": ("", ["--set", "train.seed=abc"], "train.seed: expected an integer"),
     "negative-learning-rate": ("optimizer:\n  schedule: [[2, -0.1]]\n", [], "rate: must be > 0"),
     "zero-learning-rate": ("", ["--set", "optimizer.schedule=[[null,0]]"], "rate: must be > 0"),
-    "nan-learning-rate": ("optimizer:\n  schedule: [[null, .nan]]\n", [], "expected a finite number"),
-    "infinite-learning-rate": ("", ["--set", "optimizer.schedule=[[null,.inf]]"], "expected a finite number"),
+    "nan-learning-rate": (
+        "optimizer:\n  schedule: [[null, .nan]]\n",
+        [],
+        "expected a finite number",
+    ),
+    "infinite-learning-rate": (
+        "",
+        ["--set", "optimizer.schedule=[[null,.inf]]"],
+        "expected a finite number",
+    ),
     "batch-size-0": ("", ["--batch-size", 0], "train.batch_size: must be > 0"),
     "batch-size-negative": ("train:\n  batch_size: -8\n", [], "train.batch_size: must be > 0"),
-    "batch-size-above-dataset": ("", ["--batch-size", 97], "larger than the training set (96 images)"),
+    "batch-size-above-dataset": (
+        "",
+        ["--batch-size", 97],
+        "larger than the training set (96 images)",
+    ),
     "epochs-0": ("", ["--epochs", 0], "train.epochs: must be > 0"),
     "epochs-not-a-number": ("", ["--epochs", "ten"], "argument --epochs: invalid int value"),
     "momentum-1": ("optimizer:\n  momentum: 1.0\n", [], "optimizer.momentum: must be in [0, 1)"),
     "unknown-dtype": ("train:\n  dtype: float16\n", [], "train.dtype: 'float16' is not one of"),
     "unknown-backend-flag": ("", ["--backend", "tpu"], "argument --backend: invalid choice: 'tpu'"),
-    "unknown-backend-config": ("train:\n  backend: tpu\n", [], "train.backend: 'tpu' is not one of"),
+    "unknown-backend-config": (
+        "train:\n  backend: tpu\n",
+        [],
+        "train.backend: 'tpu' is not one of",
+    ),
     "unknown-flag": ("", ["--lr", "0.1"], "unrecognized arguments: --lr"),
 }
 
@@ -140,15 +198,22 @@ def test_bad_config(case, tmp_path, dataset):
 
 @pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="CuPy is installed here")
 def test_cupy_requested_where_absent(tmp_path, dataset):
-    refused(tmp_path, dataset, ["--config", SMOKE, "--data-dir", dataset, "--backend", "cupy"],
-            "CuPy is not installed (No module named 'cupy'); install the CUDA extra")
+    refused(
+        tmp_path,
+        dataset,
+        ["--config", SMOKE, "--data-dir", dataset, "--backend", "cupy"],
+        "CuPy is not installed (No module named 'cupy'); install the CUDA extra",
+    )
 
 
-@pytest.mark.parametrize("where, needle", [
-    ("missing.yaml", "missing.yaml: config file not found"),
-    ("folder", "folder: is a directory, expected a YAML config file"),
-    ("latin1.yaml", "latin1.yaml: cannot read"),
-])
+@pytest.mark.parametrize(
+    "where, needle",
+    [
+        ("missing.yaml", "missing.yaml: config file not found"),
+        ("folder", "folder: is a directory, expected a YAML config file"),
+        ("latin1.yaml", "latin1.yaml: cannot read"),
+    ],
+)
 def test_unusable_config_file(where, needle, tmp_path, dataset):
     (tmp_path / "folder").mkdir()
     (tmp_path / "latin1.yaml").write_bytes("train:\n  epochs: 2 # \xe9\n".encode("latin-1"))

@@ -29,12 +29,15 @@ def dataset(tmp_path_factory) -> Path:
 def finished_run(tmp_path_factory, dataset) -> Path:
     """A good one-epoch run; also the control: unbroken, it resumes (exit 0, see the last test)."""
     out = tmp_path_factory.mktemp("good") / "run"
-    result = train("--config", SMOKE, "--data-dir", dataset, "--out", out, "--epochs", 1, cwd=out.parent)
+    result = train(
+        "--config", SMOKE, "--data-dir", dataset, "--out", out, "--epochs", 1, cwd=out.parent
+    )
     assert result.returncode == 0, result.stderr
     return out
 
 
 # -- run directories ------------------------------------------------------------------------------
+
 
 def fresh(case: Path, dataset: Path, out) -> list:
     return ["--config", SMOKE, "--data-dir", dataset, "--out", case / out]
@@ -46,28 +49,54 @@ def config_only(case: Path, run: Path) -> None:
 
 
 RUN_DIR_CASES = {  # id -> (setup(case dir, good run), arguments, needle)
-    "out-under-a-file": (lambda c, r: (c / "afile").write_text("x"), lambda c, d: fresh(c, d, "afile/sub"),
-                         "afile is not a directory; pass --out to a writable directory"),
-    "out-is-a-file": (lambda c, r: (c / "afile").write_text("x"), lambda c, d: fresh(c, d, "afile"),
-                      "afile: exists and is not a directory"),
-    "out-holds-a-run": (lambda c, r: shutil.copytree(r, c / "run"), lambda c, d: fresh(c, d, "run"),
-                        "already holds a run; continue it with --resume"),
-    "out-holds-a-run-without-checkpoint": (config_only, lambda c, d: fresh(c, d, "run"),
-                                           "already holds config.yaml of a run that saved no checkpoint"),
-    "resume-not-a-run": (lambda c, r: (c / "run").mkdir(), lambda c, d: ["--resume", c / "run"],
-                         "run: not a run directory (no config.yaml); nothing to resume"),
-    "resume-without-checkpoint": (config_only, lambda c, d: ["--resume", c / "run"],
-                                  "no checkpoint.npz to resume from"),
-    "resume-with-other-settings": (lambda c, r: shutil.copytree(r, c / "run"),
-                                   lambda c, d: ["--resume", c / "run", "--set", "optimizer.mu=0.1"],
-                                   "--resume continues a run as configured"),
-    "resume-a-finished-run": (lambda c, r: shutil.copytree(r, c / "run"),
-                              lambda c, d: ["--resume", c / "run"],
-                              "already trained for 1 epoch; pass --epochs N with N > 1"),
-    "resume-malformed-config": (lambda c, r: (shutil.copytree(r, c / "run"),
-                                              (c / "run" / "config.yaml").write_text("train: [\n")),
-                                lambda c, d: ["--resume", c / "run", "--epochs", 2],
-                                "run/config.yaml: malformed YAML"),
+    "out-under-a-file": (
+        lambda c, r: (c / "afile").write_text("x"),
+        lambda c, d: fresh(c, d, "afile/sub"),
+        "afile is not a directory; pass --out to a writable directory",
+    ),
+    "out-is-a-file": (
+        lambda c, r: (c / "afile").write_text("x"),
+        lambda c, d: fresh(c, d, "afile"),
+        "afile: exists and is not a directory",
+    ),
+    "out-holds-a-run": (
+        lambda c, r: shutil.copytree(r, c / "run"),
+        lambda c, d: fresh(c, d, "run"),
+        "already holds a run; continue it with --resume",
+    ),
+    "out-holds-a-run-without-checkpoint": (
+        config_only,
+        lambda c, d: fresh(c, d, "run"),
+        "already holds config.yaml of a run that saved no checkpoint",
+    ),
+    "resume-not-a-run": (
+        lambda c, r: (c / "run").mkdir(),
+        lambda c, d: ["--resume", c / "run"],
+        "run: not a run directory (no config.yaml); nothing to resume",
+    ),
+    "resume-without-checkpoint": (
+        config_only,
+        lambda c, d: ["--resume", c / "run"],
+        "no checkpoint.npz to resume from",
+    ),
+    "resume-with-other-settings": (
+        lambda c, r: shutil.copytree(r, c / "run"),
+        lambda c, d: ["--resume", c / "run", "--set", "optimizer.mu=0.1"],
+        "--resume continues a run as configured",
+    ),
+    "resume-a-finished-run": (
+        lambda c, r: shutil.copytree(r, c / "run"),
+        lambda c, d: ["--resume", c / "run"],
+        "already trained for 1 epoch; pass --epochs N with N > 1",
+    ),
+    "resume-malformed-config": (
+        lambda c, r: (
+            shutil.copytree(r, c / "run"),
+            (c / "run" / "config.yaml").write_text("train: [\n"),
+        ),
+        lambda c, d: ["--resume", c / "run", "--epochs", 2],
+        "run/config.yaml: malformed YAML",
+    ),
 }
 
 
@@ -90,6 +119,7 @@ def test_out_without_write_permission(tmp_path, dataset):
 
 
 # -- checkpoints ----------------------------------------------------------------------------------
+
 
 def rewrite(run: Path, change) -> None:
     """Let change(arrays, meta) edit the checkpoint's arrays and metadata, then save them back."""
@@ -117,7 +147,9 @@ def flip(data: bytes) -> bytes:
 def modern_model(arrays: dict, meta: dict) -> None:
     """The arrays and configuration of a `modern` LeNet-5 (another architecture)."""
     meta["config"]["model"].update(architecture="modern", loss="cross_entropy", init="he")
-    params = build_model(meta["config"]["model"]).init(numpy.random.default_rng(0), resolve("numpy"))
+    params = build_model(meta["config"]["model"]).init(
+        numpy.random.default_rng(0), resolve("numpy")
+    )
     arrays.clear()
     arrays.update({f"param/{k}": numpy.asarray(v) for k, v in params.items()})
 
@@ -172,31 +204,57 @@ UNREADABLE = f"{CKPT}: not a readable lenet5x checkpoint"
 CHECKPOINT_CASES = {  # id -> (how the good run's checkpoint is broken, needle)
     "truncated": (lambda r: bytes_of(r, lambda b: b[: len(b) // 2]), UNREADABLE),
     "empty": (lambda r: bytes_of(r, lambda b: b""), f"{UNREADABLE} (the file is empty)"),
-    "random-bytes": (lambda r: bytes_of(r, lambda b: numpy.random.default_rng(0).bytes(len(b))),
-                     f"{UNREADABLE} (not an .npz archive)"),
+    "random-bytes": (
+        lambda r: bytes_of(r, lambda b: numpy.random.default_rng(0).bytes(len(b))),
+        f"{UNREADABLE} (not an .npz archive)",
+    ),
     "flipped-byte": (lambda r: bytes_of(r, flip), f"{UNREADABLE} (BadZipFile: Bad CRC-32"),
     "directory": (as_directory, f"{CKPT}: a directory without a checkpoint.npz"),
-    "pickled-object": (lambda r: rewrite(r, pickled_object),
-                       f"{CKPT}: not a lenet5x checkpoint: it holds pickled Python objects"),
-    "no-metadata": (lambda r: rewrite(r, lambda a, m: m.clear()),
-                    f"{CKPT}: not a lenet5x checkpoint (no metadata)"),
+    "pickled-object": (
+        lambda r: rewrite(r, pickled_object),
+        f"{CKPT}: not a lenet5x checkpoint: it holds pickled Python objects",
+    ),
+    "no-metadata": (
+        lambda r: rewrite(r, lambda a, m: m.clear()),
+        f"{CKPT}: not a lenet5x checkpoint (no metadata)",
+    ),
     "metadata-not-json": (lambda r: rewrite(r, bad_json), f"{CKPT}: corrupted checkpoint metadata"),
-    "other-format": (lambda r: rewrite(r, set_meta("format", "other/9")),
-                     f"{CKPT}: unsupported checkpoint format 'other/9'"),
-    "other-model": (lambda r: rewrite(r, modern_model),
-                    f"{CKPT}: saved by a different model (model.architecture is 'modern' there"),
-    "other-model-arrays": (lambda r: rewrite(r, other_arrays), f"{CKPT}: parameters do not match this model"),
-    "other-optimizer": (lambda r: rewrite(r, optimizer_name),
-                        f"{CKPT}: saved by a run configured differently (optimizer.name is 'adam' there"),
-    "wrong-shape": (lambda r: rewrite(r, wrong_shape),
-                    f"{CKPT}: F6.weight has shape (84, 121), this model needs (84, 120)"),
-    "missing-optimizer-state": (lambda r: rewrite(r, drop("opt/rate/C1.weight")),
-                                f"{CKPT}: sdlm optimizer arrays do not match this model (missing"),
-    "altered-constant": (lambda r: rewrite(r, set_array("param/C3.dense_index", 0, 10**6)),
-                         f"{CKPT}: C3.dense_index differs from this model's own"),
-    "nan-weights": (lambda r: rewrite(r, set_array("param/C1.weight", 0, numpy.nan)),
-                    f"{CKPT}: C1.weight holds NaN or infinite values"),
-    "corrupted-position": (lambda r: rewrite(r, set_meta("step", -3)), f"{CKPT}: corrupted position"),
+    "other-format": (
+        lambda r: rewrite(r, set_meta("format", "other/9")),
+        f"{CKPT}: unsupported checkpoint format 'other/9'",
+    ),
+    "other-model": (
+        lambda r: rewrite(r, modern_model),
+        f"{CKPT}: saved by a different model (model.architecture is 'modern' there",
+    ),
+    "other-model-arrays": (
+        lambda r: rewrite(r, other_arrays),
+        f"{CKPT}: parameters do not match this model",
+    ),
+    "other-optimizer": (
+        lambda r: rewrite(r, optimizer_name),
+        f"{CKPT}: saved by a run configured differently (optimizer.name is 'adam' there",
+    ),
+    "wrong-shape": (
+        lambda r: rewrite(r, wrong_shape),
+        f"{CKPT}: F6.weight has shape (84, 121), this model needs (84, 120)",
+    ),
+    "missing-optimizer-state": (
+        lambda r: rewrite(r, drop("opt/rate/C1.weight")),
+        f"{CKPT}: sdlm optimizer arrays do not match this model (missing",
+    ),
+    "altered-constant": (
+        lambda r: rewrite(r, set_array("param/C3.dense_index", 0, 10**6)),
+        f"{CKPT}: C3.dense_index differs from this model's own",
+    ),
+    "nan-weights": (
+        lambda r: rewrite(r, set_array("param/C1.weight", 0, numpy.nan)),
+        f"{CKPT}: C1.weight holds NaN or infinite values",
+    ),
+    "corrupted-position": (
+        lambda r: rewrite(r, set_meta("step", -3)),
+        f"{CKPT}: corrupted position",
+    ),
 }
 
 

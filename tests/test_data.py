@@ -7,7 +7,7 @@ import gzip
 import numpy
 import pytest
 
-from lenet5x.backend import resolve, to_numpy
+from lenet5x.backend import to_numpy
 from lenet5x.data import DataError, DeviceData, load_dataset, read_idx_images, read_idx_labels
 from lenet5x.data.distort import DistortionRanges, apply_affine, draw_inverse_maps
 from lenet5x.data.idx import read_pair
@@ -20,10 +20,23 @@ def idx_bytes(array: numpy.ndarray, magic: int) -> bytes:
 
 
 def test_reads_the_real_mnist(mnist_dir):
-    images, labels = read_pair(mnist_dir / "t10k-images-idx3-ubyte.gz", mnist_dir / "t10k-labels-idx1-ubyte.gz")
+    images, labels = read_pair(
+        mnist_dir / "t10k-images-idx3-ubyte.gz", mnist_dir / "t10k-labels-idx1-ubyte.gz"
+    )
     assert images.shape == (10000, 28, 28) and labels.shape == (10000,)
     # the test-set label counts stated in the data's README
-    assert numpy.bincount(labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert numpy.bincount(labels).tolist() == [
+        980,
+        1135,
+        1032,
+        1010,
+        982,
+        892,
+        958,
+        1028,
+        974,
+        1009,
+    ]
 
 
 def test_raw_and_gzip_give_the_same(tmp_path, rng):
@@ -34,14 +47,17 @@ def test_raw_and_gzip_give_the_same(tmp_path, rng):
     numpy.testing.assert_array_equal(read_idx_images(tmp_path / "packed"), images)
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "empty"),
-    (b"\x00\x00\x08\x03\x00", "truncated header"),
-    (idx_bytes(numpy.zeros((2, 3, 3)), 2049)[:8], "wrong magic"),
-    (idx_bytes(numpy.zeros((2, 3, 3)), 2051)[:-1], "truncated"),
-    (idx_bytes(numpy.zeros((2, 3, 3)), 2051) + b"\x00", "unexpected bytes"),
-    (b"\x1f\x8b\x08\x00garbage", "corrupt gzip"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "empty"),
+        (b"\x00\x00\x08\x03\x00", "truncated header"),
+        (idx_bytes(numpy.zeros((2, 3, 3)), 2049)[:8], "wrong magic"),
+        (idx_bytes(numpy.zeros((2, 3, 3)), 2051)[:-1], "truncated"),
+        (idx_bytes(numpy.zeros((2, 3, 3)), 2051) + b"\x00", "unexpected bytes"),
+        (b"\x1f\x8b\x08\x00garbage", "corrupt gzip"),
+    ],
+)
 def test_bad_image_files_are_named_errors(tmp_path, content, message):
     path = tmp_path / "images"
     path.write_bytes(content)
@@ -67,7 +83,11 @@ def test_bad_labels_and_mismatched_counts(tmp_path):
 def test_padding_and_normalization():
     images = numpy.full((1, 28, 28), 255, dtype=numpy.uint8)
     padded = pad_images(images, 32)
-    assert padded.shape == (1, 32, 32) and padded[0, :2].sum() == 0 and padded[0, 2:30, 2:30].min() == 255
+    assert (
+        padded.shape == (1, 32, 32)
+        and padded[0, :2].sum() == 0
+        and padded[0, 2:30, 2:30].min() == 255
+    )
     scale, offset = normalization("paper", padded)
     assert offset == pytest.approx(-0.1) and 255 * scale + offset == pytest.approx(1.175)
     scale, offset = normalization("standardize", padded)
@@ -87,8 +107,22 @@ def test_device_batches_follow_indices(backend, mnist_dir):
 
 
 def test_validation_split_is_disjoint_and_seeded(mnist_dir):
-    a = load_dataset("mnist", mnist_dir, train_subset=1000, test_subset=10, validation_size=100, validation_seed=3)
-    b = load_dataset("mnist", mnist_dir, train_subset=1000, test_subset=10, validation_size=100, validation_seed=3)
+    a = load_dataset(
+        "mnist",
+        mnist_dir,
+        train_subset=1000,
+        test_subset=10,
+        validation_size=100,
+        validation_seed=3,
+    )
+    b = load_dataset(
+        "mnist",
+        mnist_dir,
+        train_subset=1000,
+        test_subset=10,
+        validation_size=100,
+        validation_seed=3,
+    )
     assert len(a.train_labels) == 900 and len(a.validation_labels) == 100
     numpy.testing.assert_array_equal(a.validation_images, b.validation_images)
     train_rows = {row.tobytes() for row in a.train_images}

@@ -20,8 +20,15 @@ DOCKERFILE = ROOT / "docker" / "Dockerfile"
 
 def instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) in order, continuation lines joined, comments dropped."""
-    text = re.sub(r"\\\n", " ", "\n".join(line for line in DOCKERFILE.read_text().splitlines()
-                                          if not line.lstrip().startswith("#")))
+    text = re.sub(
+        r"\\\n",
+        " ",
+        "\n".join(
+            line
+            for line in DOCKERFILE.read_text().splitlines()
+            if not line.lstrip().startswith("#")
+        ),
+    )
     pairs = [line.split(None, 1) for line in text.splitlines() if line.strip()]
     return [(name.upper(), args.strip()) for name, args in pairs]
 
@@ -33,18 +40,25 @@ def single(name: str) -> str:
 
 
 def base_image() -> str:
-    return next(args.split("=", 1)[1] for instruction, args in instructions()
-                if instruction == "ARG" and args.startswith("BASE_IMAGE="))
+    return next(
+        args.split("=", 1)[1]
+        for instruction, args in instructions()
+        if instruction == "ARG" and args.startswith("BASE_IMAGE=")
+    )
 
 
 def test_base_is_a_pinned_cuda_runtime_image_with_a_matching_cupy_extra():
-    pinned = r"nvidia/cuda:(\d+)\.(\d+)\.(\d+)-runtime-ubuntu\d\d\.04(@sha256:[0-9a-f]{64})?"  # + digest
+    pinned = (
+        r"nvidia/cuda:(\d+)\.(\d+)\.(\d+)-runtime-ubuntu\d\d\.04(@sha256:[0-9a-f]{64})?"  # + digest
+    )
     match = re.fullmatch(pinned, base_image())
     assert match, f"not a pinned nvidia/cuda runtime tag: {base_image()}"
     assert single("FROM") == "${BASE_IMAGE}"
     major = match.group(1)
     extra = re.search(rf"^cuda{major}\s*=\s*\[(.*)\]", (ROOT / "pyproject.toml").read_text(), re.M)
-    assert extra and f'"cupy-cuda{major}x' in extra.group(1), f"pyproject.toml: no cuda{major} extra"
+    assert extra and f'"cupy-cuda{major}x' in extra.group(1), (
+        f"pyproject.toml: no cuda{major} extra"
+    )
 
 
 def test_runs_as_a_non_root_user_with_data_and_runs_volumes_and_the_train_entry_point():
@@ -64,11 +78,15 @@ def test_everything_copied_exists_and_is_in_the_build_context():
     assert sources
     for src in sources:
         assert (ROOT / src).exists(), src
-        assert src in allowed, f"{src} is copied but .dockerignore leaves it out of the build context"
+        assert src in allowed, (
+            f"{src} is copied but .dockerignore leaves it out of the build context"
+        )
 
 
-@pytest.mark.parametrize("cuda_version, extras", [(None, "plots"), ("12.8.1", "plots,cuda12"),
-                                                  ("13.0.2", "plots,cuda13")])
+@pytest.mark.parametrize(
+    "cuda_version, extras",
+    [(None, "plots"), ("12.8.1", "plots,cuda12"), ("13.0.2", "plots,cuda13")],
+)
 def test_install_sh_picks_the_cupy_extra_of_the_cuda_major(tmp_path, cuda_version, extras):
     """install.sh with a stand-in python3 that records what pip would be asked to install."""
     log = tmp_path / "pip-args"
@@ -83,6 +101,10 @@ echo "$@" > {log}
     env["PATH"] = f"{stub.parent}{os.pathsep}{env['PATH']}"
     if cuda_version:
         env["CUDA_VERSION"] = cuda_version
-    subprocess.run(["sh", str(ROOT / "docker" / "install.sh"), "/src", str(tmp_path / "venv"), "--dry-run"],
-                   check=True, env=env, capture_output=True)
+    subprocess.run(
+        ["sh", str(ROOT / "docker" / "install.sh"), "/src", str(tmp_path / "venv"), "--dry-run"],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     assert log.read_text().split()[-2:] == ["--dry-run", f"/src[{extras}]"]

@@ -50,7 +50,7 @@ def test_download_verifies_and_places_files(server, isolated):
     _, url = server
     paths = locate_or_download("mnist", mirrors=[url], log=lambda m: None)
     target = isolated / "cache" / "lenet5x" / "mnist"
-    for stem, path in paths.items():
+    for path in paths.values():
         assert path.parent == target
         assert md5_of(path) == DATASETS["mnist"].md5[path.name]
     assert not list(target.glob(".*part"))  # no temporary files left

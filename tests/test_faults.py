@@ -23,7 +23,17 @@ import time
 
 import numpy
 import pytest
-from reliability import ROOT, SMOKE, command, environment, params_of, snapshot, tmpfs, train, write_dataset
+from reliability import (
+    ROOT,
+    SMOKE,
+    command,
+    environment,
+    params_of,
+    snapshot,
+    tmpfs,
+    train,
+    write_dataset,
+)
 
 from lenet5x.checkpoint import load_checkpoint
 
@@ -47,12 +57,15 @@ def uninterrupted(tmp_path_factory, dataset):
 def test_interrupt_mid_epoch_saves_and_resumes_exactly(signum, tmp_path, dataset, uninterrupted):
     out = tmp_path / "run"
     args = command(*ONLINE, "--data-dir", dataset, "--out", out, "--set", "train.progress=true")
-    proc = subprocess.Popen(args, cwd=tmp_path, env=environment(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        args, cwd=tmp_path, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     seen = b""
     while not re.search(rb"\| *[1-9]\d*/200 \[", seen):  # the progress bar shows steps done
         chunk = os.read(proc.stderr.fileno(), 4096)
-        assert chunk, f"the run ended before it could be interrupted: {seen.decode(errors='replace')}"
+        assert chunk, (
+            f"the run ended before it could be interrupted: {seen.decode(errors='replace')}"
+        )
         seen += chunk
     proc.send_signal(signum)
     _, rest = proc.communicate(timeout=120)
@@ -66,11 +79,16 @@ def test_interrupt_mid_epoch_saves_and_resumes_exactly(signum, tmp_path, dataset
     result = train("--resume", out, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"step {meta['step']}" in result.stdout
-    reference, resumed = params_of(uninterrupted / "checkpoint.npz"), params_of(out / "checkpoint.npz")
+    reference, resumed = (
+        params_of(uninterrupted / "checkpoint.npz"),
+        params_of(out / "checkpoint.npz"),
+    )
     assert reference.keys() == resumed.keys()
     for key in reference:
         numpy.testing.assert_array_equal(reference[key], resumed[key], err_msg=key)
-    epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    epochs = [
+        json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()
+    ]
     assert epochs == [1, 2]
 
 
@@ -87,15 +105,23 @@ def test_sigkill_while_writing_leaves_the_previous_checkpoint(tmp_path):
     """A process writing 8 MB checkpoints in a loop is killed at random moments, again and again."""
     path, rng, mid_write = tmp_path / "checkpoint.npz", numpy.random.default_rng(0), 0
     for _ in range(12):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], cwd=ROOT, env=environment(),
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path)],
+            cwd=ROOT,
+            env=environment(),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         first = int(proc.stdout.readline())  # one complete write: there is a previous checkpoint
         time.sleep(rng.uniform(0.0, 0.05))
         proc.kill()
         done = [first, *map(int, proc.stdout.read().split())]
         proc.wait()
         params, _, meta = load_checkpoint(path)
-        assert meta["i"] in (done[-1], done[-1] + 1)  # the last complete write (or one renamed unreported)
+        assert meta["i"] in (
+            done[-1],
+            done[-1] + 1,
+        )  # the last complete write (or one renamed unreported)
         assert numpy.all(params["w"] == meta["i"])
         strays = list(tmp_path.glob(".checkpoint.npz.*.tmp"))  # what a kill mid-write leaves behind
         mid_write += bool(strays)
@@ -106,16 +132,30 @@ def test_sigkill_while_writing_leaves_the_previous_checkpoint(tmp_path):
     assert mid_write >= 1, "no kill landed while a checkpoint was being written"
 
 
-@pytest.mark.parametrize("schedule, kept", [("[[1,0.0005],[null,1.0e+30]]", True),
-                                            ("[[null,1.0e+30]]", False)], ids=["in-epoch-2", "in-epoch-1"])
+@pytest.mark.parametrize(
+    "schedule, kept",
+    [("[[1,0.0005],[null,1.0e+30]]", True), ("[[null,1.0e+30]]", False)],
+    ids=["in-epoch-2", "in-epoch-1"],
+)
 def test_diverging_loss_stops_with_the_last_good_checkpoint(schedule, kept, tmp_path):
     data = write_dataset(tmp_path / "data")
     out = tmp_path / "run"
-    result = train("--config", SMOKE, "--data-dir", data, "--out", out,
-                   "--set", f"optimizer.schedule={schedule}", cwd=tmp_path)
+    result = train(
+        "--config",
+        SMOKE,
+        "--data-dir",
+        data,
+        "--out",
+        out,
+        "--set",
+        f"optimizer.schedule={schedule}",
+        cwd=tmp_path,
+    )
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 3, result.stderr
-    assert len(lines) == 1 and "the loss became NaN or infinite" in lines[0], result.stderr  # no warnings
+    assert len(lines) == 1 and "the loss became NaN or infinite" in lines[0], (
+        result.stderr
+    )  # no warnings
     if kept:
         assert f"the last good checkpoint is kept at {out / 'checkpoint.npz'}" in lines[0]
         params, _, meta = load_checkpoint(out / "checkpoint.npz")
@@ -130,8 +170,17 @@ def test_diverging_loss_stops_with_the_last_good_checkpoint(schedule, kept, tmp_
 @pytest.fixture(scope="module")
 def one_epoch(tmp_path_factory):
     base = tmp_path_factory.mktemp("full")
-    result = train("--config", SMOKE, "--data-dir", write_dataset(base / "data"), "--out", base / "run",
-                   "--epochs", 1, cwd=base)
+    result = train(
+        "--config",
+        SMOKE,
+        "--data-dir",
+        write_dataset(base / "data"),
+        "--out",
+        base / "run",
+        "--epochs",
+        1,
+        cwd=base,
+    )
     assert result.returncode == 0, result.stderr
     return base / "run"
 
@@ -145,16 +194,26 @@ def limit_file_size():
 @pytest.mark.parametrize("how", ["tmpfs", "rlimit"])
 def test_full_disk_keeps_the_previous_checkpoint(how, tmp_path, one_epoch):
     run = tmp_path / "disk" / "run"
-    size = sum(f.stat().st_size for f in one_epoch.iterdir()) // 1024 + 96  # no room for one more checkpoint
+    size = (
+        sum(f.stat().st_size for f in one_epoch.iterdir()) // 1024 + 96
+    )  # no room for one more checkpoint
     with tmpfs(tmp_path / "disk", f"{size}k") if how == "tmpfs" else contextlib.nullcontext():
         shutil.copytree(one_epoch, run)
         before = snapshot(run)
-        result = train("--resume", run, "--epochs", 2, cwd=tmp_path,
-                       preexec_fn=limit_file_size if how == "rlimit" else None)
+        result = train(
+            "--resume",
+            run,
+            "--epochs",
+            2,
+            cwd=tmp_path,
+            preexec_fn=limit_file_size if how == "rlimit" else None,
+        )
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1, result.stdout + result.stderr
         assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-        assert re.search(r"could not write .*\.npz \((No space left on device|File too large)\)", lines[0])
+        assert re.search(
+            r"could not write .*\.npz \((No space left on device|File too large)\)", lines[0]
+        )
         assert f"the previous checkpoint {run / 'checkpoint.npz'} is intact" in lines[0]
         assert f"--resume {run}" in lines[0]
         after = snapshot(run)

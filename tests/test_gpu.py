@@ -66,7 +66,9 @@ def sdlm_step(backend, architecture: str, seed: int = 7, n: int = 8) -> dict[str
     results.update({f"rate/{k}": v for k, v in SDLM.rates(state).items()})
     results.update({f"param/{k}": new_params[k] for k in grads})
     for key, value in results.items():
-        assert device_of(value) == backend.device, f"{key} is on {device_of(value)}, not {backend.device}"
+        assert device_of(value) == backend.device, (
+            f"{key} is on {device_of(value)}, not {backend.device}"
+        )
     host = {k: to_numpy(v) for k, v in results.items()}
     for k in grads:
         before, after = host[f"init/{k}"], host[f"param/{k}"]
@@ -95,10 +97,14 @@ def mismatches(got: dict, want: dict, rtol: float) -> list[str]:
             allowed = rtol * scale
             if key.startswith("update/"):
                 param = want["init/" + key.split("/", 1)[1]]
-                allowed += 4 * numpy.finfo(param.dtype).eps * float(numpy.abs(param).max(initial=0.0))
+                allowed += (
+                    4 * numpy.finfo(param.dtype).eps * float(numpy.abs(param).max(initial=0.0))
+                )
         if not error <= allowed:  # also catches NaN
-            problems.append(f"{key}: max |difference| {error:.3g} > allowed {allowed:.3g} "
-                            f"(max |value| {scale:.3g})")
+            problems.append(
+                f"{key}: max |difference| {error:.3g} > allowed {allowed:.3g} "
+                f"(max |value| {scale:.3g})"
+            )
     return problems
 
 
@@ -119,8 +125,12 @@ def test_float32_step_is_within_half_the_tolerance_of_float64(architecture):
     their own way still agree within rtol. Seed 7 is typical: F6's gradient, the worst array (saturated
     tanh units lose digits in 1 - tanh**2), is 1.4e-5 off; over 30 seeds it reaches 5.5e-5."""
     want64 = sdlm_step(resolve("numpy", "float64"), architecture)
-    want = {k: v.astype(numpy.float32) if v.dtype == numpy.float64 and not k.startswith("update/") else v
-            for k, v in want64.items()}
+    want = {
+        k: v.astype(numpy.float32)
+        if v.dtype == numpy.float64 and not k.startswith("update/")
+        else v
+        for k, v in want64.items()
+    }
     got = sdlm_step(resolve("numpy", "float32"), architecture)
     problems = mismatches(got, want, RTOL["float32"] / 2)
     assert not problems, "\n".join(problems)
@@ -130,8 +140,12 @@ def test_mismatches_reports_what_exceeds_the_tolerance():
     """The comparison is only as good as its failures: a change above rtol is reported, below is not."""
     want = sdlm_step(resolve("numpy", "float32"), "classic")
     assert mismatches(want, want, RTOL["float32"]) == []
-    for key, factor, reported in [("grad/C3.weight", 3.0, True), ("grad/C3.weight", 0.3, False),
-                                  ("h/F6.bias", 3.0, True), ("out", 3.0, True)]:
+    for key, factor, reported in [
+        ("grad/C3.weight", 3.0, True),
+        ("grad/C3.weight", 0.3, False),
+        ("h/F6.bias", 3.0, True),
+        ("out", 3.0, True),
+    ]:
         got = {k: v.copy() for k, v in want.items()}
         got[key].reshape(-1)[0] += factor * RTOL["float32"] * numpy.abs(want[key]).max()
         assert bool(mismatches(got, want, RTOL["float32"])) == reported, (key, factor)
@@ -158,12 +172,33 @@ def test_cupy_backend_allocates_on_the_gpu(dtype):
 def final_record(backend: str, out: Path, mnist_dir: Path) -> dict:
     """Train configs/smoke.yaml (scored on all 10,000 test images) on `backend` through the command
     line; returns the last metrics record."""
-    command = [sys.executable, "-m", "lenet5x.train", "--config", str(ROOT / "configs" / "smoke.yaml"),
-               "--set", "data.test_subset=10000", "--data-dir", str(mnist_dir), "--backend", backend,
-               "--out", str(out), "--no-progress"]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=1200,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    assert result.returncode == 0, f"{backend}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    command = [
+        sys.executable,
+        "-m",
+        "lenet5x.train",
+        "--config",
+        str(ROOT / "configs" / "smoke.yaml"),
+        "--set",
+        "data.test_subset=10000",
+        "--data-dir",
+        str(mnist_dir),
+        "--backend",
+        backend,
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=1200,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    assert result.returncode == 0, (
+        f"{backend}: exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    )
     return json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
 
 

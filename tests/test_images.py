@@ -42,8 +42,11 @@ def ink_extent(image: numpy.ndarray) -> tuple[int, int]:
 def difference(a: numpy.ndarray, b: numpy.ndarray) -> float:
     """Mean absolute difference (of 255) after the best shift by at most one pixel each way:
     the centring shifts by whole pixels, so a centre of mass near x.5 may round either way."""
-    return min(float(numpy.abs(numpy.roll(a.astype(float), (dr, dc), axis=(0, 1)) - b).mean())
-               for dr in (-1, 0, 1) for dc in (-1, 0, 1))
+    return min(
+        float(numpy.abs(numpy.roll(a.astype(float), (dr, dc), axis=(0, 1)) - b).mean())
+        for dr in (-1, 0, 1)
+        for dc in (-1, 0, 1)
+    )
 
 
 def test_dark_ink_on_light_paper_is_inverted():
@@ -59,13 +62,19 @@ def test_dark_ink_on_light_paper_is_inverted():
 
 
 def test_an_off_centre_digit_is_centred_by_mass_and_fitted_into_20x20():
-    digit, _ = mnist_style(on_canvas(seven(), (300, 240), 5, 160))  # top right corner of a large picture
+    digit, _ = mnist_style(
+        on_canvas(seven(), (300, 240), 5, 160)
+    )  # top right corner of a large picture
     row, col = centre_of_mass(digit.astype(float))
-    assert abs(row - FIELD / 2) <= 0.6 and abs(col - FIELD / 2) <= 0.6  # MNIST: the mass centred at (14, 14)
+    assert (
+        abs(row - FIELD / 2) <= 0.6 and abs(col - FIELD / 2) <= 0.6
+    )  # MNIST: the mass centred at (14, 14)
     height, width = ink_extent(digit)
     assert height == 20 and 13 <= width <= 14  # 120 x 80 -> 20 x 13.3: the aspect ratio is kept
     elsewhere, _ = mnist_style(on_canvas(seven(), (300, 240), 170, 3))
-    numpy.testing.assert_array_equal(elsewhere, digit)  # where it was in the picture does not matter
+    numpy.testing.assert_array_equal(
+        elsewhere, digit
+    )  # where it was in the picture does not matter
 
 
 def test_a_wide_digit_fits_the_box_by_its_width():
@@ -77,7 +86,9 @@ def test_a_wide_digit_fits_the_box_by_its_width():
 def test_noisy_uneven_paper_and_a_far_speck_leave_the_digit_alone():
     rng = numpy.random.default_rng(0)
     shadow = numpy.linspace(0.0, 0.15, 300)[:, None]
-    picture = 0.92 - shadow + rng.normal(0, 0.02, (300, 240))  # darker towards the bottom, and noise
+    picture = (
+        0.92 - shadow + rng.normal(0, 0.02, (300, 240))
+    )  # darker towards the bottom, and noise
     picture -= 0.7 * on_canvas(seven(), (300, 240), 90, 80)
     picture[270:274, 15:19] = 0.0  # a dark speck near a corner, far from the digit
     noisy, inverted = mnist_style(numpy.clip(picture, 0, 1))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy
 import pytest
+from numerical import jacobian_columns, relative_error
 
 from lenet5x import paper
 from lenet5x.backend import to_numpy
@@ -20,7 +21,6 @@ from lenet5x.layers import (
     ScaledTanh,
     Subsampling,
 )
-from numerical import jacobian_columns, relative_error, sample_columns
 
 
 def away_from_zero(rng, shape):
@@ -95,7 +95,14 @@ def test_backward_matches_finite_differences(case, backend, rng):
         w = to_numpy(params[key])
 
         def loss_of_w(wh, key=key):
-            return numpy.array([numpy.sum(forward_host(layer, with_param(params, key, wh, backend), backend, x_host) * r)])
+            return numpy.array(
+                [
+                    numpy.sum(
+                        forward_host(layer, with_param(params, key, wh, backend), backend, x_host)
+                        * r
+                    )
+                ]
+            )
 
         numeric = jacobian_columns(loss_of_w, w)[0].reshape(w.shape)
         assert grads[key].shape == params[key].shape
@@ -115,7 +122,10 @@ def test_backward2_is_gauss_newton_diagonal(case, backend, rng):
     for key in layer.trainable:
         w = to_numpy(params[key])
         jac_w = jacobian_columns(
-            lambda wh, key=key: forward_host(layer, with_param(params, key, wh, backend), backend, x_host), w
+            lambda wh, key=key: forward_host(
+                layer, with_param(params, key, wh, backend), backend, x_host
+            ),
+            w,
         )
         expected_w = (jac_w**2).T @ h_out.reshape(-1)
         assert relative_error(h[key], expected_w.reshape(w.shape)) < 1e-7, key
@@ -137,7 +147,9 @@ def test_rbf_keeps_its_own_curvature(backend, rng):
     x_host = rng.normal(size=(84, 2))
     g = rng.uniform(0.0, 1.0, size=(10, 2))
     _, cache = layer.forward(params, backend.asarray(x_host))
-    d2x, _ = layer.backward2(params, cache, backend.asarray(numpy.zeros((10, 2))), dy=backend.asarray(g))
+    d2x, _ = layer.backward2(
+        params, cache, backend.asarray(numpy.zeros((10, 2))), dy=backend.asarray(g)
+    )
 
     def energy(xh):
         return numpy.sum(forward_host(layer, params, backend, xh) * g)
@@ -149,7 +161,11 @@ def test_rbf_keeps_its_own_curvature(backend, rng):
         plus, minus = flat.copy(), flat.copy()
         plus[i] += eps
         minus[i] -= eps
-        exact[i] = (energy(plus.reshape(x_host.shape)) - 2 * energy(x_host) + energy(minus.reshape(x_host.shape))) / eps**2
+        exact[i] = (
+            energy(plus.reshape(x_host.shape))
+            - 2 * energy(x_host)
+            + energy(minus.reshape(x_host.shape))
+        ) / eps**2
     assert relative_error(d2x, exact.reshape(x_host.shape)) < 1e-6
 
 

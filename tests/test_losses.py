@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy
 import pytest
+from numerical import jacobian_columns, relative_error
 
 from lenet5x.backend import to_numpy
 from lenet5x.losses import MAPCriterion, MSEPrototype, SoftmaxCrossEntropy, make_loss
-from numerical import jacobian_columns, relative_error
 
 LOSSES = [
     pytest.param(MSEPrototype, id="mse"),
@@ -32,8 +32,10 @@ def test_loss_derivatives(make, backend, rng):
     numeric_d2 = numpy.empty_like(out_host)
     for i in range(out_host.shape[0]):
         for n in range(out_host.shape[1]):
+
             def g(o, i=i, n=n):
                 return to_numpy(loss(backend.asarray(o), labels)[1])[i, n : n + 1]
+
             numeric_d2[i, n] = jacobian_columns(g, out_host, [i * out_host.shape[1] + n])[0, 0]
     assert relative_error(d2, numeric_d2) < 1e-6
     assert numpy.all(to_numpy(d2) >= 0)

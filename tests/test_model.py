@@ -7,11 +7,11 @@ from __future__ import annotations
 import array_api_strict
 import numpy
 import pytest
+from numerical import jacobian_columns, relative_error, sample_columns
 
 from lenet5x.backend import resolve, to_numpy
 from lenet5x.model import build_model
 from lenet5x.optim import SDLM, Adam
-from numerical import jacobian_columns, relative_error, sample_columns
 
 PAPER_COUNTS = {"C1": 156, "S2": 12, "C3": 1516, "S4": 32, "C5": 48120, "F6": 10164}
 
@@ -22,7 +22,11 @@ def test_classic_has_the_papers_60000_parameters():
     counts = model.parameter_count(params)
     assert counts == PAPER_COUNTS
     assert sum(counts.values()) == 60_000
-    assert model.shapes[1] == (6, 28, 28) and model.shapes[5] == (16, 10, 10) and model.shapes[-1] == (10,)
+    assert (
+        model.shapes[1] == (6, 28, 28)
+        and model.shapes[5] == (16, 10, 10)
+        and model.shapes[-1] == (10,)
+    )
 
 
 def test_modern_shapes_and_count():
@@ -46,11 +50,14 @@ def _inputs(rng, backend, n=2):
     return x, labels
 
 
-@pytest.mark.parametrize("config", [
-    pytest.param({"architecture": "classic"}, id="classic-mse"),
-    pytest.param({"architecture": "classic", "loss": "map", "map_j": 0.5}, id="classic-map"),
-    pytest.param({"architecture": "modern"}, id="modern"),
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        pytest.param({"architecture": "classic"}, id="classic-mse"),
+        pytest.param({"architecture": "classic", "loss": "map", "map_j": 0.5}, id="classic-map"),
+        pytest.param({"architecture": "modern"}, id="modern"),
+    ],
+)
 def test_model_gradients_match_finite_differences(config, backend, rng):
     model = build_model(config)
     params = model.init(rng, backend)
@@ -103,7 +110,9 @@ def test_classic_backward2_matches_layerwise_jacobians(rng):
         plus, minus = f6.reshape(-1).copy(), f6.reshape(-1).copy()
         plus[i] += eps
         minus[i] -= eps
-        d2[i] = (top_loss(plus.reshape(f6.shape)) - 2 * top_loss(f6) + top_loss(minus.reshape(f6.shape))) / eps**2
+        d2[i] = (
+            top_loss(plus.reshape(f6.shape)) - 2 * top_loss(f6) + top_loss(minus.reshape(f6.shape))
+        ) / eps**2
 
     for index in range(len(model.layers) - 2, -1, -1):
         name, layer = model.layers[index]
@@ -114,7 +123,7 @@ def test_classic_backward2_matches_layerwise_jacobians(rng):
             w = to_numpy(lp[key])
             columns = sample_columns(w.size, 40, rng)
 
-            def f_w(wh, key=key):
+            def f_w(wh, key=key, layer=layer, lp=lp, x_in=x_in):
                 changed = dict(lp)
                 changed[key] = backend.asarray(wh)
                 return to_numpy(layer.forward(changed, backend.asarray(x_in))[0])
@@ -124,7 +133,10 @@ def test_classic_backward2_matches_layerwise_jacobians(rng):
             got = to_numpy(h_model[f"{name}.{key}"]).reshape(-1)[columns]
             assert relative_error(got, expected) < 1e-6, f"{name}.{key}"
         if index > 0:
-            jac_x = jacobian_columns(lambda xh: to_numpy(layer.forward(lp, backend.asarray(xh))[0]), x_in)
+            jac_x = jacobian_columns(
+                lambda xh, layer=layer, lp=lp: to_numpy(layer.forward(lp, backend.asarray(xh))[0]),
+                x_in,
+            )
             d2 = (jac_x**2).T @ d2
 
 
@@ -151,10 +163,16 @@ def _train_step(backend, config, seed=3):
     return {k: to_numpy(v) for k, v in result.items()}
 
 
-@pytest.mark.parametrize("config", [{"architecture": "classic"}, {"architecture": "modern"}], ids=["classic", "modern"])
+@pytest.mark.parametrize(
+    "config", [{"architecture": "classic"}, {"architecture": "modern"}], ids=["classic", "modern"]
+)
 def test_training_step_on_array_api_strict_equals_numpy(config):
     reference = _train_step(resolve("numpy", "float64"), config)
-    strict = _train_step(resolve("array_api_strict", "float64", device=array_api_strict.Device("device1")), config)
+    strict = _train_step(
+        resolve("array_api_strict", "float64", device=array_api_strict.Device("device1")), config
+    )
     assert reference.keys() == strict.keys()
     for key in reference:
-        numpy.testing.assert_allclose(strict[key], reference[key], rtol=1e-12, atol=1e-12, err_msg=key)
+        numpy.testing.assert_allclose(
+            strict[key], reference[key], rtol=1e-12, atol=1e-12, err_msg=key
+        )

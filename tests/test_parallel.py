@@ -25,17 +25,22 @@ def test_sharded_gradients_equal_whole_batch(architecture):
     x_host = rng.normal(size=(1, 32, 32, 7))
     labels_host = rng.integers(0, 10, size=7)
     whole_total, whole_out, whole_grads = model.loss_and_grads(
-        params, backend.asarray(x_host), backend.asarray(labels_host, dtype=backend.xp.int64))
+        params, backend.asarray(x_host), backend.asarray(labels_host, dtype=backend.xp.int64)
+    )
     parallel = DataParallel(model, workers=3)
     int64 = backend.xp.int64
-    shards = [(backend.asarray(x_host[..., lo:hi]), backend.asarray(labels_host[lo:hi], dtype=int64))
-              for lo, hi in split(7, 3)]
+    shards = [
+        (backend.asarray(x_host[..., lo:hi]), backend.asarray(labels_host[lo:hi], dtype=int64))
+        for lo, hi in split(7, 3)
+    ]
     total, outs, grads = parallel.loss_and_grads(params, shards)
     parallel.close()
     assert float(total) == pytest.approx(float(whole_total), rel=1e-13)
-    numpy.testing.assert_allclose(numpy.concatenate([to_numpy(o) for o in outs], axis=1), to_numpy(whole_out),
-                                  rtol=1e-13)
+    numpy.testing.assert_allclose(
+        numpy.concatenate([to_numpy(o) for o in outs], axis=1), to_numpy(whole_out), rtol=1e-13
+    )
     assert grads.keys() == whole_grads.keys()
     for key in grads:
-        numpy.testing.assert_allclose(to_numpy(grads[key]), to_numpy(whole_grads[key]),
-                                      rtol=1e-11, atol=1e-14, err_msg=key)
+        numpy.testing.assert_allclose(
+            to_numpy(grads[key]), to_numpy(whole_grads[key]), rtol=1e-11, atol=1e-14, err_msg=key
+        )

@@ -33,8 +33,17 @@ def assert_png(path: Path) -> None:
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, mnist_dir) -> Path:
     out = tmp_path_factory.mktemp("results") / "smoke"
-    command = [sys.executable, "-m", "lenet5x.train", "--config", ROOT / "configs" / "smoke.yaml",
-               "--data-dir", mnist_dir, "--out", out]
+    command = [
+        sys.executable,
+        "-m",
+        "lenet5x.train",
+        "--config",
+        ROOT / "configs" / "smoke.yaml",
+        "--data-dir",
+        mnist_dir,
+        "--out",
+        out,
+    ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr
     return out
@@ -50,8 +59,11 @@ def digit_files(tmp_path_factory, mnist_dir, smoke_run):
 
     restored = restore(smoke_run, "numpy")
     host = load_data(restored, mnist_dir, test_subset=40)
-    scores = score(restored.model, restored.params,
-                   DeviceData(restored.backend, host.test_images, host.test_labels, host.scale, host.offset))
+    scores = score(
+        restored.model,
+        restored.params,
+        DeviceData(restored.backend, host.test_images, host.test_labels, host.scale, host.offset),
+    )
     right = numpy.flatnonzero(scores.predictions == host.test_labels)[:10]
     images = read_idx_images(mnist_dir / "t10k-images-idx3-ubyte.gz")[right]
     labels = read_idx_labels(mnist_dir / "t10k-labels-idx1-ubyte.gz")[right]
@@ -64,7 +76,9 @@ def digit_files(tmp_path_factory, mnist_dir, smoke_run):
         else:
             path = folder / f"scan{n}_{label}.png"
             paper = numpy.full((160, 140), 235, dtype=numpy.uint8)
-            big = numpy.asarray(PIL.fromarray(255 - image).resize((112, 112), PIL.Resampling.BICUBIC))
+            big = numpy.asarray(
+                PIL.fromarray(255 - image).resize((112, 112), PIL.Resampling.BICUBIC)
+            )
             paper[10:122, 25:137] = numpy.minimum(paper[10:122, 25:137], big)
             PIL.fromarray(paper).save(path)
         paths.append(path)
@@ -76,15 +90,31 @@ def test_training_draws_its_curves(smoke_run):
 
 
 def test_evaluate_prints_the_scores_and_draws_them(smoke_run, mnist_dir, tmp_path, capsys):
-    assert evaluate.main([str(smoke_run), "--data-dir", str(mnist_dir), "--test-subset", "1000",
-                          "--out", str(tmp_path)]) == 0
+    assert (
+        evaluate.main(
+            [
+                str(smoke_run),
+                "--data-dir",
+                str(mnist_dir),
+                "--test-subset",
+                "1000",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "best.npz" in out  # a run directory: its best checkpoint, and it says so
     records = [json.loads(line) for line in (smoke_run / "metrics.jsonl").read_text().splitlines()]
     best = min(records, key=lambda r: r["test_error"])
-    assert f"test error {best['test_error']:.2%}" in out  # the test images of training: the same error
+    assert (
+        f"test error {best['test_error']:.2%}" in out
+    )  # the test images of training: the same error
     assert "accuracy" in out and "true \\ predicted" in out
-    rows = [line.split() for line in out.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
+    rows = [
+        line.split() for line in out.splitlines() if line.split()[:1] and line.split()[0].isdigit()
+    ]
     matrix = [r[1:] for r in rows if len(r) == 11]
     assert len(matrix) == 10
     assert sum(int(v) for r in matrix for v in r if v != ".") == 1000
@@ -97,26 +127,40 @@ def test_predict_reads_mnist_digits_from_png_files(smoke_run, digit_files, capsy
     assert predict.main([str(smoke_run), *map(str, paths)]) == 0
     lines = capsys.readouterr().out.splitlines()
     names = set(map(str, paths))
-    table = {line.split()[0]: line.split() for line in lines if line.split() and line.split()[0] in names}
+    table = {
+        line.split()[0]: line.split() for line in lines if line.split() and line.split()[0] in names
+    }
     assert [int(table[str(p)][1]) for p in paths] == labels
-    assert all(("(inverted)" in " ".join(table[str(p)])) == p.name.startswith("scan") for p in paths)
+    assert all(
+        ("(inverted)" in " ".join(table[str(p)])) == p.name.startswith("scan") for p in paths
+    )
     distances = numpy.array([[float(v) for v in table[str(p)][2:12]] for p in paths])
-    assert (distances.argmin(axis=1) == labels).all()  # the classic model: RBF distances, the smallest wins
+    assert (
+        distances.argmin(axis=1) == labels
+    ).all()  # the classic model: RBF distances, the smallest wins
 
 
 def test_predict_show_draws_what_the_network_saw(smoke_run, digit_files, tmp_path, capsys):
     paths, _ = digit_files
-    assert predict.main([str(smoke_run / "best.npz"), *map(str, paths[:2]), "--show", str(tmp_path)]) == 0
+    assert (
+        predict.main([str(smoke_run / "best.npz"), *map(str, paths[:2]), "--show", str(tmp_path)])
+        == 0
+    )
     for path in paths[:2]:
         assert_png(tmp_path / f"{path.stem}-seen.png")
 
 
 def test_features_draws_kernels_and_feature_maps(smoke_run, digit_files, mnist_dir, tmp_path):
-    assert features.main([str(smoke_run), "--data-dir", str(mnist_dir), "--out", str(tmp_path)]) == 0
+    assert (
+        features.main([str(smoke_run), "--data-dir", str(mnist_dir), "--out", str(tmp_path)]) == 0
+    )
     assert_png(tmp_path / "kernels.png")
     assert_png(tmp_path / "feature_maps.png")
     (tmp_path / "feature_maps.png").unlink()
-    assert features.main([str(smoke_run), "--image", str(digit_files[0][1]), "--out", str(tmp_path)]) == 0
+    assert (
+        features.main([str(smoke_run), "--image", str(digit_files[0][1]), "--out", str(tmp_path)])
+        == 0
+    )
     assert_png(tmp_path / "feature_maps.png")
 
 

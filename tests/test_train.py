@@ -17,8 +17,14 @@ SMOKE = ROOT / "configs" / "smoke.yaml"
 
 def train(*args, check=True, cwd=None, timeout=600):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    result = subprocess.run([sys.executable, "-m", "lenet5x.train", *map(str, args)], capture_output=True, text=True,
-                            cwd=cwd or ROOT, env=env, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-m", "lenet5x.train", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        env=env,
+        timeout=timeout,
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
@@ -70,20 +76,25 @@ def test_existing_run_is_not_overwritten(smoke_run, mnist_dir):
     assert (out / "checkpoint.npz").read_bytes() == before
 
 
-@pytest.mark.parametrize("content, args, needle", [
-    ("train:\n  batch_sise: 8\n", [], "train.batch_sise: unknown key"),
-    ("train:\n  epochs: many\n", [], "train.epochs: expected an integer"),
-    ("train: [1, 2\n", [], "malformed YAML"),
-    ("optimizer:\n  schedule: [[2, -0.1]]\n", [], "rate: must be > 0"),
-    ("", ["--set", "train.batch_size=0"], "train.batch_size: must be > 0"),
-    ("", ["--set", "model.depth=3"], "unknown key 'model.depth'"),
-    ("", ["--backend", "tpu"], "invalid choice"),
-    ("data:\n  train_subset: 100\n", ["--batch-size", "1000"], "larger than the training set"),
-])
+@pytest.mark.parametrize(
+    "content, args, needle",
+    [
+        ("train:\n  batch_sise: 8\n", [], "train.batch_sise: unknown key"),
+        ("train:\n  epochs: many\n", [], "train.epochs: expected an integer"),
+        ("train: [1, 2\n", [], "malformed YAML"),
+        ("optimizer:\n  schedule: [[2, -0.1]]\n", [], "rate: must be > 0"),
+        ("", ["--set", "train.batch_size=0"], "train.batch_size: must be > 0"),
+        ("", ["--set", "model.depth=3"], "unknown key 'model.depth'"),
+        ("", ["--backend", "tpu"], "invalid choice"),
+        ("data:\n  train_subset: 100\n", ["--batch-size", "1000"], "larger than the training set"),
+    ],
+)
 def test_bad_config_is_one_line_and_exit_2(tmp_path, mnist_dir, content, args, needle):
     config = tmp_path / "bad.yaml"
     config.write_text(content)
-    result = train("--config", config, "--data-dir", mnist_dir, "--out", tmp_path / "run", *args, check=False)
+    result = train(
+        "--config", config, "--data-dir", mnist_dir, "--out", tmp_path / "run", *args, check=False
+    )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], result.stderr

@@ -18,14 +18,18 @@ from array_api_compat import array_namespace, device
 
 @dataclasses.dataclass(frozen=True)
 class DistortionRanges:
-    probability: float = 0.9  # share of training patterns distorted each pass (the paper: 540k/600k)
+    probability: float = (
+        0.9  # share of training patterns distorted each pass (the paper: 540k/600k)
+    )
     translate: float = 2.0  # pixels, uniform in +-translate, each axis
     scale: float = 0.1  # uniform relative scaling 1 +- scale
     squeeze: float = 0.1  # horizontal factor 1 + q, vertical 1 / (1 + q), q uniform in +-squeeze
     shear: float = 0.15  # horizontal shear x += shear * y, uniform in +-shear
 
 
-def draw_inverse_maps(rng: numpy.random.Generator, count: int, ranges: DistortionRanges) -> numpy.ndarray:
+def draw_inverse_maps(
+    rng: numpy.random.Generator, count: int, ranges: DistortionRanges
+) -> numpy.ndarray:
     """(count, 6) rows (a, b, c, d, tx, ty): source = [[a, b], [c, d]] @ (target - centre - t) + centre.
 
     Rows of undistorted patterns are the identity (1, 0, 0, 1, 0, 0).
@@ -62,7 +66,12 @@ def apply_affine(x, maps, background: float):
     flat = xp.reshape(x, (-1,))
     batch = xp.arange(n, device=dev)[None, None, :]
     out = xp.zeros((size, size, n), dtype=x.dtype, device=dev)
-    for dy, dx, weight in ((0, 0, (1 - wx) * (1 - wy)), (0, 1, wx * (1 - wy)), (1, 0, (1 - wx) * wy), (1, 1, wx * wy)):
+    for dy, dx, weight in (
+        (0, 0, (1 - wx) * (1 - wy)),
+        (0, 1, wx * (1 - wy)),
+        (1, 0, (1 - wx) * wy),
+        (1, 1, wx * wy),
+    ):
         xi, yi = xp.astype(x0, xp.int64) + dx, xp.astype(y0, xp.int64) + dy
         inside = (xi >= 0) & (xi < size) & (yi >= 0) & (yi < size)
         index = (xp.clip(yi, 0, size - 1) * size + xp.clip(xi, 0, size - 1)) * n + batch

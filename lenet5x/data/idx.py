@@ -23,14 +23,18 @@ class DataError(Exception):
 
 def _bad(path, problem: str) -> DataError:
     """A DataError for a file that is there but wrong: the file, the problem, what to do."""
-    return DataError(f"{path}: {problem}; replace it with a good copy (or delete it to download it again)")
+    return DataError(
+        f"{path}: {problem}; replace it with a good copy (or delete it to download it again)"
+    )
 
 
 def _read_bytes(path: Path) -> bytes:
     path = Path(path)
     if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected an IDX file; move it away or pass --data-dir "
-                        "to the folder that holds the files")
+        raise DataError(
+            f"{path}: is a directory, expected an IDX file; move it away or pass --data-dir "
+            "to the folder that holds the files"
+        )
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -59,7 +63,9 @@ def _parse(path: Path, raw: bytes, magic: int, ndim: int) -> numpy.ndarray:
     expected = math.prod(dims) if dims else 0
     body = len(raw) - header
     if body < expected:
-        raise _bad(path, f"truncated: header promises {expected} data bytes {dims}, file has {body}")
+        raise _bad(
+            path, f"truncated: header promises {expected} data bytes {dims}, file has {body}"
+        )
     if body > expected:
         raise _bad(path, f"{body - expected} unexpected bytes after the data {dims}")
     return numpy.frombuffer(raw, dtype=numpy.uint8, offset=header).reshape(dims)
@@ -88,6 +94,9 @@ def read_pair(images_path, labels_path) -> tuple[numpy.ndarray, numpy.ndarray]:
     """Images and labels that must agree in count."""
     images, labels = read_idx_images(images_path), read_idx_labels(labels_path)
     if images.shape[0] != labels.shape[0]:
-        raise _bad(images_path, f"{images.shape[0]} images but {labels_path} has {labels.shape[0]} labels "
-                   "(one of the two is from another set)")
+        raise _bad(
+            images_path,
+            f"{images.shape[0]} images but {labels_path} has {labels.shape[0]} labels "
+            "(one of the two is from another set)",
+        )
     return images, labels

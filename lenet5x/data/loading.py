@@ -58,8 +58,18 @@ def normalization(kind: str, train_images: numpy.ndarray) -> tuple[float, float]
     raise DataError(f"unknown normalization {kind!r}: use paper or standardize")
 
 
-def load_dataset(name="mnist", data_dir=None, input_size=32, normalize="paper", train_subset=None,
-                 test_subset=None, validation_size=0, validation_seed=0, mirrors=None, log=None) -> HostDataset:
+def load_dataset(
+    name="mnist",
+    data_dir=None,
+    input_size=32,
+    normalize="paper",
+    train_subset=None,
+    test_subset=None,
+    validation_size=0,
+    validation_seed=0,
+    mirrors=None,
+    log=None,
+) -> HostDataset:
     """Read (or fetch) a dataset and preprocess it on the host.
 
     train_subset / test_subset: keep only the first that many examples (None = all).
@@ -75,17 +85,32 @@ def load_dataset(name="mnist", data_dir=None, input_size=32, normalize="paper", 
     val_x = val_y = None
     if validation_size:
         if validation_size >= len(train_y):
-            raise DataError(f"validation size {validation_size} leaves no training data ({len(train_y)} examples)")
+            raise DataError(
+                f"validation size {validation_size} leaves no training data ({len(train_y)} examples)"
+            )
         order = numpy.random.default_rng(validation_seed).permutation(len(train_y))
-        val_idx, train_idx = numpy.sort(order[:validation_size]), numpy.sort(order[validation_size:])
+        val_idx, train_idx = (
+            numpy.sort(order[:validation_size]),
+            numpy.sort(order[validation_size:]),
+        )
         val_x, val_y = train_x[val_idx], train_y[val_idx]
         train_x, train_y = train_x[train_idx], train_y[train_idx]
     train_x, test_x = pad_images(train_x, input_size), pad_images(test_x, input_size)
     if val_x is not None:
         val_x = pad_images(val_x, input_size)
     scale, offset = normalization(normalize, train_x)
-    return HostDataset(name, train_x, train_y.copy(), test_x, test_y.copy(), DATASETS[name].classes,
-                       scale, offset, val_x, None if val_y is None else val_y.copy())
+    return HostDataset(
+        name,
+        train_x,
+        train_y.copy(),
+        test_x,
+        test_y.copy(),
+        DATASETS[name].classes,
+        scale,
+        offset,
+        val_x,
+        None if val_y is None else val_y.copy(),
+    )
 
 
 class DeviceData:
@@ -95,7 +120,9 @@ class DeviceData:
     compute dtype, normalized, and the labels (B,).
     """
 
-    def __init__(self, backend, images: numpy.ndarray, labels: numpy.ndarray, scale: float, offset: float):
+    def __init__(
+        self, backend, images: numpy.ndarray, labels: numpy.ndarray, scale: float, offset: float
+    ):
         xp = backend.xp
         self.backend, self.scale, self.offset = backend, scale, offset
         self.images = backend.asarray(images, dtype=xp.uint8)  # (N, S, S)
@@ -116,7 +143,9 @@ class DeviceData:
     def batch(self, indices):
         """indices: (B,) int64 on the device -> (x (1, S, S, B), labels (B,))."""
         xp = self.backend.xp
-        return self.inputs(xp.take(self.images, indices, axis=0)), xp.take(self.labels, indices, axis=0)
+        return self.inputs(xp.take(self.images, indices, axis=0)), xp.take(
+            self.labels, indices, axis=0
+        )
 
     def slice(self, start: int, stop: int):
         """Contiguous examples [start, stop) without a gather (for evaluation)."""

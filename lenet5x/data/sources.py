@@ -41,7 +41,10 @@ DATASETS = {
     "mnist": DatasetSource(
         "mnist",
         # the mirrors torchvision uses (the original host answers 403)
-        ("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+        (
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        ),
         {
             "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
             "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
@@ -59,8 +62,18 @@ DATASETS = {
             "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
             "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
         },
-        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-         "Ankle boot"),
+        (
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
     ),
 }
 
@@ -111,10 +124,15 @@ def download_file(urls, target: Path, md5: str, timeout: float = 30.0, log=print
     errors = []
     target.parent.mkdir(parents=True, exist_ok=True)
     for url in urls:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=".part", dir=target.parent
+        )
         tmp = Path(tmp_name)
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            with (
+                os.fdopen(fd, "wb") as out,
+                urllib.request.urlopen(url, timeout=timeout) as response,
+            ):
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
                 out.flush()
@@ -144,15 +162,22 @@ def locate_or_download(dataset: str, data_dir=None, mirrors=None, log=None) -> d
     $LENET5X_MIRROR (comma-separated) does the same from the environment.
     """
     if log is None:
+
         def log(message):
             print(message, file=sys.stderr)
 
     if dataset not in DATASETS:
         raise DataError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
     source = DATASETS[dataset]
-    if data_dir and Path(data_dir).expanduser().exists() and not Path(data_dir).expanduser().is_dir():
-        raise DataError(f"{data_dir}: not a directory; --data-dir (data.dir) names the folder that holds "
-                        f"the four {dataset} IDX files")
+    if (
+        data_dir
+        and Path(data_dir).expanduser().exists()
+        and not Path(data_dir).expanduser().is_dir()
+    ):
+        raise DataError(
+            f"{data_dir}: not a directory; --data-dir (data.dir) names the folder that holds "
+            f"the four {dataset} IDX files"
+        )
     dirs = candidate_dirs(data_dir)
     for directory in dirs:
         found = _find_in(directory, dataset)
@@ -178,7 +203,11 @@ def locate_or_download(dataset: str, data_dir=None, mirrors=None, log=None) -> d
             f"{error}. If this machine is offline, copy the four {dataset} .gz files into a directory "
             f"and pass --data-dir DIR (or set LENET5X_DATA_DIR)"
         ) from None
-    except OSError as error:  # cannot create or write the target directory (permissions, full disk, ...)
-        raise DataError(f"cannot write into {target_dir} ({error.strerror or error}); pass --data-dir to a "
-                        f"writable directory, or one that holds the four {dataset} files") from None
+    except (
+        OSError
+    ) as error:  # cannot create or write the target directory (permissions, full disk, ...)
+        raise DataError(
+            f"cannot write into {target_dir} ({error.strerror or error}); pass --data-dir to a "
+            f"writable directory, or one that holds the four {dataset} files"
+        ) from None
     return paths

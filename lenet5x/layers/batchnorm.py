@@ -32,8 +32,12 @@ class BatchNorm:
 
     def init(self, rng, backend):
         ones, zeros = numpy.ones(self.channels), numpy.zeros(self.channels)
-        return {"gamma": backend.asarray(ones), "beta": backend.asarray(zeros),
-                "running_mean": backend.asarray(zeros), "running_var": backend.asarray(ones)}
+        return {
+            "gamma": backend.asarray(ones),
+            "beta": backend.asarray(zeros),
+            "running_mean": backend.asarray(zeros),
+            "running_var": backend.asarray(ones),
+        }
 
     @staticmethod
     def _axes(x):
@@ -58,7 +62,14 @@ class BatchNorm:
         xhat = centred * self._column(inv_std, x)
         y = xhat * self._column(params["gamma"], x) + self._column(params["beta"], x)
         count = x.size // x.shape[0]
-        return y, {"xhat": xhat, "inv_std": inv_std, "mean": mean, "var": var, "train": train, "count": count}
+        return y, {
+            "xhat": xhat,
+            "inv_std": inv_std,
+            "mean": mean,
+            "var": var,
+            "train": train,
+            "count": count,
+        }
 
     def buffer_updates(self, params, cache) -> dict:
         """New running averages after a training-mode forward (unbiased variance), else {}."""
@@ -66,8 +77,10 @@ class BatchNorm:
             return {}
         m, n = self.momentum, cache["count"]
         unbiased = cache["var"] * (n / max(n - 1, 1))
-        return {"running_mean": (1 - m) * params["running_mean"] + m * cache["mean"],
-                "running_var": (1 - m) * params["running_var"] + m * unbiased}
+        return {
+            "running_mean": (1 - m) * params["running_mean"] + m * cache["mean"],
+            "running_var": (1 - m) * params["running_var"] + m * unbiased,
+        }
 
     def backward(self, params, cache, dy, need_dx=True):
         xp = array_namespace(dy)

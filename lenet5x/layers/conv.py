@@ -28,7 +28,9 @@ class Conv2D:
         self.table = None if table is None else tuple(tuple(row) for row in table)
         if self.table is not None:
             if len(self.table) != out_channels:
-                raise ValueError(f"connection table has {len(self.table)} rows, need {out_channels}")
+                raise ValueError(
+                    f"connection table has {len(self.table)} rows, need {out_channels}"
+                )
             if any(not 0 <= c < in_channels for row in self.table for c in row):
                 raise ValueError("connection table names an input map that does not exist")
         self.trainable = ("weight", "bias")
@@ -49,13 +51,17 @@ class Conv2D:
         bias = numpy.zeros(self.out_channels)
         if self.table is None:
             weight = numpy.stack(
-                [init_weights(rng, (self.in_channels, k, k), self.fan_in(o), self.init_scheme)
-                 for o in range(self.out_channels)]
+                [
+                    init_weights(rng, (self.in_channels, k, k), self.fan_in(o), self.init_scheme)
+                    for o in range(self.out_channels)
+                ]
             )
             return {"weight": backend.asarray(weight), "bias": backend.asarray(bias)}
         weight = numpy.concatenate(
-            [init_weights(rng, (len(row), k, k), self.fan_in(o), self.init_scheme)
-             for o, row in enumerate(self.table)]
+            [
+                init_weights(rng, (len(row), k, k), self.fan_in(o), self.init_scheme)
+                for o, row in enumerate(self.table)
+            ]
         )
         # dense slot (o, c) -> row of [weight; zero row]; connection -> its dense slot
         n_conn = weight.shape[0]

@@ -22,8 +22,13 @@ class FullyConnected:
         return (self.out_features,)
 
     def init(self, rng, backend):
-        w = init_weights(rng, (self.out_features, self.in_features), self.in_features, self.init_scheme)
-        return {"weight": backend.asarray(w), "bias": backend.asarray(numpy.zeros(self.out_features))}
+        w = init_weights(
+            rng, (self.out_features, self.in_features), self.in_features, self.init_scheme
+        )
+        return {
+            "weight": backend.asarray(w),
+            "bias": backend.asarray(numpy.zeros(self.out_features)),
+        }
 
     def forward(self, params, x, train=False):
         a = params["weight"] @ x

@@ -46,7 +46,9 @@ class MaxPool2x2(Parameterless):
     def _route(self, cache, g):
         xp = array_namespace(g)
         c, h, w, n = g.shape
-        return xp.reshape(self._argmax_mask(cache) * g[:, :, None, :, None, :], (c, 2 * h, 2 * w, n))
+        return xp.reshape(
+            self._argmax_mask(cache) * g[:, :, None, :, None, :], (c, 2 * h, 2 * w, n)
+        )
 
     def backward(self, params, cache, dy, need_dx=True):
         return (self._route(cache, dy) if need_dx else None), {}

@@ -33,7 +33,9 @@ class EuclideanRBF:
     def init(self, rng, backend):
         prototypes = paper.rbf_prototypes()
         if prototypes.shape != (self.classes, self.in_features):
-            raise ValueError(f"RBF prototypes are {prototypes.shape}, not {self.classes}x{self.in_features}")
+            raise ValueError(
+                f"RBF prototypes are {prototypes.shape}, not {self.classes}x{self.in_features}"
+            )
         return {"prototypes": backend.asarray(prototypes)}
 
     def forward(self, params, x, train=False):
