@@ -37,6 +37,7 @@ class ModelConfig:
     init: str | None = None
     c1_padding: int = 0  # zero padding of C1; 2 lets 28x28 images in unpadded (data.input_size: 28)
     batch_norm: bool = False  # modern only: batch normalization after each pooling block
+    subsampling: str = "sum"  # classic S2/S4: "sum" of each 2x2 block (sec. II-B) or "average"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,6 +236,7 @@ def validate(config: Config) -> Config:
             f"data.input_size + 2 * model.c1_padding must be 32 (C1 makes 28x28 maps), got "
             f"{d.input_size} and {m.c1_padding}: use 32 and 0, or 28 and 2"
         )
+    _one_of("model.subsampling", m.subsampling, ("sum", "average"))
     if m.batch_norm and m.architecture != "modern":
         raise ConfigError("model.batch_norm: offered for the modern architecture only")
     _positive("data.train_subset", d.train_subset)

@@ -160,9 +160,19 @@ def build_model(config: Mapping[str, Any] | None = None) -> Model:
       input_size:   side of the square input, default 32
       c1_padding:   zero padding of C1, default 0 (28x28 inputs with padding 2 give C1 the same 28x28 maps)
       batch_norm:   modern only: batch normalization after each pooling block, default False
+      subsampling:  classic only: "sum" (sec. II-B, default) or "average" (sec. II-A) of each 2x2 block
     """
     config = {k: v for k, v in dict(config or {}).items() if v is not None}
-    known = {"architecture", "loss", "map_j", "init", "input_size", "c1_padding", "batch_norm"}
+    known = {
+        "architecture",
+        "loss",
+        "map_j",
+        "init",
+        "input_size",
+        "c1_padding",
+        "batch_norm",
+        "subsampling",
+    }
     unknown = set(config) - known
     if unknown:
         raise ValueError(f"unknown model setting(s): {', '.join(sorted(unknown))}")
@@ -176,7 +186,12 @@ def build_model(config: Mapping[str, Any] | None = None) -> Model:
         if config.get("batch_norm"):
             raise ValueError("batch_norm is offered for the modern architecture only")
         loss, map_j = config.get("loss", "mse"), float(config.get("map_j", 1.0))
-        return _classic(loss, map_j, config.get("init", "paper"), size, padding)
+        pooling = config.get("subsampling", "sum")
+        if pooling not in ("sum", "average"):
+            raise ValueError(f"subsampling must be sum or average, not {pooling!r}")
+        return _classic(
+            loss, map_j, config.get("init", "paper"), size, padding, pooling == "average"
+        )
     if arch == "modern":
         return _modern(
             config.get("loss", "cross_entropy"),
@@ -188,17 +203,19 @@ def build_model(config: Mapping[str, Any] | None = None) -> Model:
     raise ValueError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHITECTURES)}")
 
 
-def _classic(loss: str, map_j: float, init: str, size: int = 32, padding: int = 0) -> Model:
+def _classic(
+    loss: str, map_j: float, init: str, size: int = 32, padding: int = 0, average: bool = False
+) -> Model:
     if loss not in ("mse", "map"):
         raise ValueError(f"the classic model's RBF output takes loss mse or map, not {loss!r}")
     layers = [
         ("C1", Conv2D(1, 6, 5, padding=padding, init=init)),
         ("C1_f", ScaledTanh()),
-        ("S2", Subsampling(6, init=init)),
+        ("S2", Subsampling(6, init=init, average=average)),
         ("S2_f", ScaledTanh()),
         ("C3", Conv2D(6, 16, 5, table=paper.C3_TABLE, init=init)),
         ("C3_f", ScaledTanh()),
-        ("S4", Subsampling(16, init=init)),
+        ("S4", Subsampling(16, init=init, average=average)),
         ("S4_f", ScaledTanh()),
         ("C5", Conv2D(16, 120, 5, init=init)),
         ("C5_f", ScaledTanh()),

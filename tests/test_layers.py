@@ -36,6 +36,7 @@ LAYER_CASES = [
     ("conv-padded", lambda: Conv2D(1, 2, 3, padding=1), (1, 5, 5, 2), None),
     ("conv-he", lambda: Conv2D(2, 2, 2, init="he"), (2, 4, 4, 2), None),
     ("subsampling", lambda: Subsampling(3), (3, 4, 6, 2), None),
+    ("subsampling-average", lambda: Subsampling(3, average=True), (3, 4, 6, 2), None),
     ("avgpool", lambda: AvgPool2x2(), (2, 4, 4, 2), None),
     ("maxpool", lambda: MaxPool2x2(), (2, 4, 6, 2), None),
     ("tanh", lambda: ScaledTanh(), (3, 4, 2), None),

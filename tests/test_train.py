@@ -99,3 +99,34 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path, mnist_dir, content, args, n
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_validation_split_selects_the_best_checkpoint(tmp_path, mnist_dir):
+    out = tmp_path / "val"
+    train(
+        "--config", SMOKE, "--data-dir", mnist_dir, "--out", out, "--epochs", "2",
+        "--set", "data.validation_size=300", "--set", "data.train_subset=1500",
+    )  # fmt: skip
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all("val_error" in r for r in records)
+    with numpy.load(out / "best.npz", allow_pickle=False) as archive:
+        meta = json.loads(str(archive["meta"]))
+    best = min(records, key=lambda r: r["val_error"])
+    assert meta["best_error"] == best["val_error"] and meta["epoch"] == best["epoch"]
+    assert meta["input_scale"] > 0 and "machine" in records[0]
+
+
+def test_modern_bn_with_28x28_inputs_trains(tmp_path, mnist_dir):
+    out = tmp_path / "bn"
+    result = train(
+        "--config", ROOT / "configs" / "modern-bn.yaml", "--data-dir", mnist_dir, "--out", out,
+        "--epochs", "1", "--batch-size", "32", "--no-progress",
+        "--set", "data.train_subset=2000", "--set", "data.test_subset=500",
+        "--set", "data.validation_size=0",
+    )  # fmt: skip
+    assert "batch norm" in result.stdout
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["test_error"] < 0.5
+    with numpy.load(out / "checkpoint.npz", allow_pickle=False) as archive:
+        running = archive["param/P2_bn.running_var"]
+    assert not numpy.allclose(running, 1.0)  # the running statistics were updated and saved

@@ -38,14 +38,16 @@ def _check_even(layer, in_shape):
 class Subsampling:
     """Sec. II-B, S2/S4: a[c] = coef[c] * (sum of each 2x2 block of x[c]) + bias[c].
 
-    x: (C, H, W, N) -> a: (C, H/2, W/2, N). The paper calls it averaging; the sum and the average
-    differ by a factor 4 that the trainable coefficient absorbs. Fan-in for init is 4.
+    x: (C, H, W, N) -> a: (C, H/2, W/2, N). Sec. II-B adds the four inputs; sec. II-A calls it
+    averaging. The two differ by a factor 4 that the coefficient absorbs in what the layer can
+    compute, but not at initialization (fan-in 4 either way) nor in SDLM's curvature estimates:
+    `average=True` uses the mean of each block instead of its sum.
     """
 
     trainable = ("coef", "bias")
 
-    def __init__(self, channels, init="paper"):
-        self.channels, self.init_scheme = channels, init
+    def __init__(self, channels, init="paper", average=False):
+        self.channels, self.init_scheme, self.average = channels, init, average
 
     def out_shape(self, in_shape):
         return _check_even(self, in_shape)
@@ -56,6 +58,8 @@ class Subsampling:
 
     def forward(self, params, x, train=False):
         s = sum_2x2(x)
+        if self.average:
+            s *= 0.25
         a = s * params["coef"][:, None, None, None]
         a += params["bias"][:, None, None, None]
         return a, s
@@ -64,14 +68,16 @@ class Subsampling:
         xp = array_namespace(dy)
         s = cache
         grads = {"coef": xp.sum(dy * s, axis=(1, 2, 3)), "bias": xp.sum(dy, axis=(1, 2, 3))}
-        dx = spread_2x2(dy * params["coef"][:, None, None, None]) if need_dx else None
+        coef = params["coef"] * 0.25 if self.average else params["coef"]
+        dx = spread_2x2(dy * coef[:, None, None, None]) if need_dx else None
         return dx, grads
 
     def backward2(self, params, cache, d2y, dy=None, need_dx=True):
         xp = array_namespace(d2y)
         s = cache
         h = {"coef": xp.sum(d2y * (s * s), axis=(1, 2, 3)), "bias": xp.sum(d2y, axis=(1, 2, 3))}
-        coef2 = params["coef"] * params["coef"]
+        coef = params["coef"] * 0.25 if self.average else params["coef"]
+        coef2 = coef * coef
         d2x = spread_2x2(d2y * coef2[:, None, None, None]) if need_dx else None
         return d2x, h
 
