@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy
 
+from .cli import OneLineParser
 from .data import DeviceData
 from .evaluation import evaluate
-from .restore import OneLineParser, guarded, load_data, restore
+from .restore import guarded, load_data, restore
 
 
 def parse_args(argv=None) -> argparse.Namespace:

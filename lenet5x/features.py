@@ -20,18 +20,11 @@ from pathlib import Path
 import numpy
 
 from .backend import to_numpy
+from .cli import OneLineParser
 from .data import DataError
 from .data.loading import pad_images
 from .images import prepare_file
-from .restore import (
-    OneLineParser,
-    Restored,
-    guarded,
-    input_normalization,
-    load_data,
-    network_input,
-    restore,
-)
+from .restore import Restored, guarded, input_normalization, load_data, network_input, restore
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -12,7 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .restore import OneLineParser, guarded
+from .cli import OneLineParser
+from .restore import guarded
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy
 
+from .cli import OneLineParser
 from .data.loading import pad_images
 from .images import prepare_file
-from .restore import OneLineParser, guarded, input_normalization, network_input, restore, scores
+from .restore import guarded, input_normalization, network_input, restore, scores
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -7,15 +7,14 @@ stderr and exits with status 2, without a traceback.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy
 
+from . import cli
 from .backend import Backend, BackendError, resolve, to_numpy
 from .checkpoint import CheckpointError, check_params, load_checkpoint
 from .config import Config, ConfigError, load_config, model_settings
@@ -167,24 +166,6 @@ def scores(restored: Restored, out) -> tuple[numpy.ndarray, str]:
     return values, "RBF distance"
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line on stderr and exit status 2 (as train.py's)."""
-
-    def error(self, message):
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
-
-
 def guarded(run: Callable[[], int]) -> int:
-    """Run a CLI body; user errors become one line on stderr and exit status 2."""
-    try:
-        return run()
-    except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:  # e.g. an output directory that cannot be written
-        where = f"{error.filename}: " if error.filename else ""
-        print(f"error: {where}{error.strerror or error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    """Run a result tool's body; user errors become one line on stderr and exit status 2."""
+    return cli.guarded(run, USER_ERRORS)

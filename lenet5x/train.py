@@ -36,6 +36,7 @@ from .checkpoint import (
     save_checkpoint,
     state_shapes,
 )
+from .cli import OneLineParser
 from .config import Config, ConfigError, load_config, model_settings, save_config
 from .data import DataError, DeviceData, load_dataset
 from .data.distort import DistortionRanges, draw_inverse_maps
@@ -56,13 +57,6 @@ from .step import TrainStep
 
 # Independent random streams, all derived from the seed: a checkpoint's (epoch, step) is its RNG state.
 STREAM_INIT, STREAM_SHUFFLE, STREAM_HESSIAN, STREAM_DISTORT = 0, 1, 2, 3
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line on stderr and exit status 2."""
-
-    def error(self, message):
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
