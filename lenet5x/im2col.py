@@ -7,7 +7,7 @@ run of (W_out * N) contiguous numbers, which is what makes them cheap.
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace, device
+from .namespace import array_namespace, device
 
 
 def im2col(x, k: int):
@@ -15,6 +15,8 @@ def im2col(x, k: int):
     xp = array_namespace(x)
     c, h, w, n = x.shape
     ho, wo = h - k + 1, w - k + 1
+    if ho == 1 and wo == 1:  # one output position (C5): the columns are the input itself
+        return xp.reshape(x, (c * k * k, n))
     patches = [x[:, i : i + ho, j : j + wo, :] for i in range(k) for j in range(k)]
     return xp.reshape(xp.stack(patches, axis=1), (c * k * k, ho * wo * n))
 
@@ -27,6 +29,8 @@ def col2im(cols, shape: tuple[int, int, int, int], k: int):
     xp = array_namespace(cols)
     c, h, w, n = shape
     ho, wo = h - k + 1, w - k + 1
+    if ho == 1 and wo == 1:
+        return xp.reshape(cols, shape)
     cols = xp.reshape(cols, (c, k * k, ho, wo, n))
     x = xp.zeros(shape, dtype=cols.dtype, device=device(cols))
     for i in range(k):

@@ -10,7 +10,7 @@ Optimizers decide how a batch is combined (SDLM sums per-pattern steps, SGD/Adam
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace, device
+from .namespace import array_namespace, device
 
 
 def one_hot(labels, classes: int, dtype):

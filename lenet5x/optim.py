@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from array_api_compat import array_namespace
-
 from . import paper
+from .namespace import array_namespace
 
 Schedule = Sequence[tuple[int | None, float]]
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import dataclasses
 
 import numpy
-from array_api_compat import array_namespace, device
+
+from ..namespace import array_namespace, device
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy
-from array_api_compat import array_namespace
+
+from ..namespace import array_namespace
 
 
 class BatchNorm:

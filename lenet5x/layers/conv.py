@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy
-from array_api_compat import array_namespace, device
 
 from ..im2col import col2im, im2col, pad, unpad
+from ..namespace import array_namespace, device
 from .base import init_weights
 
 

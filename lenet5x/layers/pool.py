@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace
-
+from ..namespace import array_namespace
 from .base import Parameterless
 
 

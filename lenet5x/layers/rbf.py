@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from array_api_compat import array_namespace
-
 from .. import paper
+from ..namespace import array_namespace
 
 
 class EuclideanRBF:
