@@ -31,8 +31,18 @@ def col2im(cols, shape: tuple[int, int, int, int], k: int):
     ho, wo = h - k + 1, w - k + 1
     if ho == 1 and wo == 1:
         return xp.reshape(cols, shape)
-    cols = xp.reshape(cols, (c, k * k, ho, wo, n))
     x = xp.zeros(shape, dtype=cols.dtype, device=device(cols))
+    if n <= 32:
+        # small batches: two rounds of k slice-additions instead of k*k (the same sums), since
+        # each operation's fixed cost outweighs its work; large batches: k*k additions in place
+        cols = xp.reshape(cols, (c, k, k, ho, wo, n))
+        rows = xp.zeros((c, k, ho, w, n), dtype=cols.dtype, device=device(cols))
+        for j in range(k):
+            rows[:, :, :, j : j + wo, :] += cols[:, :, j, ...]
+        for i in range(k):
+            x[:, i : i + ho, :, :] += rows[:, i, ...]
+        return x
+    cols = xp.reshape(cols, (c, k * k, ho, wo, n))
     for i in range(k):
         for j in range(k):
             x[:, i : i + ho, j : j + wo, :] += cols[:, i * k + j, ...]

@@ -64,17 +64,21 @@ class Model:
             counts[layer] = counts.get(layer, 0) + int(numpy.prod(params[key].shape))
         return counts
 
-    @staticmethod
-    def _of(params, name):
-        prefix = name + "."
-        return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
+    def by_layer(self, params) -> dict[str, dict[str, Any]]:
+        """{"C1.weight": w, ...} -> {"C1": {"weight": w, ...}, ...}, every layer present."""
+        groups: dict[str, dict[str, Any]] = {name: {} for name, _ in self.layers}
+        for key, value in params.items():
+            layer, local = key.split(".", 1)
+            groups[layer][local] = value
+        return groups
 
     # -- passes -------------------------------------------------------------------------------
     def forward(self, params, x, train: bool = False):
         """x: (C, H, W, N) -> out: (K, N), caches (one per layer)."""
         caches = []
+        groups = self.by_layer(params)
         for name, layer in self.layers:
-            x, cache = layer.forward(self._of(params, name), x, train)
+            x, cache = layer.forward(groups[name], x, train)
             caches.append(cache)
         return x, caches
 
@@ -82,9 +86,10 @@ class Model:
         """dout: (K, N) = dE/dout -> gradients of the summed loss for every trainable key."""
         grads = {}
         g = dout
+        groups = self.by_layer(params)
         for i in range(len(self.layers) - 1, -1, -1):
             name, layer = self.layers[i]
-            g, layer_grads = layer.backward(self._of(params, name), caches[i], g, need_dx=i > 0)
+            g, layer_grads = layer.backward(groups[name], caches[i], g, need_dx=i > 0)
             for key, value in layer_grads.items():
                 grads[f"{name}.{key}"] = value
         return grads
@@ -98,10 +103,11 @@ class Model:
         h = {}
         d2 = d2out
         last = len(self.layers) - 1
+        groups = self.by_layer(params)
         for i in range(last, -1, -1):
             name, layer = self.layers[i]
             d2, layer_h = layer.backward2(
-                self._of(params, name), caches[i], d2, dy=dout if i == last else None, need_dx=i > 0
+                groups[name], caches[i], d2, dy=dout if i == last else None, need_dx=i > 0
             )
             for key, value in layer_h.items():
                 h[f"{name}.{key}"] = value
@@ -115,9 +121,10 @@ class Model:
     def buffer_updates(self, params, caches) -> dict[str, Any]:
         """New values of constants after a training-mode forward (e.g. running statistics)."""
         updates = {}
+        groups = self.by_layer(params)
         for (name, layer), cache in zip(self.layers, caches, strict=True):
             if hasattr(layer, "buffer_updates"):
-                for key, value in layer.buffer_updates(self._of(params, name), cache).items():
+                for key, value in layer.buffer_updates(groups[name], cache).items():
                     updates[f"{name}.{key}"] = value
         return updates
 

@@ -34,6 +34,7 @@ LAYER_CASES = [
     ("conv-table", lambda: Conv2D(4, 3, 3, table=((0, 1), (1, 2, 3), (0, 3))), (4, 6, 6, 2), None),
     ("conv-C3", lambda: Conv2D(6, 16, 5, table=paper.C3_TABLE), (6, 6, 6, 1), None),
     ("conv-padded", lambda: Conv2D(1, 2, 3, padding=1), (1, 5, 5, 2), None),
+    ("conv-batch-40", lambda: Conv2D(1, 2, 3), (1, 4, 4, 40), None),  # col2im's large-batch path
     ("conv-he", lambda: Conv2D(2, 2, 2, init="he"), (2, 4, 4, 2), None),
     ("subsampling", lambda: Subsampling(3), (3, 4, 6, 2), None),
     ("subsampling-average", lambda: Subsampling(3, average=True), (3, 4, 6, 2), None),

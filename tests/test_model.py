@@ -94,13 +94,13 @@ def test_classic_backward2_matches_layerwise_jacobians(rng):
 
     inputs = [to_numpy(x)]  # input of each layer
     for name, layer in model.layers[:-1]:
-        y, _ = layer.forward(model._of(params, name), backend.asarray(inputs[-1]))
+        y, _ = layer.forward(model.by_layer(params)[name], backend.asarray(inputs[-1]))
         inputs.append(to_numpy(y))
 
     rbf_name, rbf = model.layers[-1]
 
     def top_loss(f6):
-        y, _ = rbf.forward(model._of(params, rbf_name), backend.asarray(f6))
+        y, _ = rbf.forward(model.by_layer(params)[rbf_name], backend.asarray(f6))
         return float(to_numpy(model.loss(y, labels)[0]))
 
     f6 = inputs[-1]
@@ -116,7 +116,7 @@ def test_classic_backward2_matches_layerwise_jacobians(rng):
 
     for index in range(len(model.layers) - 2, -1, -1):
         name, layer = model.layers[index]
-        lp = model._of(params, name)
+        lp = model.by_layer(params)[name]
         x_in = inputs[index]
 
         for key in layer.trainable:
