@@ -32,12 +32,14 @@ class ModelConfig:
         None  # classic: "mse" (eq. 8, default) or "map" (eq. 9); modern: "cross_entropy"
     )
     map_j: float = 1.0  # the MAP criterion's constant j (eq. 9); the paper gives no value
-    # "paper" (+-2.4/F_i, appendix A), "paper_sqrt" (+-2.4/sqrt(F_i)) or "he"; None: "paper" for
-    # classic, "he" for modern
+    # "paper" (+-2.4/F_i, appendix A), "paper_sqrt" (+-2.4/sqrt(F_i)) or "he"; None: "paper_sqrt"
+    # for classic (with +-2.4/F_i SDLM diverges: README, "Reproducing the paper"), "he" for modern
     init: str | None = None
     c1_padding: int = 0  # zero padding of C1; 2 lets 28x28 images in unpadded (data.input_size: 28)
     batch_norm: bool = False  # modern only: batch normalization after each pooling block
-    subsampling: str = "sum"  # classic S2/S4: "sum" of each 2x2 block (sec. II-B) or "average"
+    # classic S2/S4: "average" of each 2x2 block (sec. II-A) or "sum" (sec. II-B); with "sum" the
+    # S layers start 4x stronger and SDLM's second pass collapses (README, "Reproducing the paper")
+    subsampling: str = "average"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +90,7 @@ class TrainConfig:
     eval_batch_size: int = 1000  # patterns per evaluation batch
     workers: int | None = None  # CPU threads sharing each batch (None: all cores on NumPy
     # for batches of 64 or more, else 1)
-    full_train_eval: bool = False  # also measure the error on the whole training set each pass
+    full_train_eval: bool = True  # also measure the error on the whole training set each pass
     progress: bool = True  # show a progress bar per epoch
     out: str | None = None  # run directory (default: runs/<config name>-<date-time>)
 
@@ -105,9 +107,21 @@ class Config:
         return _plain(dataclasses.asdict(self))
 
 
+# what model.init and model.loss mean when the config leaves them None
+TRAINING_INIT = {"classic": "paper_sqrt", "modern": "he"}
+DEFAULT_LOSS = {"classic": "mse", "modern": "cross_entropy"}
+
+
 def model_settings(config: Config) -> dict:
     """The mapping build_model takes: the model section plus the input size from the data section."""
-    return {**dataclasses.asdict(config.model), "input_size": config.data.input_size}
+    settings = {**dataclasses.asdict(config.model), "input_size": config.data.input_size}
+    if settings["init"] is None:
+        settings["init"] = TRAINING_INIT[config.model.architecture]
+    if settings["loss"] is None:
+        settings["loss"] = DEFAULT_LOSS[config.model.architecture]
+    if config.model.architecture != "classic":
+        settings.pop("subsampling")
+    return settings
 
 
 def _plain(value):

@@ -130,3 +130,24 @@ def test_modern_bn_with_28x28_inputs_trains(tmp_path, mnist_dir):
     with numpy.load(out / "checkpoint.npz", allow_pickle=False) as archive:
         running = archive["param/P2_bn.running_var"]
     assert not numpy.allclose(running, 1.0)  # the running statistics were updated and saved
+
+
+def test_the_default_configuration_is_configs_lenet5_yaml():
+    from lenet5x.config import load_config, model_settings
+
+    default, paper = load_config(), load_config(ROOT / "configs" / "lenet5.yaml")
+    assert model_settings(default) == model_settings(paper)
+    for section in ("data", "optimizer", "train"):
+        assert getattr(default, section) == getattr(paper, section), section
+
+
+@pytest.mark.parametrize(
+    "name", ["lenet5.yaml", "lenet5-distort.yaml", "modern.yaml", "modern-bn.yaml", "smoke.yaml"]
+)
+def test_every_shipped_config_builds_its_model(name):
+    from lenet5x.config import load_config, model_settings
+    from lenet5x.model import build_model
+
+    config = load_config(ROOT / "configs" / name)
+    model = build_model(model_settings(config))
+    assert model.shapes[-1] == (10,)
