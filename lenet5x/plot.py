@@ -36,11 +36,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--labels", metavar="A,B,...", help="the runs' legend names (default: folders)"
     )
+    parser.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="LABEL=PERCENT",
+        help="a reference test error drawn as a line, e.g. --reference 'paper, LeNet-5=0.95'",
+    )
     args = parser.parse_args(argv)
     if args.labels is not None and len(args.labels.split(",")) != len(args.runs):
         parser.error(
             f"--labels gives {len(args.labels.split(','))} names for {len(args.runs)} runs"
         )
+    try:
+        args.references = {
+            text.rsplit("=", 1)[0]: float(text.rsplit("=", 1)[1]) for text in args.reference
+        }
+    except (IndexError, ValueError):
+        parser.error("--reference takes LABEL=PERCENT, e.g. --reference 'paper=0.95'")
     return args
 
 
@@ -59,7 +72,7 @@ def run(args) -> int:
         else (Path(args.runs[0]) / "curves.png" if len(args.runs) == 1 else Path("comparison.png"))
     )
     labels = args.labels.split(",") if args.labels else None
-    print(f"wrote {plot_runs(args.runs, out, labels)}")
+    print(f"wrote {plot_runs(args.runs, out, labels, args.references)}")
     return 0
 
 

@@ -50,11 +50,14 @@ def save(fig, path) -> Path:
 # -- training curves -------------------------------------------------------------------------------
 
 
-def plot_runs(run_dirs: Sequence, path, labels: Sequence[str] | None = None) -> Path:
+def plot_runs(
+    run_dirs: Sequence, path, labels: Sequence[str] | None = None, references=None
+) -> Path:
     """Loss (left) and error rates (right) per epoch of one or more runs, on log scales.
 
     One run: a colour per split (train dashed, test solid, validation dotted). Several runs: a
     colour per run, the same line style per split. Reads each run's metrics.jsonl.
+    references: {label: test error in %} drawn as grey horizontal lines (e.g. the paper's figures).
     """
     runs = [Path(r) for r in run_dirs]
     labels = list(labels) if labels else [r.resolve().name for r in runs]
@@ -80,6 +83,8 @@ def plot_runs(run_dirs: Sequence, path, labels: Sequence[str] | None = None) -> 
                 (loss_ax, f"{key}_loss", 1.0),
                 (err_ax, f"{key}_error", 100.0),
             ):
+                if field == "train_error" and any("train_error_full" in r for r in metrics):
+                    field = "train_error_full"  # the whole training set after the pass, if measured
                 points = [
                     (r["epoch"], r[field] * scale) for r in metrics if r.get(field) is not None
                 ]
@@ -113,6 +118,11 @@ def plot_runs(run_dirs: Sequence, path, labels: Sequence[str] | None = None) -> 
             xytext=(8, -3),
             va="center",
             fontsize=8,
+        )
+    for k, (name, value) in enumerate((references or {}).items()):
+        shade = ("0.2", "0.55", "0.75")[k % 3]
+        err_ax.axhline(
+            value, color=shade, linestyle="--", linewidth=1, label=f"{name} ({value:g}%)"
         )
     loss_title = "loss per pattern" if single else "loss per pattern (each run's own criterion)"
     loss_ax.set(title=loss_title, xlabel="epoch", yscale="log")
