@@ -5,7 +5,7 @@
 Runs whose configurations are identical apart from the seed (and output settings) form one row:
 test error after the last epoch as mean, min-max spread and count over seeds, the best test error
 seen in any epoch, the training error, seconds per epoch (median), backend and machine. The label
-of a row is the longest common prefix of its run directories' names (trailing '-_' removed).
+of a row is the longest common prefix of its run directories' names, without a seed suffix.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -50,9 +51,10 @@ def group_key(config: dict) -> str:
 
 
 def label_of(dirs: list[Path]) -> str:
-    names = [d.name for d in dirs]
+    """The run directories' common name without a seed suffix: lenet5-s0, lenet5-s1 -> lenet5."""
+    names = [re.sub(r"[-_](s|seed)?\d+$", "", d.name) for d in dirs]
     prefix = os.path.commonprefix(names).rstrip("-_")
-    return prefix or names[0]
+    return prefix or dirs[0].name
 
 
 def row_of(runs: list[dict]) -> dict:

@@ -65,3 +65,69 @@ def unpad(x, p: int):
     if p == 0:
         return x
     return x[:, p:-p, p:-p, :]
+
+
+# -- 2x2-blocked variant ---------------------------------------------------------------------------
+# For a layer with few input maps (C1), the columns of every 2x2 block of outputs share most of
+# their inputs: one (k+1)x(k+1) input patch covers the block. Taking that patch once per block
+# makes the columns 2.8 times smaller than k*k per output (36/4 = 9 numbers per output, not 25)
+# and turns the matmul's 6 output rows into 24, a better shape for a BLAS: the same products, at
+# 1.44 times the multiply-adds, faster. The weight matrix holds each kernel four times, shifted
+# by the output's place (di, dj) in its block.
+
+
+def blocked_im2col(x, k: int):
+    """x: (C, H, W, N) with even H-k+1 and W-k+1 -> (C*(k+1)^2, (Ho/2)*(Wo/2)*N), rows (c, a, b)."""
+    xp = array_namespace(x)
+    c, h, w, n = x.shape
+    ho, wo, p = h - k + 1, w - k + 1, k + 1
+    patches = [x[:, a : a + ho - 1 : 2, b : b + wo - 1 : 2, :] for a in range(p) for b in range(p)]
+    return xp.reshape(xp.stack(patches, axis=1), (c * p * p, (ho // 2) * (wo // 2) * n))
+
+
+def blocked_col2im(cols, shape: tuple[int, int, int, int], k: int):
+    """Adjoint of blocked_im2col: (C*(k+1)^2, (Ho/2)*(Wo/2)*N) -> (C, H, W, N)."""
+    xp = array_namespace(cols)
+    c, h, w, n = shape
+    ho, wo, p = h - k + 1, w - k + 1, k + 1
+    cols = xp.reshape(cols, (c, p * p, ho // 2, wo // 2, n))
+    x = xp.zeros(shape, dtype=cols.dtype, device=device(cols))
+    for a in range(p):
+        for b in range(p):
+            x[:, a : a + ho - 1 : 2, b : b + wo - 1 : 2, :] += cols[:, a * p + b, ...]
+    return x
+
+
+def blocked_weight(w):
+    """(C_out, C_in, k, k) -> (4*C_out, C_in*(k+1)^2): row (o, di, dj) is w[o] moved by (di, dj)."""
+    xp = array_namespace(w)
+    c_out, c_in, k, _ = w.shape
+    big = xp.zeros((c_out, 2, 2, c_in, k + 1, k + 1), dtype=w.dtype, device=device(w))
+    for di in (0, 1):
+        for dj in (0, 1):
+            big[:, di, dj, :, di : di + k, dj : dj + k] = w
+    return xp.reshape(big, (4 * c_out, c_in * (k + 1) ** 2))
+
+
+def blocked_weight_adjoint(big, c_out: int, c_in: int, k: int):
+    """Adjoint of blocked_weight: (4*C_out, C_in*(k+1)^2) -> (C_out, C_in, k, k), the sum of the
+    four shifted windows (a shared weight's gradient sums all its connections)."""
+    xp = array_namespace(big)
+    big = xp.reshape(big, (c_out, 2, 2, c_in, k + 1, k + 1))
+    return sum(big[:, di, dj, :, di : di + k, dj : dj + k] for di in (0, 1) for dj in (0, 1))
+
+
+def from_blocks(y, shape: tuple[int, int, int, int]):
+    """(4*C, (Ho/2)*(Wo/2)*N) with rows (c, di, dj) -> (C, Ho, Wo, N)."""
+    xp = array_namespace(y)
+    c, ho, wo, n = shape
+    y = xp.reshape(y, (c, 2, 2, ho // 2, wo // 2, n))
+    return xp.reshape(xp.permute_dims(y, (0, 3, 1, 4, 2, 5)), shape)
+
+
+def to_blocks(y):
+    """Inverse of from_blocks: (C, Ho, Wo, N) -> (4*C, (Ho/2)*(Wo/2)*N)."""
+    xp = array_namespace(y)
+    c, ho, wo, n = y.shape
+    y = xp.reshape(y, (c, ho // 2, 2, wo // 2, 2, n))
+    return xp.reshape(xp.permute_dims(y, (0, 2, 4, 1, 3, 5)), (4 * c, -1))

@@ -149,7 +149,7 @@ def input_normalization(restored: Restored, data_dir=None) -> tuple[float, float
 def network_input(restored: Restored, images_u8: numpy.ndarray, scale: float, offset: float):
     """uint8 (N, S, S) on the host -> (1, S, S, N) normalized, on the backend's device."""
     b = restored.backend
-    x = b.asarray(numpy.transpose(images_u8, (1, 2, 0))[None, ...])
+    x = b.asarray(numpy.ascontiguousarray(numpy.transpose(images_u8, (1, 2, 0)))[None, ...])
     return x * scale + offset
 
 

@@ -11,7 +11,7 @@ from lenet5x.backend import to_numpy
 from lenet5x.data import DataError, DeviceData, load_dataset, read_idx_images, read_idx_labels
 from lenet5x.data.distort import DistortionRanges, apply_affine, draw_inverse_maps
 from lenet5x.data.idx import read_pair
-from lenet5x.data.loading import normalization, pad_images
+from lenet5x.data.loading import normalization, pad_images, pixel_histogram
 
 
 def idx_bytes(array: numpy.ndarray, magic: int) -> bytes:
@@ -93,6 +93,16 @@ def test_padding_and_normalization():
     scale, offset = normalization("standardize", padded)
     values = padded * scale + offset
     assert values.mean() == pytest.approx(0.0, abs=1e-9) and values.std() == pytest.approx(1.0)
+
+
+def test_standardization_counted_in_chunks_matches_numpy():
+    images = numpy.random.default_rng(3).integers(0, 256, (7, 33, 29), dtype=numpy.uint8)
+    counts = pixel_histogram(images, chunk=1000)  # chunks that split images mid-way
+    assert counts.sum() == images.size
+    scale, offset = normalization("standardize", images)
+    std = images.std(dtype=numpy.float64)
+    assert scale == pytest.approx(1 / std, rel=1e-12)
+    assert offset == pytest.approx(-images.mean(dtype=numpy.float64) / std, rel=1e-12)
 
 
 def test_device_batches_follow_indices(backend, mnist_dir):

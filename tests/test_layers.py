@@ -35,6 +35,13 @@ LAYER_CASES = [
     ("conv-C3", lambda: Conv2D(6, 16, 5, table=paper.C3_TABLE), (6, 6, 6, 1), None),
     ("conv-padded", lambda: Conv2D(1, 2, 3, padding=1), (1, 5, 5, 2), None),
     ("conv-batch-40", lambda: Conv2D(1, 2, 3), (1, 4, 4, 40), None),  # col2im's large-batch path
+    (
+        "conv-blocked",
+        lambda: Conv2D(1, 3, 3),
+        (1, 6, 8, 2),
+        None,
+    ),  # 2x2-blocked path (one input map)
+    ("conv-blocked-padded", lambda: Conv2D(1, 2, 5, padding=2), (1, 6, 6, 2), None),
     ("conv-he", lambda: Conv2D(2, 2, 2, init="he"), (2, 4, 4, 2), None),
     ("subsampling", lambda: Subsampling(3), (3, 4, 6, 2), None),
     ("subsampling-average", lambda: Subsampling(3, average=True), (3, 4, 6, 2), None),
@@ -131,6 +138,30 @@ def test_backward2_is_gauss_newton_diagonal(case, backend, rng):
         )
         expected_w = (jac_w**2).T @ h_out.reshape(-1)
         assert relative_error(h[key], expected_w.reshape(w.shape)) < 1e-7, key
+
+
+def test_blocked_path_equals_the_plain_one(backend, rng):
+    """C1's 2x2-blocked computation (one input map, even output) gives the plain one's numbers."""
+    layer = Conv2D(1, 4, 5)
+    params = layer.init(rng, backend)
+    x = backend.asarray(rng.normal(size=(1, 12, 10, 3)))
+    assert layer.blocked(8, 6)
+    y, cache = layer.forward(params, x)
+    dy = backend.asarray(rng.normal(size=(4, 8, 6, 3)))
+    dx, grads = layer.backward(params, cache, dy)
+    d2x, h = layer.backward2(params, cache, dy * dy)
+    layer.blocked = lambda out_h, out_w: False
+    y0, cache0 = layer.forward(params, x)
+    dx0, grads0 = layer.backward(params, cache0, dy)
+    d2x0, h0 = layer.backward2(params, cache0, dy * dy)
+    for got, want in [
+        (y, y0),
+        (dx, dx0),
+        (d2x, d2x0),
+        *((grads[k], grads0[k]) for k in grads),
+        *((h[k], h0[k]) for k in h),
+    ]:
+        assert relative_error(got, want) < 1e-12
 
 
 def test_backward_can_skip_input_gradient(backend, rng):

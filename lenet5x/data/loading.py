@@ -43,6 +43,18 @@ def pad_images(images: numpy.ndarray, size: int) -> numpy.ndarray:
     return out
 
 
+def pixel_histogram(images: numpy.ndarray, chunk: int = 1 << 20) -> numpy.ndarray:
+    """uint8 images of any shape -> (256,) float64 counts of each pixel value.
+
+    Counted a chunk at a time so memory stays small (bincount makes an int64 copy of its input).
+    """
+    flat = images.reshape(-1)
+    counts = numpy.zeros(256, dtype=numpy.int64)
+    for start in range(0, flat.size, chunk):
+        counts += numpy.bincount(flat[start : start + chunk], minlength=256)
+    return counts.astype(numpy.float64)
+
+
 def normalization(kind: str, train_images: numpy.ndarray) -> tuple[float, float]:
     """(scale, offset) so that input = pixel * scale + offset.
 
@@ -52,8 +64,11 @@ def normalization(kind: str, train_images: numpy.ndarray) -> tuple[float, float]
     if kind == "paper":
         return (paper.FOREGROUND - paper.BACKGROUND) / 255.0, paper.BACKGROUND
     if kind == "standardize":
-        mean = float(train_images.mean(dtype=numpy.float64))
-        std = float(train_images.std(dtype=numpy.float64))
+        # from the histogram of the 256 pixel values: exact, without a float copy of the images
+        counts = pixel_histogram(train_images)
+        values = numpy.arange(256, dtype=numpy.float64)
+        mean = float(counts @ values / counts.sum())
+        std = float(numpy.sqrt(counts @ (values - mean) ** 2 / counts.sum()))
         return 1.0 / std, -mean / std
     raise DataError(f"unknown normalization {kind!r}: use paper or standardize")
 
@@ -116,6 +131,9 @@ def load_dataset(
 class DeviceData:
     """One split moved to the compute device once, as uint8, with its labels (int64).
 
+    The images are stored batch-last, (S, S, N), like every activation: a gather along the last
+    axis then yields a (S, S, B) batch whose examples are the fastest-varying axis in memory,
+    which is what the layers' slices and matmuls are laid out for.
     batch(indices) gathers on the device and returns the network input (1, S, S, B) in the
     compute dtype, normalized, and the labels (B,).
     """
@@ -125,7 +143,8 @@ class DeviceData:
     ):
         xp = backend.xp
         self.backend, self.scale, self.offset = backend, scale, offset
-        self.images = backend.asarray(images, dtype=xp.uint8)  # (N, S, S)
+        batch_last = numpy.ascontiguousarray(numpy.transpose(images, (1, 2, 0)))
+        self.images = backend.asarray(batch_last, dtype=xp.uint8)  # (S, S, N)
         self.labels = backend.asarray(labels, dtype=xp.int64)
         self.size = int(images.shape[0])
 
@@ -133,9 +152,9 @@ class DeviceData:
         return self.size
 
     def inputs(self, images_u8):
-        """uint8 (B, S, S) on the device -> (1, S, S, B) normalized network input."""
+        """uint8 (S, S, B) on the device -> (1, S, S, B) normalized network input."""
         xp = self.backend.xp
-        x = xp.astype(xp.permute_dims(images_u8, (1, 2, 0)), self.backend.dtype)
+        x = xp.astype(images_u8, self.backend.dtype)
         x *= self.scale
         x += self.offset
         return x[None, ...]
@@ -143,10 +162,9 @@ class DeviceData:
     def batch(self, indices):
         """indices: (B,) int64 on the device -> (x (1, S, S, B), labels (B,))."""
         xp = self.backend.xp
-        return self.inputs(xp.take(self.images, indices, axis=0)), xp.take(
-            self.labels, indices, axis=0
-        )
+        images = xp.take(self.images, indices, axis=2)
+        return self.inputs(images), xp.take(self.labels, indices, axis=0)
 
     def slice(self, start: int, stop: int):
         """Contiguous examples [start, stop) without a gather (for evaluation)."""
-        return self.inputs(self.images[start:stop, ...]), self.labels[start:stop]
+        return self.inputs(self.images[:, :, start:stop]), self.labels[start:stop]
