@@ -110,7 +110,7 @@ def measure_lenet5x(args) -> dict:
         for _ in range(2):
             backend.synchronize()
             t0 = time.perf_counter()
-            evaluate(model, box["params"], test, 1000)
+            evaluate(model, box["params"], test, 1000, workers)
             backend.synchronize()
             eval_times.append(time.perf_counter() - t0)
     result["eval_images_per_second"] = len(test) / min(eval_times)

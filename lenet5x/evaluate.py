@@ -18,6 +18,7 @@ import numpy
 from .cli import OneLineParser
 from .data import DeviceData
 from .evaluation import evaluate
+from .parallel import default_workers, single_threaded_blas
 from .restore import guarded, load_data, restore
 
 
@@ -111,7 +112,10 @@ def run(args) -> int:
         figure(1, 1)  # fail now, not after the evaluation, when matplotlib is missing
     host = load_data(restored, args.data_dir, args.test_subset)
     test = DeviceData(restored.backend, host.test_images, host.test_labels, host.scale, host.offset)
-    scores = evaluate(restored.model, restored.params, test, restored.config.train.eval_batch_size)
+    batch = restored.config.train.eval_batch_size
+    workers = default_workers(restored.backend.name, batch)
+    with single_threaded_blas(workers > 1):
+        scores = evaluate(restored.model, restored.params, test, batch, workers)
     labels, predictions = (
         host.test_labels.astype(numpy.int64),
         scores.predictions.astype(numpy.int64),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy
 
@@ -18,17 +19,24 @@ class Scores:
     outputs: numpy.ndarray  # (count, K) network outputs (host): RBF distances or logits
 
 
-def evaluate(model, params, data, batch_size: int = 1000) -> Scores:
-    """Forward passes in evaluation mode over a DeviceData split, in order; one host copy at the end."""
+def evaluate(model, params, data, batch_size: int = 1000, workers: int = 1) -> Scores:
+    """Forward passes in evaluation mode over a DeviceData split, in order; one host copy at the
+    end. workers > 1 scores that many batches at once in threads (CPU; see parallel.py)."""
     xp = data.backend.xp
-    outs, preds, losses = [], [], []
-    for start in range(0, len(data), batch_size):
+
+    def score(start):
         x, labels = data.slice(start, min(start + batch_size, len(data)))
         out, _ = model.forward(params, x, train=False)
         total, _, _ = model.loss(out, labels)
-        outs.append(out)
-        preds.append(model.loss.predict(out))
-        losses.append(total)
+        return out, model.loss.predict(out), total
+
+    starts = range(0, len(data), batch_size)
+    if workers > 1 and len(starts) > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            scored = list(pool.map(score, starts))
+    else:
+        scored = [score(start) for start in starts]
+    outs, preds, losses = ([s[i] for s in scored] for i in range(3))
     predictions = to_numpy(xp.concat(preds))
     outputs = to_numpy(xp.concat(outs, axis=1)).T
     loss = float(to_numpy(xp.sum(xp.stack(losses)))) / max(len(data), 1)

@@ -98,9 +98,7 @@ class SGD:
             if self.weight_decay and k.endswith("weight"):
                 g = g + self.weight_decay * params[k]
             if self.momentum:
-                xp = array_namespace(g)
-                v = state.get(f"velocity/{k}", xp.zeros_like(g))
-                v = self.momentum * v + g
+                v = self.momentum * state[f"velocity/{k}"] + g if f"velocity/{k}" in state else g
                 new_state[f"velocity/{k}"] = v
                 g = g + self.momentum * v if self.nesterov else v
             new[k] = params[k] - lr * g
@@ -137,8 +135,10 @@ class Adam:
         c2 = 1 - self.beta2**t
         for k, g in grads.items():
             g = g / batch_size
-            m = self.beta1 * state.get(f"m/{k}", xp.zeros_like(g)) + (1 - self.beta1) * g
-            v = self.beta2 * state.get(f"v/{k}", xp.zeros_like(g)) + (1 - self.beta2) * (g * g)
+            m, v = (1 - self.beta1) * g, (1 - self.beta2) * (g * g)
+            if f"m/{k}" in state:
+                m += self.beta1 * state[f"m/{k}"]
+                v += self.beta2 * state[f"v/{k}"]
             new_state[f"m/{k}"], new_state[f"v/{k}"] = m, v
             update = (m / c1) / (xp.sqrt(v / c2) + self.eps)
             if self.weight_decay and k.endswith("weight"):

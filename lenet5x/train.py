@@ -398,7 +398,7 @@ def run(args) -> int:
 
             # -- evaluation, metrics, checkpoints ---------------------------------------------------
             t1 = time.perf_counter()
-            test_scores = evaluate(model, params, test, t.eval_batch_size)
+            test_scores = evaluate(model, params, test, t.eval_batch_size, workers)
             record = {
                 "epoch": epoch + 1,
                 "train_loss": train_loss,
@@ -407,10 +407,12 @@ def run(args) -> int:
                 "test_error": test_scores.error,
             }
             if val is not None:
-                val_scores = evaluate(model, params, val, t.eval_batch_size)
+                val_scores = evaluate(model, params, val, t.eval_batch_size, workers)
                 record.update(val_loss=val_scores.loss, val_error=val_scores.error)
             if t.full_train_eval:
-                record["train_error_full"] = evaluate(model, params, train, t.eval_batch_size).error
+                record["train_error_full"] = evaluate(
+                    model, params, train, t.eval_batch_size, workers
+                ).error
             record.update(
                 seconds=seconds,
                 eval_seconds=time.perf_counter() - t1,

@@ -6,6 +6,8 @@ import numpy
 import pytest
 
 from lenet5x.backend import resolve, to_numpy
+from lenet5x.data import DeviceData, load_dataset
+from lenet5x.evaluation import evaluate
 from lenet5x.model import build_model
 from lenet5x.parallel import DataParallel, split
 
@@ -44,3 +46,17 @@ def test_sharded_gradients_equal_whole_batch(architecture):
         numpy.testing.assert_allclose(
             to_numpy(grads[key]), to_numpy(whole_grads[key]), rtol=1e-11, atol=1e-14, err_msg=key
         )
+
+
+def test_threaded_evaluation_equals_the_sequential_one(mnist_dir):
+    backend = resolve("numpy", "float64")
+    model = build_model({"architecture": "modern"})
+    params = model.init(numpy.random.default_rng(2), backend)
+    host = load_dataset("mnist", mnist_dir, normalize="standardize", test_subset=250)
+    test = DeviceData(backend, host.test_images, host.test_labels, host.scale, host.offset)
+    alone = evaluate(model, params, test, batch_size=60)
+    shared = evaluate(model, params, test, batch_size=60, workers=3)
+    assert shared.count == alone.count == 250
+    numpy.testing.assert_array_equal(shared.predictions, alone.predictions)
+    numpy.testing.assert_allclose(shared.outputs, alone.outputs, rtol=1e-13)
+    assert shared.loss == pytest.approx(alone.loss, rel=1e-13) and shared.error == alone.error

@@ -54,20 +54,25 @@ class ScaledTanh(Parameterless):
 
 
 class ReLU(Parameterless):
-    """f(a) = max(a, 0).  Any shape in, same shape out; slope 1 where a > 0, else 0."""
+    """f(a) = max(a, 0).  Any shape in, same shape out; slope 1 where a > 0, else 0.
+
+    The cache is the output y: y > 0 exactly where a > 0.
+    """
 
     def out_shape(self, in_shape):
         return in_shape
 
     def forward(self, params, x, train=False):
         xp = array_namespace(x)
-        mask = x > 0
-        return xp.where(mask, x, xp.zeros_like(x)), mask
+        y = xp.maximum(x, 0.0)
+        return y, y
+
+    def _route(self, y, g):
+        xp = array_namespace(g)
+        return xp.where(y > 0, g, 0.0)
 
     def backward(self, params, cache, dy, need_dx=True):
-        xp = array_namespace(dy)
-        return (xp.where(cache, dy, xp.zeros_like(dy)) if need_dx else None), {}
+        return (self._route(cache, dy) if need_dx else None), {}
 
     def backward2(self, params, cache, d2y, dy=None, need_dx=True):
-        xp = array_namespace(d2y)
-        return (xp.where(cache, d2y, xp.zeros_like(d2y)) if need_dx else None), {}
+        return (self._route(cache, d2y) if need_dx else None), {}

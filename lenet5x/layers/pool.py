@@ -32,13 +32,16 @@ class MaxPool2x2(Parameterless):
         blocks, y = cache
         top = y[:, :, None, :, None, :]
         is_max = blocks == top
-        taken = xp.zeros_like(top, dtype=xp.bool)
-        masks = {}
+        masks, taken = {}, None
         for i in (0, 1):
             for j in (0, 1):
-                here = is_max[:, :, i : i + 1, :, j : j + 1, :] & ~taken
+                here = is_max[:, :, i : i + 1, :, j : j + 1, :]
+                if taken is None:
+                    taken = here
+                else:
+                    here = here & ~taken
+                    taken = taken | here
                 masks[(i, j)] = here
-                taken = taken | here
         rows = [xp.concat([masks[(i, 0)], masks[(i, 1)]], axis=4) for i in (0, 1)]
         return xp.astype(xp.concat(rows, axis=2), blocks.dtype)
 
