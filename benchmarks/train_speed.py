@@ -364,6 +364,10 @@ def main():
         "--quick", action="store_true", help="fewer steps (a smoke test of this script)"
     )
     parser.add_argument("--json", metavar="FILE", help="also write the raw results as JSON")
+    parser.add_argument(
+        "--backends",
+        help="numpy, cupy or numpy,cupy (default: numpy, and cupy when a GPU answers)",
+    )
     # internal: one measurement in this process
     parser.add_argument("--measure", choices=["lenet5x", "torch"])
     parser.add_argument("--model", default="classic")
@@ -381,7 +385,12 @@ def main():
         print(json.dumps(fn(args)))
         return
 
-    backends = [("numpy", "PyTorch CPU")] + ([("cupy", "PyTorch CUDA")] if gpu_present() else [])
+    references = {"numpy": "PyTorch CPU", "cupy": "PyTorch CUDA"}
+    names = args.backends.split(",") if args.backends else ["numpy"] + ["cupy"] * gpu_present()
+    unknown = set(names) - set(references)
+    if unknown:
+        parser.error(f"--backends: unknown {', '.join(sorted(unknown))}; use numpy and/or cupy")
+    backends = [(name, references[name]) for name in names]
     rows, raw = [], []
     for device_backend, reference in backends:
         for model in args.models.split(","):
@@ -427,7 +436,9 @@ def main():
     print()
     print(f"Machine: {machine_line()}")
     print(
-        f"Command: python benchmarks/train_speed.py --rounds {args.rounds}{' --scaling' if args.scaling else ''}"
+        f"Command: python benchmarks/train_speed.py --rounds {args.rounds}"
+        f"{' --scaling' if args.scaling else ''}"
+        f"{f' --backends {args.backends}' if args.backends else ''}"
     )
     if args.json:
         Path(args.json).write_text(json.dumps(raw, indent=1))

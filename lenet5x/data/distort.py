@@ -75,7 +75,9 @@ def apply_affine(x, maps, background: float):
     ):
         xi, yi = xp.astype(x0, xp.int64) + dx, xp.astype(y0, xp.int64) + dy
         inside = (xi >= 0) & (xi < size) & (yi >= 0) & (yi < size)
-        index = (xp.clip(yi, 0, size - 1) * size + xp.clip(xi, 0, size - 1)) * n + batch
+        # clamped with maximum/minimum: clip through array-api-compat masks and syncs a GPU
+        row, col = xp.minimum(xp.maximum(yi, 0), size - 1), xp.minimum(xp.maximum(xi, 0), size - 1)
+        index = (row * size + col) * n + batch
         values = xp.reshape(xp.take(flat, xp.reshape(index, (-1,))), (size, size, n))
-        out += weight * xp.where(inside, values, xp.full_like(values, background))
+        out += weight * xp.where(inside, values, background)
     return out[None, ...]
