@@ -164,6 +164,14 @@ def check_resume(path, meta: dict, config: dict, steps: int) -> None:
     best = meta.get("best_error")
     if best is not None and not _number(best):
         raise CheckpointError(f"{path}: corrupted best_error {best!r}")
+    mu, retries = meta.get("sdlm_mu"), meta.get("damping_retries_left")
+    if mu is not None and not (_number(mu) and mu > 0):
+        raise CheckpointError(f"{path}: corrupted sdlm_mu {mu!r}")
+    if retries is not None and not _count(retries):
+        raise CheckpointError(f"{path}: corrupted damping_retries_left {retries!r}")
+    last = meta.get("last_train_error")
+    if last is not None and not (_number(last) and 0 <= last <= 1):
+        raise CheckpointError(f"{path}: corrupted last_train_error {last!r}")
 
 
 def _count(value) -> bool:

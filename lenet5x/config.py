@@ -72,6 +72,10 @@ class OptimizerConfig:
     schedule: tuple[tuple[int | None, float], ...] = tuple(paper.SDLM_SCHEDULE)
     mu: float = paper.SDLM_MU  # SDLM: eps_k = eta / (mu + h_kk)
     hessian_samples: int = paper.SDLM_HESSIAN_SAMPLES  # SDLM: patterns for h_kk before each pass
+    # SDLM: a pass that kills the network (training error over 50% and over twice the last pass's)
+    # is redone from its start with mu raised tenfold, at most this many times in a run (0: never,
+    # the paper's rule)
+    damping_retries: int = 2
     momentum: float = 0.9  # SGD
     nesterov: bool = False  # SGD
     weight_decay: float = 0.0  # SGD: L2 on weights; Adam: decoupled (AdamW)
@@ -273,6 +277,7 @@ def validate(config: Config) -> Config:
         _positive(f"optimizer.schedule[{i}] rate", rate)
     _positive("optimizer.mu", o.mu)
     _positive("optimizer.hessian_samples", o.hessian_samples)
+    _positive("optimizer.damping_retries", o.damping_retries, allow_zero=True)
     if not 0 <= o.momentum < 1:
         raise ConfigError(f"optimizer.momentum: must be in [0, 1), got {o.momentum}")
     _positive("optimizer.weight_decay", o.weight_decay, allow_zero=True)

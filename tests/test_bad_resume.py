@@ -255,6 +255,14 @@ CHECKPOINT_CASES = {  # id -> (how the good run's checkpoint is broken, needle)
         lambda r: rewrite(r, set_meta("step", -3)),
         f"{CKPT}: corrupted position",
     ),
+    "corrupted-damping": (
+        lambda r: rewrite(r, set_meta("sdlm_mu", "lots")),
+        f"{CKPT}: corrupted sdlm_mu 'lots'",
+    ),
+    "corrupted-retries": (
+        lambda r: rewrite(r, set_meta("damping_retries_left", -1)),
+        f"{CKPT}: corrupted damping_retries_left -1",
+    ),
 }
 
 

@@ -151,3 +151,35 @@ def test_every_shipped_config_builds_its_model(name):
     config = load_config(ROOT / "configs" / name)
     model = build_model(model_settings(config))
     assert model.shapes[-1] == (10,)
+
+
+def test_a_dead_pass_is_redone_with_more_damping_and_resumes_with_it(tmp_path, mnist_dir):
+    # the paper's eta for pass 1, then eta = 5, which saturates every unit: pass 2 kills the network
+    killer = [
+        "--set",
+        "optimizer.schedule=[[1,0.0005],[null,5.0]]",
+        "--set",
+        "data.train_subset=500",
+    ]
+    small = ["--set", "data.test_subset=200", "--set", "optimizer.hessian_samples=100"]
+    out = tmp_path / "dead"
+    args = ["--config", SMOKE, "--data-dir", mnist_dir, *killer, *small]
+    result = train(*args, "--epochs", 2, "--out", out)
+    assert "epoch 2: training error" in result.stdout
+    assert "redoing this epoch from its start with SDLM damping mu = 0.2" in result.stdout
+    assert "redoing this epoch from its start with SDLM damping mu = 2" in result.stdout
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert [r["sdlm_mu"] for r in records] == pytest.approx([0.02, 2.0])
+
+    resumed = train("--resume", out, "--epochs", 3, "--data-dir", mnist_dir)
+    assert "redoing" not in resumed.stdout  # both retries were spent before the checkpoint
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3] and records[2]["sdlm_mu"] == pytest.approx(2)
+
+    literal = train(*args, "--epochs", 2, "--out", tmp_path / "literal",
+                    "--set", "optimizer.damping_retries=0")  # fmt: skip
+    assert "redoing" not in literal.stdout
+    lines = (tmp_path / "literal" / "metrics.jsonl").read_text().splitlines()
+    record = json.loads(lines[-1])
+    assert record["sdlm_mu"] == pytest.approx(0.02) and record["train_error"] > 0.5
