@@ -60,7 +60,7 @@ def measure_lenet5x(args) -> dict:
     from lenet5x.evaluation import evaluate
     from lenet5x.model import build_model
     from lenet5x.optim import SDLM, Adam
-    from lenet5x.parallel import default_workers, single_threaded_blas
+    from lenet5x.parallel import default_workers, one_blas_thread, single_threaded_blas
     from lenet5x.step import TrainStep
 
     backend = resolve(args.device_backend, "float32")
@@ -92,7 +92,7 @@ def measure_lenet5x(args) -> dict:
         box["i"] += 1
 
     result = {"workers": workers}
-    with single_threaded_blas(workers > 1):
+    with single_threaded_blas(one_blas_thread(backend.name, workers, args.batch)):
         for _ in range(args.warmup):
             step()
         if args.full_pass:

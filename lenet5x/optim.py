@@ -8,6 +8,7 @@ combines them. Only keys present in `grads` (the trainable ones) are touched.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from . import paper
@@ -120,6 +121,7 @@ class Adam:
     ):
         self.schedule, self.beta1, self.beta2, self.eps = tuple(schedule), beta1, beta2, eps
         self.weight_decay = weight_decay
+        self._masks = {}  # (parameter shapes, dtype, device) -> flat weight-decay mask
 
     def init_state(self, params) -> dict:
         return {}
@@ -153,7 +155,7 @@ class Adam:
         new, new_state = dict(params), {**state, "step": t}
         offset = 0
         for k in keys:
-            shape, size = grads[k].shape, _size(grads[k].shape)
+            shape, size = grads[k].shape, math.prod(grads[k].shape)
             piece = slice(offset, offset + size)
             new[k] = xp.reshape(p[piece], shape)
             new_state[f"m/{k}"] = xp.reshape(m[piece], shape)
@@ -166,17 +168,16 @@ class Adam:
         made once per set of parameters, dtype and device."""
         shapes = tuple((k, tuple(grads[k].shape)) for k in keys)
         cache_key = (shapes, str(like.dtype), repr(like.device))
-        cache = self.__dict__.setdefault("_masks", {})
-        if cache_key not in cache:
-            cache[cache_key] = self._make_decay_mask(keys, grads, like)
-        return cache[cache_key]
+        if cache_key not in self._masks:
+            self._masks[cache_key] = self._make_decay_mask(keys, grads, like)
+        return self._masks[cache_key]
 
     def _make_decay_mask(self, keys, grads, like):
         xp = array_namespace(like)
         return xp.concat(
             [
                 xp.full(
-                    (_size(grads[k].shape),),
+                    (math.prod(grads[k].shape),),
                     float(k.endswith("weight")),
                     dtype=like.dtype,
                     device=like.device,
@@ -184,13 +185,6 @@ class Adam:
                 for k in keys
             ]
         )
-
-
-def _size(shape) -> int:
-    size = 1
-    for n in shape:
-        size *= n
-    return size
 
 
 def make_optimizer(name: str, schedule: Schedule, **options):

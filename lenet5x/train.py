@@ -43,7 +43,7 @@ from .data.distort import DistortionRanges, draw_inverse_maps
 from .evaluation import evaluate
 from .model import build_model
 from .optim import SDLM, make_optimizer, scheduled_rate
-from .parallel import default_workers, single_threaded_blas
+from .parallel import default_workers, one_blas_thread, single_threaded_blas
 from .rundir import (
     RunDirError,
     WriteError,
@@ -315,13 +315,9 @@ def run(args) -> int:
     ranges = DistortionRanges(
         **{f.name: getattr(d.distortions, f.name) for f in dataclasses.fields(DistortionRanges)}
     )
-    # one BLAS thread per worker; and for small batches even with one worker, since splitting such
-    # small matrix products costs more than it gains (batch 16: 3.2 s against 4.0 s per 20,000
-    # images here, and 5 times slower with two runs sharing two cores)
-    small = backend.name == "numpy" and t.batch_size < 64
     with (
         StopRequest() as stop,
-        single_threaded_blas(workers > 1 or small),
+        single_threaded_blas(one_blas_thread(backend.name, workers, t.batch_size)),
         warnings.catch_warnings(),
     ):
         # a diverging run overflows: the loss check below says so once, not NumPy on every op

@@ -9,7 +9,7 @@ from lenet5x.backend import resolve, to_numpy
 from lenet5x.data import DeviceData, load_dataset
 from lenet5x.evaluation import evaluate
 from lenet5x.model import build_model
-from lenet5x.parallel import DataParallel, split
+from lenet5x.parallel import DataParallel, one_blas_thread, split
 
 
 def test_split_covers_everything_in_order():
@@ -60,3 +60,8 @@ def test_threaded_evaluation_equals_the_sequential_one(mnist_dir):
     numpy.testing.assert_array_equal(shared.predictions, alone.predictions)
     numpy.testing.assert_allclose(shared.outputs, alone.outputs, rtol=1e-13)
     assert shared.loss == pytest.approx(alone.loss, rel=1e-13) and shared.error == alone.error
+
+
+def test_one_blas_thread_for_workers_and_small_numpy_batches():
+    assert one_blas_thread("numpy", 2, 256) and one_blas_thread("numpy", 1, 16)
+    assert not one_blas_thread("numpy", 1, 64) and not one_blas_thread("cupy", 1, 16)
