@@ -168,6 +168,8 @@ def build_model(config: Mapping[str, Any] | None = None) -> Model:
       c1_padding:   zero padding of C1, default 0 (28x28 inputs with padding 2 give C1 the same 28x28 maps)
       batch_norm:   modern only: batch normalization after each pooling block, default False
       subsampling:  classic only: "sum" (sec. II-B, default) or "average" (sec. II-A) of each 2x2 block
+      subsampling_coef: classic only: the value every S2/S4 coefficient starts at; default None
+                    draws them like weights of fan-in 4
     """
     config = {k: v for k, v in dict(config or {}).items() if v is not None}
     known = {
@@ -179,6 +181,7 @@ def build_model(config: Mapping[str, Any] | None = None) -> Model:
         "c1_padding",
         "batch_norm",
         "subsampling",
+        "subsampling_coef",
     }
     unknown = set(config) - known
     if unknown:
@@ -196,8 +199,9 @@ def build_model(config: Mapping[str, Any] | None = None) -> Model:
         pooling = config.get("subsampling", "sum")
         if pooling not in ("sum", "average"):
             raise ValueError(f"subsampling must be sum or average, not {pooling!r}")
+        coef = config.get("subsampling_coef")
         return _classic(
-            loss, map_j, config.get("init", "paper"), size, padding, pooling == "average"
+            loss, map_j, config.get("init", "paper"), size, padding, pooling == "average", coef
         )
     if arch == "modern":
         return _modern(
@@ -211,18 +215,24 @@ def build_model(config: Mapping[str, Any] | None = None) -> Model:
 
 
 def _classic(
-    loss: str, map_j: float, init: str, size: int = 32, padding: int = 0, average: bool = False
+    loss: str,
+    map_j: float,
+    init: str,
+    size: int = 32,
+    padding: int = 0,
+    average: bool = False,
+    coef: float | None = None,
 ) -> Model:
     if loss not in ("mse", "map"):
         raise ValueError(f"the classic model's RBF output takes loss mse or map, not {loss!r}")
     layers = [
         ("C1", Conv2D(1, 6, 5, padding=padding, init=init)),
         ("C1_f", ScaledTanh()),
-        ("S2", Subsampling(6, init=init, average=average)),
+        ("S2", Subsampling(6, init=init, average=average, coef_init=coef)),
         ("S2_f", ScaledTanh()),
         ("C3", Conv2D(6, 16, 5, table=paper.C3_TABLE, init=init)),
         ("C3_f", ScaledTanh()),
-        ("S4", Subsampling(16, init=init, average=average)),
+        ("S4", Subsampling(16, init=init, average=average, coef_init=coef)),
         ("S4_f", ScaledTanh()),
         ("C5", Conv2D(16, 120, 5, init=init)),
         ("C5_f", ScaledTanh()),

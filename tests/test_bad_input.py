@@ -153,6 +153,11 @@ CONFIG_CASES = {  # id -> (config file text, extra arguments, needle)
     ),
     "wrong-type-set": ("", ["--set", "train.seed=abc"], "train.seed: expected an integer"),
     "negative-learning-rate": ("optimizer:\n  schedule: [[2, -0.1]]\n", [], "rate: must be > 0"),
+    "zero-subsampling-coef": (
+        "",
+        ["--set", "model.subsampling_coef=0"],
+        "model.subsampling_coef: must be > 0",
+    ),
     "zero-learning-rate": ("", ["--set", "optimizer.schedule=[[null,0]]"], "rate: must be > 0"),
     "nan-learning-rate": (
         "optimizer:\n  schedule: [[null, .nan]]\n",

@@ -35,6 +35,19 @@ def test_modern_shapes_and_count():
     assert sum(model.parameter_count(params).values()) == 156 + 2416 + 48120 + 10164 + 850
 
 
+def test_subsampling_coef_sets_every_coefficient_and_leaves_the_rest_alone():
+    drawn = build_model({"init": "paper_sqrt", "subsampling": "average"})
+    fixed = build_model({"init": "paper_sqrt", "subsampling": "average", "subsampling_coef": 0.75})
+    a = drawn.init(numpy.random.default_rng(3), resolve("numpy", "float64"))
+    b = fixed.init(numpy.random.default_rng(3), resolve("numpy", "float64"))
+    for key in a:
+        if key in ("S2.coef", "S4.coef"):
+            assert numpy.all(to_numpy(b[key]) == 0.75)
+            assert numpy.unique(to_numpy(a[key])).size == a[key].shape[0]  # drawn: all different
+        else:
+            assert numpy.array_equal(to_numpy(a[key]), to_numpy(b[key])), key
+
+
 def test_build_model_rejects_bad_settings():
     with pytest.raises(ValueError, match="unknown model setting"):
         build_model({"architecture": "classic", "depth": 3})

@@ -22,10 +22,10 @@ class DistortionRanges:
     probability: float = (
         0.9  # share of training patterns distorted each pass (the paper: 540k/600k)
     )
-    translate: float = 2.0  # pixels, uniform in +-translate, each axis
-    scale: float = 0.1  # uniform relative scaling 1 +- scale
-    squeeze: float = 0.1  # horizontal factor 1 + q, vertical 1 / (1 + q), q uniform in +-squeeze
-    shear: float = 0.15  # horizontal shear x += shear * y, uniform in +-shear
+    translate: float = 1.0  # pixels, uniform in +-translate, each axis
+    scale: float = 0.05  # uniform relative scaling 1 +- scale
+    squeeze: float = 0.05  # horizontal factor 1 + q, vertical 1 / (1 + q), q uniform in +-squeeze
+    shear: float = 0.1  # horizontal shear x += shear * y, uniform in +-shear
 
 
 def draw_inverse_maps(

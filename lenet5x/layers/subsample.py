@@ -42,18 +42,25 @@ class Subsampling:
     averaging. The two differ by a factor 4 that the coefficient absorbs in what the layer can
     compute, but not at initialization (fan-in 4 either way) nor in SDLM's curvature estimates:
     `average=True` uses the mean of each block instead of its sum.
+
+    `coef_init`: every coefficient starts at this value; None draws them like weights of fan-in 4
+    (appendix A), which gives each map a random gain and sign, some near zero.
     """
 
     trainable = ("coef", "bias")
 
-    def __init__(self, channels, init="paper", average=False):
+    def __init__(self, channels, init="paper", average=False, coef_init=None):
         self.channels, self.init_scheme, self.average = channels, init, average
+        self.coef_init = coef_init
 
     def out_shape(self, in_shape):
         return _check_even(self, in_shape)
 
     def init(self, rng, backend):
         coef = init_weights(rng, (self.channels,), 4, self.init_scheme)
+        if self.coef_init is not None:
+            # drawn anyway above, so that a seed gives every other layer the same weights either way
+            coef = numpy.full(self.channels, float(self.coef_init))
         return {"coef": backend.asarray(coef), "bias": backend.asarray(numpy.zeros(self.channels))}
 
     def forward(self, params, x, train=False):
