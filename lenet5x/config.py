@@ -19,6 +19,7 @@ from typing import Union
 import yaml
 
 from . import paper
+from .data.distort import DistortionRanges
 
 
 class ConfigError(Exception):
@@ -49,12 +50,13 @@ class ModelConfig:
 @dataclasses.dataclass(frozen=True)
 class DistortionConfig:
     enabled: bool = False  # random planar affine distortions of training patterns (sec. III-C)
-    probability: float = 0.9  # share of patterns distorted each pass (paper: 540k of 600k)
-    # the paper gives no magnitudes; these did better than 2 px, 10%, 10%, 0.15 (README)
-    translate: float = 1.0  # pixels, each axis, uniform in +-translate
-    scale: float = 0.05  # relative scaling, uniform in 1 +- scale
-    squeeze: float = 0.05  # horizontal x(1+q), vertical /(1+q), q uniform in +-squeeze
-    shear: float = 0.1  # horizontal shear, uniform in +-shear
+    # the defaults are lenet5x.data.distort's; the paper gives no magnitudes, and these did better
+    # than 2 px, 10%, 10%, 0.15 (README, "Reproducing the paper")
+    probability: float = DistortionRanges.probability  # share of patterns distorted each pass
+    translate: float = DistortionRanges.translate  # pixels, each axis, uniform in +-translate
+    scale: float = DistortionRanges.scale  # relative scaling, uniform in 1 +- scale
+    squeeze: float = DistortionRanges.squeeze  # horizontal x(1+q), vertical /(1+q), q in +-squeeze
+    shear: float = DistortionRanges.shear  # horizontal shear, uniform in +-shear
 
 
 @dataclasses.dataclass(frozen=True)
