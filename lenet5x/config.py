@@ -20,6 +20,7 @@ import yaml
 
 from . import paper
 from .data.distort import DistortionRanges
+from .layers.base import INIT_SCHEMES
 
 
 class ConfigError(Exception):
@@ -33,7 +34,8 @@ class ModelConfig:
         None  # classic: "mse" (eq. 8, default) or "map" (eq. 9); modern: "cross_entropy"
     )
     map_j: float = 1.0  # the MAP criterion's constant j (eq. 9); the paper gives no value
-    # "paper" (+-2.4/F_i, appendix A), "paper_sqrt" (+-2.4/sqrt(F_i)) or "he"; None: "paper_sqrt"
+    # "paper" (+-2.4/F_i, appendix A), "paper_sqrt" (+-2.4/sqrt(F_i)), "lecun" (+-sqrt(3/F_i),
+    # Efficient BackProp) or "he"; None: "paper_sqrt"
     # for classic (with +-2.4/F_i SDLM diverges: README, "Reproducing the paper"), "he" for modern
     init: str | None = None
     c1_padding: int = 0  # zero padding of C1; 2 lets 28x28 images in unpadded (data.input_size: 28)
@@ -96,6 +98,9 @@ class TrainConfig:
     epochs: int = 20  # passes over the training set (the paper: 20)
     batch_size: int = 16  # patterns per update; SDLM sums their per-pattern steps (1 = on-line)
     seed: int = 0  # everything random (init, shuffles, Hessian samples, distortions) follows it
+    # "every_pass": a new random order each pass; "once": one random order kept for every pass,
+    # as the paper presents its patterns ("in a constant random order", sec. III-B)
+    shuffle: str = "every_pass"
     dtype: str = "float32"  # "float32" or "float64"
     backend: str = "auto"  # "auto", "numpy" or "cupy"
     eval_batch_size: int = 1000  # patterns per evaluation batch
@@ -250,7 +255,7 @@ def validate(config: Config) -> Config:
         )
     _positive("model.map_j", m.map_j)
     if m.init is not None:
-        _one_of("model.init", m.init, ("paper", "paper_sqrt", "he"))
+        _one_of("model.init", m.init, INIT_SCHEMES)
     _one_of("data.dataset", d.dataset, ("mnist", "fashion-mnist"))
     _one_of("data.normalize", d.normalize, ("paper", "standardize"))
     if d.input_size < 28:
@@ -299,6 +304,7 @@ def validate(config: Config) -> Config:
     _positive("train.eval_batch_size", t.eval_batch_size)
     _positive("train.workers", t.workers)
     _one_of("train.dtype", t.dtype, ("float32", "float64"))
+    _one_of("train.shuffle", t.shuffle, ("every_pass", "once"))
     _one_of("train.backend", t.backend, ("auto", "numpy", "cupy"))
     if t.seed < 0:
         raise ConfigError(f"train.seed: must be >= 0, got {t.seed}")

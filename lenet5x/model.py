@@ -162,7 +162,8 @@ def build_model(config: Mapping[str, Any] | None = None) -> Model:
       architecture: "classic" (the paper, default) or "modern" (ReLU, max-pool, softmax)
       loss:         "mse" | "map" (classic; default "mse"), "cross_entropy" (modern)
       map_j:        the MAP criterion's constant j (eq. 9), default 1.0
-      init:         "paper" (uniform +-2.4/F_i), "paper_sqrt" (+-2.4/sqrt(F_i)) or "he";
+      init:         "paper" (uniform +-2.4/F_i), "paper_sqrt" (+-2.4/sqrt(F_i)), "lecun"
+                    (+-sqrt(3/F_i)) or "he";
                     default "paper" for classic, "he" for modern
       input_size:   side of the square input, default 32
       c1_padding:   zero padding of C1, default 0 (28x28 inputs with padding 2 give C1 the same 28x28 maps)

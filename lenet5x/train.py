@@ -157,6 +157,14 @@ def resolve_config(args) -> tuple[Config, str]:
     return load_config(args.config, [*flags, *args.overrides]), name
 
 
+def pass_order(seed: int, epoch: int, n: int, shuffle: str) -> numpy.ndarray:
+    """The order (n,) in which pass `epoch` presents the training patterns: a new permutation
+    each pass ("every_pass"), or the same one every pass ("once", sec. III-B)."""
+    return numpy.random.default_rng(
+        [seed, STREAM_SHUFFLE, 0 if shuffle == "once" else epoch]
+    ).permutation(n)
+
+
 def layer_rate_summary(rates: dict) -> dict:
     """SDLM per-parameter rates -> {layer: [mean, min, max]} (host floats)."""
     per_layer: dict[str, list] = {}
@@ -326,9 +334,7 @@ def run(args) -> int:
         )
         epoch, redo = start_epoch, False
         while epoch < t.epochs:
-            order = numpy.random.default_rng([t.seed, STREAM_SHUFFLE, epoch]).permutation(
-                len(train)
-            )
+            order = pass_order(t.seed, epoch, len(train), t.shuffle)
             order_dev = backend.asarray(order, dtype=xp.int64)
             maps = None
             if d.distortions.enabled:

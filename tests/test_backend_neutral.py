@@ -19,6 +19,7 @@ HOST_SIDE = {
     "fan_in",
     "paper_uniform",
     "paper_sqrt_uniform",
+    "lecun_uniform",
     "he_normal",
     "init_weights",
 }

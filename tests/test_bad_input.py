@@ -153,6 +153,11 @@ CONFIG_CASES = {  # id -> (config file text, extra arguments, needle)
     ),
     "wrong-type-set": ("", ["--set", "train.seed=abc"], "train.seed: expected an integer"),
     "negative-learning-rate": ("optimizer:\n  schedule: [[2, -0.1]]\n", [], "rate: must be > 0"),
+    "unknown-shuffle": (
+        "",
+        ["--set", "train.shuffle=sometimes"],
+        "train.shuffle: 'sometimes' is not one of",
+    ),
     "zero-subsampling-coef": (
         "",
         ["--set", "model.subsampling_coef=0"],

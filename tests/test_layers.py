@@ -21,6 +21,7 @@ from lenet5x.layers import (
     ScaledTanh,
     Subsampling,
 )
+from lenet5x.layers.base import init_weights
 
 
 def away_from_zero(rng, shape):
@@ -230,6 +231,22 @@ def test_paper_init_bounds(backend, rng):
         assert numpy.abs(block).max() <= 2.4 / (25 * len(row))
         assert numpy.abs(block).max() > 0.5 * 2.4 / (25 * len(row))
         start += len(row)
+
+
+@pytest.mark.parametrize(
+    "scheme, bound",
+    [
+        ("paper", lambda f: 2.4 / f),
+        ("paper_sqrt", lambda f: 2.4 / f**0.5),
+        ("lecun", lambda f: (3 / f) ** 0.5),
+    ],
+)
+def test_uniform_init_schemes_fill_their_bounds(scheme, bound):
+    for fan_in in (4, 25, 400):
+        w = init_weights(numpy.random.default_rng(fan_in), (20_000,), fan_in, scheme)
+        assert numpy.abs(w).max() <= bound(fan_in)
+        assert numpy.abs(w).max() > 0.99 * bound(fan_in)
+        assert abs(w.std() - bound(fan_in) / 3**0.5) < 0.02 * bound(fan_in)  # uniform: b/sqrt(3)
 
 
 def test_conv_rejects_bad_table():

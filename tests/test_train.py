@@ -183,3 +183,15 @@ def test_a_dead_pass_is_redone_with_more_damping_and_resumes_with_it(tmp_path, m
     lines = (tmp_path / "literal" / "metrics.jsonl").read_text().splitlines()
     record = json.loads(lines[-1])
     assert record["sdlm_mu"] == pytest.approx(0.02) and record["train_error"] > 0.5
+
+
+def test_pass_order_is_one_permutation_kept_or_a_new_one_each_pass():
+    from lenet5x.train import pass_order
+
+    kept = [pass_order(5, epoch, 1000, "once") for epoch in range(3)]
+    fresh = [pass_order(5, epoch, 1000, "every_pass") for epoch in range(3)]
+    for order in kept + fresh:
+        assert numpy.array_equal(numpy.sort(order), numpy.arange(1000))
+    assert all(numpy.array_equal(kept[0], order) for order in kept)
+    assert not numpy.array_equal(fresh[0], fresh[1]) and not numpy.array_equal(fresh[1], fresh[2])
+    assert not numpy.array_equal(pass_order(6, 0, 1000, "once"), kept[0])  # follows the seed

@@ -61,7 +61,16 @@ def paper_sqrt_uniform(rng: numpy.random.Generator, shape, fan_in: int) -> numpy
     return rng.uniform(-bound, bound, size=shape)
 
 
-INIT_SCHEMES = ("paper", "paper_sqrt", "he")
+def lecun_uniform(rng: numpy.random.Generator, shape, fan_in: int) -> numpy.ndarray:
+    """Uniform in [-sqrt(3/F_i), +sqrt(3/F_i)]: standard deviation 1/sqrt(F_i), the rule of
+    LeCun, Bottou, Orr and Mueller, "Efficient BackProp" (1998, sec. 4.6), written for the same
+    scaled tanh: a unit's weighted sum then has about the spread of its inputs.
+    """
+    bound = (3.0 / fan_in) ** 0.5
+    return rng.uniform(-bound, bound, size=shape)
+
+
+INIT_SCHEMES = ("paper", "paper_sqrt", "lecun", "he")
 
 
 def init_weights(rng: numpy.random.Generator, shape, fan_in: int, scheme: str) -> numpy.ndarray:
@@ -70,6 +79,8 @@ def init_weights(rng: numpy.random.Generator, shape, fan_in: int, scheme: str) -
         return paper_uniform(rng, shape, fan_in)
     if scheme == "paper_sqrt":
         return paper_sqrt_uniform(rng, shape, fan_in)
+    if scheme == "lecun":
+        return lecun_uniform(rng, shape, fan_in)
     if scheme == "he":
         return he_normal(rng, shape, fan_in)
     raise ValueError(f"unknown init scheme {scheme!r}: use one of {', '.join(INIT_SCHEMES)}")

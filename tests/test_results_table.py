@@ -1,0 +1,52 @@
+"""benchmarks/results_table.py: runs that differ only in their seed form one row."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import yaml
+
+from lenet5x.config import Config
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "results_table.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("results_table", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_run(root: Path, name: str, config: dict, test_errors: list[float]) -> Path:
+    run = root / name
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    records = [
+        {"epoch": i + 1, "test_error": e, "train_error": 0.01, "seconds": 10.0}
+        for i, e in enumerate(test_errors)
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return run
+
+
+def test_a_run_made_before_a_setting_existed_groups_with_its_default(tmp_path, capsys):
+    table = load_script()
+    new = Config().to_dict()
+    old = Config().to_dict()
+    del old["train"]["shuffle"]  # written by code that did not know the key yet
+    old["train"]["seed"] = 1
+    changed = Config().to_dict()
+    changed["train"]["shuffle"], changed["train"]["seed"] = "once", 2
+    runs = [
+        fake_run(tmp_path, "paper-s0", new, [0.02, 0.010]),
+        fake_run(tmp_path, "paper-s1", old, [0.02, 0.012]),
+        fake_run(tmp_path, "once-s2", changed, [0.02, 0.011]),
+    ]
+    assert table.main([str(r) for r in runs]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
+    assert len(rows) == 2
+    assert rows[0].startswith("| paper | sdlm, 16 | 2 | 0,1 | **1.10** (1.00-1.20)")
+    assert rows[1].startswith("| once | sdlm, 16 | 2 | 2 | **1.10** |")
