@@ -18,9 +18,7 @@ import statistics
 import sys
 from pathlib import Path
 
-import yaml
-
-from lenet5x.config import Config
+from lenet5x.config import ConfigError, load_config
 
 IGNORED = {
     ("train", "seed"),
@@ -36,22 +34,16 @@ def load_run(run_dir: Path) -> dict | None:
     if not (config_path.is_file() and metrics_path.is_file()):
         print(f"skipping {run_dir}: no config.yaml or metrics.jsonl", file=sys.stderr)
         return None
-    config = with_defaults(yaml.safe_load(config_path.read_text()), Config().to_dict())
+    try:  # the project's own loader: a setting the run's code did not have yet gets its default
+        config = load_config(config_path).to_dict()
+    except ConfigError as error:
+        print(f"skipping {run_dir}: {error}", file=sys.stderr)
+        return None
     records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
     if not records:
         print(f"skipping {run_dir}: no finished epoch", file=sys.stderr)
         return None
     return {"dir": run_dir, "config": config, "records": records}
-
-
-def with_defaults(saved: dict, defaults: dict) -> dict:
-    """`saved` with every key it lacks taken from `defaults` (nested): a run made before a setting
-    existed ran with that setting's default, so it groups with runs that spell the default out."""
-    merged = dict(defaults)
-    for key, value in saved.items():
-        both_maps = isinstance(value, dict) and isinstance(defaults.get(key), dict)
-        merged[key] = with_defaults(value, defaults[key]) if both_maps else value
-    return merged
 
 
 def group_key(config: dict) -> str:
