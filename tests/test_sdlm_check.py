@@ -3,11 +3,12 @@ varied between approximately 7e-5 and 0.016 over the set of parameters".
 
 The rates eps_k = eta / (mu + h_kk) come from the whole chain of second-derivative passes (every
 layer's backward2, eq. 23's sum over shared connections, the RBF's curvature), so a factor lost
-anywhere (a pooling layer scaling by 1/4 instead of (1/4)^2, h summed over a layer, h not averaged
-per pattern) moves them out of the range. Checked on real MNIST with the training default
-(configs/lenet5.yaml): every weight's rate lies within a factor 2 of the paper's range, and the
-largest rate is near 0.016. The biases and subsampling coefficients sit lower (README.md,
-"The paper's built-in check"): each sums the curvature of every position it is shared over.
+anywhere (the subsampling layer scaling its second derivative by 1/4 instead of (1/4)^2, h_kk
+summed over the patterns instead of averaged: both tried, both fail here) moves them out of the
+range. Checked on real MNIST with the training default (configs/lenet5.yaml): every weight's rate
+lies within a factor 2 of the paper's range, and the largest rate is near 0.016. The biases and
+subsampling coefficients sit lower (README.md, "The paper's built-in check"): each sums the
+curvature of every position it is shared over.
 """
 
 from __future__ import annotations
@@ -23,11 +24,9 @@ from lenet5x.optim import SDLM
 PAPER_LOW, PAPER_HIGH = 7e-5, 0.016
 
 
-def first_pass_rates(mnist_dir, seed: int) -> dict[str, numpy.ndarray]:
-    config = load_config()  # the training default, configs/lenet5.yaml
-    backend = resolve("numpy", "float32")
-    host = load_dataset("mnist", mnist_dir, normalize=config.data.normalize)
-    train = DeviceData(backend, host.train_images, host.train_labels, host.scale, host.offset)
+def first_pass_rates(config, train: DeviceData, seed: int) -> dict[str, numpy.ndarray]:
+    """eps_k before the first pass: h_kk on `hessian_samples` random training patterns."""
+    backend = train.backend
     model = build_model(model_settings(config))
     params = model.init(numpy.random.default_rng(seed), backend)
     o = config.optimizer
@@ -39,8 +38,12 @@ def first_pass_rates(mnist_dir, seed: int) -> dict[str, numpy.ndarray]:
 
 
 def test_first_pass_rates_land_in_the_papers_range(mnist_dir):
+    config = load_config()  # the training default, configs/lenet5.yaml
+    backend = resolve("numpy", "float32")
+    host = load_dataset("mnist", mnist_dir, normalize=config.data.normalize)
+    train = DeviceData(backend, host.train_images, host.train_labels, host.scale, host.offset)
     for seed in (0, 1):
-        rates = first_pass_rates(mnist_dir, seed)
+        rates = first_pass_rates(config, train, seed)
         weights = numpy.concatenate([v.ravel() for k, v in rates.items() if k.endswith("weight")])
         everything = numpy.concatenate([v.ravel() for v in rates.values()])
         assert PAPER_LOW / 2 <= weights.min() <= PAPER_LOW * 2, (seed, weights.min())
