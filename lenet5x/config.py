@@ -59,6 +59,10 @@ class DistortionConfig:
     scale: float = DistortionRanges.scale  # relative scaling, uniform in 1 +- scale
     squeeze: float = DistortionRanges.squeeze  # horizontal x(1+q), vertical /(1+q), q in +-squeeze
     shear: float = DistortionRanges.shear  # horizontal shear, uniform in +-shear
+    # 0: fresh distortions every pass. P > 0: the paper's fixed pool instead, P distorted copies
+    # (the paper: 540000) drawn once, each pass taking as many patterns as the training set has
+    # from the originals plus the pool; `probability` is then unused (originals are n / (n + P))
+    pool: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,6 +285,7 @@ def validate(config: Config) -> Config:
         )
     for key in ("translate", "scale", "squeeze", "shear"):
         _positive(f"data.distortions.{key}", getattr(dist, key), allow_zero=True)
+    _positive("data.distortions.pool", dist.pool, allow_zero=True)
     if dist.scale >= 1 or dist.squeeze >= 1:
         raise ConfigError("data.distortions: scale and squeeze must be below 1")
     _one_of("optimizer.name", o.name, ("sdlm", "sgd", "adam"))

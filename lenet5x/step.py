@@ -10,35 +10,33 @@ from .parallel import DataParallel, split
 
 
 class TrainStep:
-    """step(params, state, idx, epoch) -> (params, state, summed loss (0-d), error count (0-d)).
+    """step(params, state, idx, epoch, maps) -> (params, state, summed loss (0-d), errors (0-d)).
 
-    idx: (B,) int64 device indices into `data`. With `workers` > 1 the batch is cut into that many
-    contiguous shards computed in threads (parallel.py). `maps` (N, 6) are per-pattern inverse
-    affine maps (data/distort.py) for the whole training set, or None.
+    idx: (B,) int64 device indices into `data`; maps: (B, 6) device inverse affine maps
+    (data/distort.py), one per pattern of the batch, or None for undistorted patterns. With
+    `workers` > 1 the batch is cut into that many contiguous shards computed in threads
+    (parallel.py).
     """
 
-    def __init__(
-        self, model, optimizer, data, workers: int = 1, maps=None, background: float = 0.0
-    ):
+    def __init__(self, model, optimizer, data, workers: int = 1, background: float = 0.0):
         self.model, self.optimizer, self.data = model, optimizer, data
         # batch statistics must see the whole batch for the step to be the batch's step
         self.workers = 1 if model.has_state else workers
-        self.maps, self.background = maps, background
+        self.background = background
         self.parallel = DataParallel(model, self.workers)
 
-    def shards(self, idx):
-        xp = self.data.backend.xp
+    def shards(self, idx, maps=None):
         shards = []
         for lo, hi in split(int(idx.shape[0]), self.workers):
             x, labels = self.data.batch(idx[lo:hi])
-            if self.maps is not None:
-                x = apply_affine(x, xp.take(self.maps, idx[lo:hi], axis=0), self.background)
+            if maps is not None:
+                x = apply_affine(x, maps[lo:hi, :], self.background)
             shards.append((x, labels))
         return shards
 
-    def __call__(self, params, state, idx, epoch: int):
+    def __call__(self, params, state, idx, epoch: int, maps=None):
         xp = self.data.backend.xp
-        shards = self.shards(idx)
+        shards = self.shards(idx, maps)
         total, outs, grads, updates = self.parallel.train_pass(params, shards)
         params, state = self.optimizer.step(params, grads, state, int(idx.shape[0]), epoch)
         if updates:

@@ -39,7 +39,7 @@ from .checkpoint import (
 from .cli import OneLineParser
 from .config import Config, ConfigError, load_config, model_settings, save_config
 from .data import DataError, DeviceData, load_dataset
-from .data.distort import DistortionRanges, draw_inverse_maps
+from .data.distort import DistortionRanges, draw_inverse_maps, draw_pool_pass
 from .evaluation import evaluate
 from .model import build_model
 from .optim import SDLM, make_optimizer, scheduled_rate
@@ -56,7 +56,7 @@ from .rundir import (
 from .step import TrainStep
 
 # Independent random streams, all derived from the seed: a checkpoint's (epoch, step) is its RNG state.
-STREAM_INIT, STREAM_SHUFFLE, STREAM_HESSIAN, STREAM_DISTORT = 0, 1, 2, 3
+STREAM_INIT, STREAM_SHUFFLE, STREAM_HESSIAN, STREAM_DISTORT, STREAM_DISTORT_POOL = 0, 1, 2, 3, 4
 # a pass whose training error is above DEAD and over twice the last pass's: the network has died
 DEAD = 0.5  # (chance is 90%)
 
@@ -163,6 +163,27 @@ def pass_order(seed: int, epoch: int, n: int, shuffle: str) -> numpy.ndarray:
     return numpy.random.default_rng(
         [seed, STREAM_SHUFFLE, 0 if shuffle == "once" else epoch]
     ).permutation(n)
+
+
+def pass_patterns(
+    seed: int, epoch: int, n: int, shuffle: str, ranges: DistortionRanges | None, pool_maps=None
+) -> tuple[numpy.ndarray, numpy.ndarray | None]:
+    """Pass `epoch`'s training patterns in the order presented: image indices (n,) and their
+    inverse affine maps (n, 6) (data/distort.py), or None without distortions (ranges None).
+
+    Without a pool (pool_maps None) every image once, in pass_order, each distorted afresh with
+    probability ranges.probability. With the paper's fixed pool (pool_maps (P, 6)), n patterns
+    drawn from the n originals and the P copies (draw_pool_pass).
+    """
+    if pool_maps is not None:
+        return draw_pool_pass(
+            numpy.random.default_rng([seed, STREAM_DISTORT_POOL, epoch]), pool_maps, n
+        )
+    order = pass_order(seed, epoch, n, shuffle)
+    if ranges is None:
+        return order, None
+    maps = draw_inverse_maps(numpy.random.default_rng([seed, STREAM_DISTORT, epoch]), n, ranges)
+    return order, maps[order]
 
 
 def layer_rate_summary(rates: dict) -> dict:
@@ -332,20 +353,26 @@ def run(args) -> int:
         warnings.filterwarnings(
             "ignore", "(overflow|invalid value|divide by zero) encountered", RuntimeWarning
         )
+        pool_maps = None
+        if d.distortions.enabled and d.distortions.pool:  # drawn once: the same pool every pass
+            pool_maps = draw_inverse_maps(
+                numpy.random.default_rng([t.seed, STREAM_DISTORT_POOL]),
+                d.distortions.pool,
+                dataclasses.replace(ranges, probability=1.0),
+            )
         epoch, redo = start_epoch, False
         while epoch < t.epochs:
-            order = pass_order(t.seed, epoch, len(train), t.shuffle)
+            order, maps = pass_patterns(
+                t.seed,
+                epoch,
+                len(train),
+                t.shuffle,
+                ranges if d.distortions.enabled else None,
+                pool_maps,
+            )
             order_dev = backend.asarray(order, dtype=xp.int64)
-            maps = None
-            if d.distortions.enabled:
-                maps = backend.asarray(
-                    draw_inverse_maps(
-                        numpy.random.default_rng([t.seed, STREAM_DISTORT, epoch]),
-                        len(train),
-                        ranges,
-                    )
-                )
-            train_step = TrainStep(model, optimizer, train, workers, maps, host.background)
+            maps_dev = None if maps is None else backend.asarray(maps)
+            train_step = TrainStep(model, optimizer, train, workers, host.background)
 
             step = 0 if epoch > start_epoch or redo else start_step
             if step == 0:
@@ -375,7 +402,10 @@ def run(args) -> int:
             while step < steps:
                 idx = order_dev[step * t.batch_size : (step + 1) * t.batch_size]
                 batch = int(idx.shape[0])
-                params, state, total, errors = train_step(params, state, idx, epoch)
+                batch_maps = None
+                if maps_dev is not None:
+                    batch_maps = maps_dev[step * t.batch_size : (step + 1) * t.batch_size, :]
+                params, state, total, errors = train_step(params, state, idx, epoch, batch_maps)
                 loss_acc = loss_acc + total
                 err_acc = err_acc + errors
                 step += 1

@@ -9,7 +9,12 @@ import pytest
 
 from lenet5x.backend import to_numpy
 from lenet5x.data import DataError, DeviceData, load_dataset, read_idx_images, read_idx_labels
-from lenet5x.data.distort import DistortionRanges, apply_affine, draw_inverse_maps
+from lenet5x.data.distort import (
+    DistortionRanges,
+    apply_affine,
+    draw_inverse_maps,
+    draw_pool_pass,
+)
 from lenet5x.data.idx import read_pair
 from lenet5x.data.loading import normalization, pad_images, pixel_histogram
 
@@ -162,3 +167,22 @@ def test_drawn_distortions_respect_ranges():
     assert numpy.abs(maps[:, 4:]).max() <= 2.0
     determinant = maps[:, 0] * maps[:, 3] - maps[:, 1] * maps[:, 2]  # 1 / (scale^2)
     assert numpy.all((determinant > 1 / 1.1**2 - 1e-9) & (determinant < 1 / 0.9**2 + 1e-9))
+
+
+def test_a_pool_pass_draws_from_the_originals_and_the_fixed_copies():
+    n, copies = 200, 1800  # the paper's proportions: 60,000 originals, 540,000 copies
+    pool = draw_inverse_maps(numpy.random.default_rng(0), copies, DistortionRanges(probability=1))
+    seen_copies = set()
+    for epoch in range(3):
+        images, maps = draw_pool_pass(numpy.random.default_rng([1, epoch]), pool, n)
+        assert images.shape == (n,) and maps.shape == (n, 6)
+        assert images.min() >= 0 and images.max() < n
+        original = numpy.all(maps == [1, 0, 0, 1, 0, 0], axis=1)
+        assert 0.02 < original.mean() < 0.25  # 10% expected
+        assert len(numpy.unique(images[original])) == original.sum()  # an original at most once
+        for image, row in zip(images[~original], maps[~original], strict=True):
+            k = numpy.flatnonzero(numpy.all(pool == row, axis=1))  # the copy it came from
+            assert len(k) == 1 and k[0] % n == image
+            assert k[0] not in seen_copies or epoch > 0
+            seen_copies.add(int(k[0]))
+    assert len(seen_copies) > 1.5 * n  # passes draw different patterns from the same pool

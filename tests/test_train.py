@@ -68,6 +68,21 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(smoke_run, tmp_pat
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
 
 
+def test_a_run_on_the_papers_distortion_pool_resumes_to_the_same_weights(tmp_path, mnist_dir):
+    pool = ["--set", "data.distortions.enabled=true", "--set", "data.distortions.pool=4500"]
+    small = ["--set", "data.train_subset=500", "--set", "data.test_subset=200"]
+    args = ["--config", SMOKE, "--data-dir", mnist_dir, *pool, *small]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    train(*args, "--out", whole)
+    train(*args, "--out", split, "--epochs", "1")
+    train("--resume", split, "--epochs", "2", "--data-dir", mnist_dir)
+    a, b = params_of(whole / "checkpoint.npz"), params_of(split / "checkpoint.npz")
+    for key in a:
+        numpy.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    records = [json.loads(line) for line in (whole / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["test_error"] < 0.5  # it learns (chance is 0.9)
+
+
 def test_existing_run_is_not_overwritten(smoke_run, mnist_dir):
     out, _ = smoke_run
     before = (out / "checkpoint.npz").read_bytes()
@@ -84,6 +99,7 @@ def test_existing_run_is_not_overwritten(smoke_run, mnist_dir):
         ("train: [1, 2\n", [], "malformed YAML"),
         ("optimizer:\n  schedule: [[2, -0.1]]\n", [], "rate: must be > 0"),
         ("", ["--set", "train.batch_size=0"], "train.batch_size: must be > 0"),
+        ("", ["--set", "data.distortions.pool=-1"], "data.distortions.pool: must be >= 0"),
         ("", ["--set", "model.depth=3"], "unknown key 'model.depth'"),
         ("", ["--backend", "tpu"], "invalid choice"),
         ("data:\n  train_subset: 100\n", ["--batch-size", "1000"], "larger than the training set"),

@@ -47,6 +47,22 @@ def draw_inverse_maps(
     return maps
 
 
+def draw_pool_pass(
+    rng: numpy.random.Generator, pool_maps: numpy.ndarray, n: int
+) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """One pass over the paper's fixed pool (sec. III-C): n originals plus P distorted copies.
+
+    pool_maps: (P, 6) the copies' inverse maps, drawn once for the whole run; copy k distorts
+    image k % n. Returns the pass's n patterns, drawn without replacement from the n + P, in a
+    random order: their image indices (n,) and maps (n, 6) (identity rows for originals).
+    """
+    pick = rng.choice(n + len(pool_maps), n, replace=False)
+    maps = numpy.tile(numpy.array([1.0, 0.0, 0.0, 1.0, 0.0, 0.0]), (n, 1))
+    copies = pick >= n
+    maps[copies] = pool_maps[pick[copies] - n]
+    return pick % n, maps
+
+
 def apply_affine(x, maps, background: float):
     """Resample each image of x: (1, S, S, B) with maps: (B, 6) (see draw_inverse_maps).
 
