@@ -30,10 +30,10 @@ class ConfigError(Exception):
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     architecture: str = "classic"  # "classic" (the paper) or "modern" (ReLU, max-pool, softmax)
-    loss: str | None = (
-        None  # classic: "mse" (eq. 8, default) or "map" (eq. 9); modern: "cross_entropy"
-    )
-    map_j: float = 1.0  # the MAP criterion's constant j (eq. 9); the paper gives no value
+    # classic: "map" (eq. 9, default) or "mse" (eq. 8); modern: "cross_entropy". Runs made before
+    # the MAP default (config.yaml with loss: null, map_j: 1.0) were trained with "mse".
+    loss: str | None = None
+    map_j: float = 10.0  # the MAP criterion's constant j (eq. 9); the paper gives no value
     # "paper" (+-2.4/F_i, appendix A), "paper_sqrt" (+-2.4/sqrt(F_i)), "lecun" (+-sqrt(3/F_i),
     # Efficient BackProp) or "he"; None: "paper_sqrt"
     # for classic (with +-2.4/F_i SDLM diverges: README, "Reproducing the paper"), "he" for modern
@@ -129,7 +129,7 @@ class Config:
 
 # what model.init and model.loss mean when the config leaves them None
 TRAINING_INIT = {"classic": "paper_sqrt", "modern": "he"}
-DEFAULT_LOSS = {"classic": "mse", "modern": "cross_entropy"}
+DEFAULT_LOSS = {"classic": "map", "modern": "cross_entropy"}
 
 
 def model_settings(config: Config) -> dict:

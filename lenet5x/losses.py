@@ -6,6 +6,13 @@ Every criterion takes the output `out` (K, N) and integer labels (N,) and return
     d2:     (K, N), the diagonal of d2E_p/dout^2 (>= 0, the Gauss-Newton start of backward2).
 Optimizers decide how a batch is combined (SDLM sums per-pattern steps, SGD/Adam average).
 `predict(out)` gives the class of each column.
+
+`curvature(out, labels)` gives what the Gauss-Newton second-derivative pass starts from
+(appendix C): d2 as above, and `kept` (K, N) = dE_p/dy of the terms of E that *are* an RBF
+squared distance (y_{D_p}, the squared error to the target prototype), whose own curvature 2 the
+RBF layer keeps exactly, as for any squared error; Gauss-Newton drops the rest of
+sum_i dE/dy_i d2y_i/dx^2 (like the f'' terms it drops in eq. 27). None where there is no RBF.
+
 """
 
 from __future__ import annotations
@@ -34,6 +41,10 @@ class MSEPrototype:
         target = one_hot(labels, out.shape[0], out.dtype)
         return xp.sum(out * target), target, xp.zeros_like(out)
 
+    def curvature(self, out, labels):
+        target = one_hot(labels, out.shape[0], out.dtype)
+        return array_namespace(out).zeros_like(out), target
+
     def predict(self, out):
         return array_namespace(out).argmin(out, axis=0)
 
@@ -43,6 +54,11 @@ class MAPCriterion:
 
     With p_i = e^{-y_i} / (e^{-j} + sum_k e^{-y_k}): dE/dy_i = [i = D_p] - p_i and
     d2E/dy_i^2 = p_i (1 - p_i) (the diagonal of the Hessian of the log term).
+
+    Curvature: y_{D_p} is a squared error (its curvature 2 is kept), the log term is a function
+    of the distances y, taken by Gauss-Newton as sum_i p_i (1 - p_i) (dy_i/dx)^2. Its other part,
+    -2 sum_i p_i, is dropped: kept, it cancels the 2 once y_{D_p} < j (a learned pattern), every
+    h_kk collapses, every rate jumps to eta/mu, and pass 2 kills the network (README, step 4i).
     """
 
     name = "map"
@@ -66,6 +82,10 @@ class MAPCriterion:
         total = xp.sum(out * target) + xp.sum(log_z)
         return total, target - p, p * (1.0 - p)
 
+    def curvature(self, out, labels):
+        p, _ = self._probabilities(out)
+        return p * (1.0 - p), one_hot(labels, out.shape[0], out.dtype)
+
     def predict(self, out):
         return array_namespace(out).argmin(out, axis=0)
 
@@ -84,6 +104,10 @@ class SoftmaxCrossEntropy:
         p = e / z[None, :]
         total = xp.sum(xp.log(z)) - xp.sum(shifted * target)
         return total, p - target, p * (1.0 - p)
+
+    def curvature(self, out, labels):
+        _, _, d2 = self(out, labels)
+        return d2, None
 
     def predict(self, out):
         return array_namespace(out).argmax(out, axis=0)

@@ -94,11 +94,11 @@ class Model:
                 grads[f"{name}.{key}"] = value
         return grads
 
-    def backward2(self, params, caches, d2out, dout) -> dict[str, Any]:
+    def backward2(self, params, caches, d2out, kept) -> dict[str, Any]:
         """Diagonal Gauss-Newton second derivatives (appendix C), summed over the batch.
 
-        d2out: (K, N) = d2E/dout^2 from the criterion; dout: (K, N) its gradient (used only by
-        an output layer that keeps its own curvature, the RBF).
+        d2out, kept: (K, N), the criterion's `curvature(out, labels)`: d2E/dout^2, and the
+        gradient whose curvature an output layer keeps as its own (the RBF; None elsewhere).
         """
         h = {}
         d2 = d2out
@@ -107,7 +107,7 @@ class Model:
         for i in range(last, -1, -1):
             name, layer = self.layers[i]
             d2, layer_h = layer.backward2(
-                groups[name], caches[i], d2, dy=dout if i == last else None, need_dx=i > 0
+                groups[name], caches[i], d2, dy=kept if i == last else None, need_dx=i > 0
             )
             for key, value in layer_h.items():
                 h[f"{name}.{key}"] = value
@@ -142,9 +142,9 @@ class Model:
     def hessian_diagonal(self, params, x, labels):
         """Per-pattern average of the diagonal second derivatives h_kk over the batch x."""
         out, caches = self.forward(params, x, train=False)
-        _, dout, d2out = self.loss(out, labels)
+        d2out, kept = self.loss.curvature(out, labels)
         n = x.shape[-1]
-        return {k: v / n for k, v in self.backward2(params, caches, d2out, dout).items()}
+        return {k: v / n for k, v in self.backward2(params, caches, d2out, kept).items()}
 
     def predict(self, params, x):
         """x: (C, H, W, N) -> predicted classes (N,)."""

@@ -93,17 +93,23 @@ def test_model_gradients_match_finite_differences(config, backend, rng):
         assert relative_error(analytic, numeric) < 1e-7, key
 
 
-def test_classic_backward2_matches_layerwise_jacobians(rng):
+@pytest.mark.parametrize("loss", ["mse", "map"])
+def test_classic_backward2_matches_layerwise_jacobians(loss, rng):
     """Appendix C's recursion, rebuilt independently: at each layer d2_in = (J_x**2).T d2_out and
-    h_w = (J_w**2).T d2_out with J from finite differences of the layer's forward pass alone; the
-    top is the exact second derivative of the MSE criterion w.r.t. F6's output."""
+    h_w = (J_w**2).T d2_out with J from finite differences of the layer's forward pass alone. The
+    top, at F6's output x: the exact second derivative of the squared error y_D = |x - w_D|^2,
+    plus, for MAP (j small enough that its log term matters), Gauss-Newton on the log term
+    L(y) = log(e^-j + sum_i e^-y_i): (J_y**2).T diag(d2L/dy^2), J_y and d2L/dy^2 by finite
+    differences of the RBF layer and of L alone."""
     backend = resolve("numpy", "float64")
-    model = build_model({"architecture": "classic"})
+    model = build_model({"architecture": "classic", "loss": loss})
     params = model.init(rng, backend)
     x, labels = _inputs(rng, backend, n=1)
     out, caches = model.forward(params, x)
-    _, dout, d2out = model.loss(out, labels)
-    h_model = model.backward2(params, caches, d2out, dout)
+    if loss == "map":  # j just above the nearest prototype's y: the log term's curvature matters
+        model.loss.j = float(to_numpy(out).min()) + 0.5
+    d2out, kept = model.loss.curvature(out, labels)
+    h_model = model.backward2(params, caches, d2out, kept)
 
     inputs = [to_numpy(x)]  # input of each layer
     for name, layer in model.layers[:-1]:
@@ -112,20 +118,31 @@ def test_classic_backward2_matches_layerwise_jacobians(rng):
 
     rbf_name, rbf = model.layers[-1]
 
-    def top_loss(f6):
-        y, _ = rbf.forward(model.by_layer(params)[rbf_name], backend.asarray(f6))
-        return float(to_numpy(model.loss(y, labels)[0]))
+    def distances(f6):
+        return to_numpy(rbf.forward(model.by_layer(params)[rbf_name], backend.asarray(f6))[0])
+
+    def second_difference(f, v, eps=1e-3):
+        """Diagonal of the Hessian of the scalar f at v (float64, central differences)."""
+        d2 = numpy.empty(v.size)
+        for i in range(v.size):
+            plus, minus = v.reshape(-1).copy(), v.reshape(-1).copy()
+            plus[i] += eps
+            minus[i] -= eps
+            d2[i] = (f(plus.reshape(v.shape)) - 2 * f(v) + f(minus.reshape(v.shape))) / eps**2
+        return d2
 
     f6 = inputs[-1]
-    eps = 1e-3
-    d2 = numpy.empty(f6.size)
-    for i in range(f6.size):
-        plus, minus = f6.reshape(-1).copy(), f6.reshape(-1).copy()
-        plus[i] += eps
-        minus[i] -= eps
-        d2[i] = (
-            top_loss(plus.reshape(f6.shape)) - 2 * top_loss(f6) + top_loss(minus.reshape(f6.shape))
-        ) / eps**2
+    label = int(to_numpy(labels)[0])
+    d2 = second_difference(lambda v: float(distances(v)[label, 0]), f6)
+    if loss == "map":
+
+        def log_term(y):
+            return float(numpy.logaddexp.reduce([-model.loss.j, *(-y.reshape(-1))]))
+
+        d2_log = second_difference(log_term, distances(f6))
+        assert d2_log.min() > 0.01
+        jac_y = jacobian_columns(lambda v: distances(v).reshape(-1), f6)
+        d2 = d2 + (jac_y**2).T @ d2_log
 
     for index in range(len(model.layers) - 2, -1, -1):
         name, layer = model.layers[index]

@@ -50,3 +50,20 @@ def test_a_run_made_before_a_setting_existed_groups_with_its_default(tmp_path, c
     assert len(rows) == 2
     assert rows[0].startswith("| paper | sdlm, 16 | 2 | 0,1 | **1.10** (1.00-1.20)")
     assert rows[1].startswith("| once | sdlm, 16 | 2 | 2 | **1.10** |")
+
+
+def test_a_default_criterion_groups_with_the_same_criterion_named(tmp_path, capsys):
+    table = load_script()
+    default = Config().to_dict()  # model.loss: null, the classic default
+    named = Config().to_dict()
+    named["model"]["loss"], named["train"]["seed"] = "map", 1
+    other = Config().to_dict()
+    other["model"]["loss"], other["train"]["seed"] = "mse", 2
+    runs = [
+        fake_run(tmp_path, "paper-s0", default, [0.02, 0.010]),
+        fake_run(tmp_path, "paper-s1", named, [0.02, 0.012]),
+        fake_run(tmp_path, "mse-s2", other, [0.02, 0.011]),
+    ]
+    assert table.main([str(r) for r in runs]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
+    assert [row.split(" | ")[0] for row in rows] == ["| paper", "| mse"]

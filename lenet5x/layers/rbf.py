@@ -13,10 +13,10 @@ class EuclideanRBF:
     trainable parameters (params["prototypes"], never updated).
 
     Second-derivative pass: y is quadratic in x, so besides the Gauss-Newton term
-    sum_i (dy_i/dx_j)^2 d2E/dy_i^2 it keeps its own curvature sum_i dE/dy_i d2y_i/dx_j^2
-    = 2 sum_i dE/dy_i. With the MSE criterion (eq. 8) this gives exactly d2E/dx_j^2 = 2, the
-    second derivative of the squared error to the target prototype; the term is >= 0 for the MAP
-    criterion too (sum_i dE/dy_i = e^-j / (e^-j + sum_i e^-y_i)).
+    sum_i (dy_i/dx_j)^2 d2E/dy_i^2 it keeps its own curvature sum_i dy_i d2y_i/dx_j^2
+    = 2 sum_i dy_i for the weights dy the criterion names (`curvature` in losses.py: the squared
+    error to the target prototype, y_{D_p}, for MSE and MAP alike), which gives exactly
+    d2E/dx_j^2 = 2 with the MSE criterion (eq. 8).
     """
 
     trainable: tuple[str, ...] = ()
