@@ -30,8 +30,9 @@ class ConfigError(Exception):
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     architecture: str = "classic"  # "classic" (the paper) or "modern" (ReLU, max-pool, softmax)
-    # classic: "map" (eq. 9, default) or "mse" (eq. 8); modern: "cross_entropy". Runs made before
-    # the MAP default (config.yaml with loss: null, map_j: 1.0) were trained with "mse".
+    # classic: "map" (eq. 9, default) or "mse" (eq. 8); modern: "cross_entropy". None: the
+    # architecture's default, spelled out by load_config. A run's config.yaml with loss: null was
+    # written before MAP became the default and trained with "mse".
     loss: str | None = None
     map_j: float = 10.0  # the MAP criterion's constant j (eq. 9); the paper gives no value
     # "paper" (+-2.4/F_i, appendix A), "paper_sqrt" (+-2.4/sqrt(F_i)), "lecun" (+-sqrt(3/F_i),
@@ -385,9 +386,21 @@ def load_config(path=None, overrides=(), data: dict | None = None) -> Config:
     for assignment in overrides:
         apply_override(data, assignment)
     try:
-        return validate(build(Config, data))
+        return resolve_defaults(validate(build(Config, data)))
     except ConfigError as error:
         raise ConfigError(f"{error} (set on the command line)") from None
+
+
+def resolve_defaults(config: Config) -> Config:
+    """model.init and model.loss spelled out (None means the architecture's default), so that a
+    run's config.yaml names the criterion it was trained with even if a default changes later."""
+    m = config.model
+    model = dataclasses.replace(
+        m,
+        loss=m.loss or DEFAULT_LOSS[m.architecture],
+        init=m.init or TRAINING_INIT[m.architecture],
+    )
+    return dataclasses.replace(config, model=model)
 
 
 def save_config(config: Config, path) -> None:
