@@ -12,7 +12,6 @@ Optimizers decide how a batch is combined (SDLM sums per-pattern steps, SGD/Adam
 squared distance (y_{D_p}, the squared error to the target prototype), whose own curvature 2 the
 RBF layer keeps exactly, as for any squared error; Gauss-Newton drops the rest of
 sum_i dE/dy_i d2y_i/dx^2 (like the f'' terms it drops in eq. 27). None where there is no RBF.
-
 """
 
 from __future__ import annotations
@@ -58,7 +57,7 @@ class MAPCriterion:
     Curvature: y_{D_p} is a squared error (its curvature 2 is kept), the log term is a function
     of the distances y, taken by Gauss-Newton as sum_i p_i (1 - p_i) (dy_i/dx)^2. Its other part,
     -2 sum_i p_i, is dropped: kept, it cancels the 2 once y_{D_p} < j (a learned pattern), every
-    h_kk collapses, every rate jumps to eta/mu, and pass 2 kills the network (README, step 4i).
+    h_kk collapses, every rate jumps to eta/mu, and pass 2 kills the network (README, steps 4i and 5).
     """
 
     name = "map"

@@ -194,7 +194,12 @@ def _train_step(backend, config, seed=3):
 
 
 @pytest.mark.parametrize(
-    "config", [{"architecture": "classic"}, {"architecture": "modern"}], ids=["classic", "modern"]
+    "config",
+    [
+        pytest.param({"architecture": "classic"}, id="classic-mse"),
+        pytest.param({"architecture": "classic", "loss": "map", "map_j": 10.0}, id="classic-map"),
+        pytest.param({"architecture": "modern"}, id="modern"),
+    ],
 )
 def test_training_step_on_array_api_strict_equals_numpy(config):
     reference = _train_step(resolve("numpy", "float64"), config)
