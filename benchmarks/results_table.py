@@ -18,7 +18,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from lenet5x.config import ConfigError, load_config, model_settings
+from lenet5x.config import ConfigError, load_config
 
 IGNORED = {
     ("train", "seed"),
@@ -35,9 +35,7 @@ def load_run(run_dir: Path) -> dict | None:
         print(f"skipping {run_dir}: no config.yaml or metrics.jsonl", file=sys.stderr)
         return None
     try:  # the project's own loader: a setting the run's code did not have yet gets its default
-        loaded = load_config(config_path)
-        # the model as built (model.loss: null and loss: map are one model when map is the default)
-        config = {**loaded.to_dict(), "model": model_settings(loaded)}
+        config = load_config(config_path).to_dict()
     except ConfigError as error:
         print(f"skipping {run_dir}: {error}", file=sys.stderr)
         return None

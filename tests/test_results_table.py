@@ -32,6 +32,12 @@ def fake_run(root: Path, name: str, config: dict, test_errors: list[float]) -> P
     return run
 
 
+def table_rows(table, runs: list[Path], capsys) -> list[str]:
+    """The table's data rows, as printed by the script for these run directories."""
+    assert table.main([str(r) for r in runs]) == 0
+    return [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
+
+
 def test_a_run_made_before_a_setting_existed_groups_with_its_default(tmp_path, capsys):
     table = load_script()
     new = Config().to_dict()
@@ -45,8 +51,7 @@ def test_a_run_made_before_a_setting_existed_groups_with_its_default(tmp_path, c
         fake_run(tmp_path, "paper-s1", old, [0.02, 0.012]),
         fake_run(tmp_path, "once-s2", changed, [0.02, 0.011]),
     ]
-    assert table.main([str(r) for r in runs]) == 0
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
+    rows = table_rows(table, runs, capsys)
     assert len(rows) == 2
     assert rows[0].startswith("| paper | sdlm, 16 | 2 | 0,1 | **1.10** (1.00-1.20)")
     assert rows[1].startswith("| once | sdlm, 16 | 2 | 2 | **1.10** |")
@@ -64,6 +69,5 @@ def test_a_default_criterion_groups_with_the_same_criterion_named(tmp_path, caps
         fake_run(tmp_path, "paper-s1", named, [0.02, 0.012]),
         fake_run(tmp_path, "mse-s2", other, [0.02, 0.011]),
     ]
-    assert table.main([str(r) for r in runs]) == 0
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
+    rows = table_rows(table, runs, capsys)
     assert [row.split(" | ")[0] for row in rows] == ["| paper", "| mse"]
