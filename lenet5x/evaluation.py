@@ -27,7 +27,7 @@ def evaluate(model, params, data, batch_size: int = 1000, workers: int = 1) -> S
     def score(start):
         x, labels = data.slice(start, min(start + batch_size, len(data)))
         out, _ = model.forward(params, x, train=False)
-        total, _, _ = model.loss(out, labels)
+        total, _ = model.loss(out, labels)
         return out, model.loss.predict(out), total
 
     starts = range(0, len(data), batch_size)

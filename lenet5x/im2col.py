@@ -31,21 +31,15 @@ def col2im(cols, shape: tuple[int, int, int, int], k: int):
     ho, wo = h - k + 1, w - k + 1
     if ho == 1 and wo == 1:
         return xp.reshape(cols, shape)
+    # two rounds of k slice-additions (along W, then along H) instead of k*k: the same sums in
+    # 2k operations, each a kernel launch on a GPU; on a CPU a few percent slower at large batches
+    cols = xp.reshape(cols, (c, k, k, ho, wo, n))
+    rows = xp.zeros((c, k, ho, w, n), dtype=cols.dtype, device=device(cols))
+    for j in range(k):
+        rows[:, :, :, j : j + wo, :] += cols[:, :, j, ...]
     x = xp.zeros(shape, dtype=cols.dtype, device=device(cols))
-    if n <= 32:
-        # small batches: two rounds of k slice-additions instead of k*k (the same sums), since
-        # each operation's fixed cost outweighs its work; large batches: k*k additions in place
-        cols = xp.reshape(cols, (c, k, k, ho, wo, n))
-        rows = xp.zeros((c, k, ho, w, n), dtype=cols.dtype, device=device(cols))
-        for j in range(k):
-            rows[:, :, :, j : j + wo, :] += cols[:, :, j, ...]
-        for i in range(k):
-            x[:, i : i + ho, :, :] += rows[:, i, ...]
-        return x
-    cols = xp.reshape(cols, (c, k * k, ho, wo, n))
     for i in range(k):
-        for j in range(k):
-            x[:, i : i + ho, j : j + wo, :] += cols[:, i * k + j, ...]
+        x[:, i : i + ho, :, :] += rows[:, i, ...]
     return x
 
 
@@ -98,23 +92,47 @@ def blocked_col2im(cols, shape: tuple[int, int, int, int], k: int):
     return x
 
 
+_SHIFTS: dict[tuple, object] = {}  # (k, dtype, device) -> shift_matrix
+
+
+def shift_matrix(k: int, like):
+    """(k*k, 4*(k+1)^2) 0/1 matrix: row (i, j) of a kernel -> its places (di, dj, i+di, j+dj) in
+    the four shifted (k+1)x(k+1) windows. Built once per size, dtype and device."""
+    key = (k, str(like.dtype), str(device(like)))
+    if key not in _SHIFTS:
+        xp = array_namespace(like)
+        p, dev = k + 1, device(like)
+        r, c = xp.arange(k * k, device=dev), xp.arange(4 * p * p, device=dev)
+        i, j = (r // k)[:, None], (r % k)[:, None]
+        shift, place = c // (p * p), c % (p * p)
+        di, dj, a, b = (
+            (shift // 2)[None, :],
+            (shift % 2)[None, :],
+            (place // p)[None, :],
+            (place % p)[None, :],
+        )
+        _SHIFTS[key] = xp.astype((a == i + di) & (b == j + dj), like.dtype)
+    return _SHIFTS[key]
+
+
 def blocked_weight(w):
     """(C_out, C_in, k, k) -> (4*C_out, C_in*(k+1)^2): row (o, di, dj) is w[o] moved by (di, dj)."""
     xp = array_namespace(w)
     c_out, c_in, k, _ = w.shape
-    big = xp.zeros((c_out, 2, 2, c_in, k + 1, k + 1), dtype=w.dtype, device=device(w))
-    for di in (0, 1):
-        for dj in (0, 1):
-            big[:, di, dj, :, di : di + k, dj : dj + k] = w
-    return xp.reshape(big, (4 * c_out, c_in * (k + 1) ** 2))
+    shifted = xp.reshape(w, (c_out * c_in, k * k)) @ shift_matrix(
+        k, w
+    )  # rows (o, c), cols (di, dj, a, b)
+    shifted = xp.permute_dims(xp.reshape(shifted, (c_out, c_in, 4, (k + 1) ** 2)), (0, 2, 1, 3))
+    return xp.reshape(shifted, (4 * c_out, c_in * (k + 1) ** 2))
 
 
 def blocked_weight_adjoint(big, c_out: int, c_in: int, k: int):
     """Adjoint of blocked_weight: (4*C_out, C_in*(k+1)^2) -> (C_out, C_in, k, k), the sum of the
     four shifted windows (a shared weight's gradient sums all its connections)."""
     xp = array_namespace(big)
-    big = xp.reshape(big, (c_out, 2, 2, c_in, k + 1, k + 1))
-    return sum(big[:, di, dj, :, di : di + k, dj : dj + k] for di in (0, 1) for dj in (0, 1))
+    big = xp.permute_dims(xp.reshape(big, (c_out, 4, c_in, (k + 1) ** 2)), (0, 2, 1, 3))
+    summed = xp.reshape(big, (c_out * c_in, 4 * (k + 1) ** 2)) @ shift_matrix(k, big).T
+    return xp.reshape(summed, (c_out, c_in, k, k))
 
 
 def from_blocks(y, shape: tuple[int, int, int, int]):

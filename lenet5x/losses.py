@@ -2,16 +2,16 @@
 
 Every criterion takes the output `out` (K, N) and integer labels (N,) and returns
     total:  0-d array, the *sum* over the batch of the per-pattern losses E_p,
-    grad:   (K, N), dE_p/dout for each pattern,
-    d2:     (K, N), the diagonal of d2E_p/dout^2 (>= 0, the Gauss-Newton start of backward2).
+    grad:   (K, N), dE_p/dout for each pattern.
 Optimizers decide how a batch is combined (SDLM sums per-pattern steps, SGD/Adam average).
 `predict(out)` gives the class of each column.
 
 `curvature(out, labels)` gives what the Gauss-Newton second-derivative pass starts from
-(appendix C): d2 as above, and `kept` (K, N) = dE_p/dy of the terms of E that *are* an RBF
-squared distance (y_{D_p}, the squared error to the target prototype), whose own curvature 2 the
-RBF layer keeps exactly, as for any squared error; Gauss-Newton drops the rest of
-sum_i dE/dy_i d2y_i/dx^2 (like the f'' terms it drops in eq. 27). None where there is no RBF.
+(appendix C): d2 (K, N), the diagonal of d2E_p/dout^2 (>= 0), and `kept` (K, N) = dE_p/dy of
+the terms of E that *are* an RBF squared distance (y_{D_p}, the squared error to the target
+prototype), whose own curvature 2 the RBF layer keeps exactly, as for any squared error;
+Gauss-Newton drops the rest of sum_i dE/dy_i d2y_i/dx^2 (like the f'' terms it drops in
+eq. 27). None where there is no RBF.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class MSEPrototype:
     def __call__(self, out, labels):
         xp = array_namespace(out)
         target = one_hot(labels, out.shape[0], out.dtype)
-        return xp.sum(out * target), target, xp.zeros_like(out)
+        return xp.sum(out * target), target
 
     def curvature(self, out, labels):
         target = one_hot(labels, out.shape[0], out.dtype)
@@ -79,7 +79,7 @@ class MAPCriterion:
         target = one_hot(labels, out.shape[0], out.dtype)
         p, log_z = self._probabilities(out)
         total = xp.sum(out * target) + xp.sum(log_z)
-        return total, target - p, p * (1.0 - p)
+        return total, target - p
 
     def curvature(self, out, labels):
         p, _ = self._probabilities(out)
@@ -102,11 +102,13 @@ class SoftmaxCrossEntropy:
         z = xp.sum(e, axis=0)
         p = e / z[None, :]
         total = xp.sum(xp.log(z)) - xp.sum(shifted * target)
-        return total, p - target, p * (1.0 - p)
+        return total, p - target
 
     def curvature(self, out, labels):
-        _, _, d2 = self(out, labels)
-        return d2, None
+        xp = array_namespace(out)
+        e = xp.exp(out - xp.max(out, axis=0)[None, :])
+        p = e / xp.sum(e, axis=0)[None, :]
+        return p * (1.0 - p), None
 
     def predict(self, out):
         return array_namespace(out).argmax(out, axis=0)

@@ -136,7 +136,7 @@ class Model:
     def train_pass(self, params, x, labels, train: bool = True):
         """loss_and_grads plus the constant updates of the training-mode forward (buffer_updates)."""
         out, caches = self.forward(params, x, train)
-        total, dout, _ = self.loss(out, labels)
+        total, dout = self.loss(out, labels)
         return total, out, self.backward(params, caches, dout), self.buffer_updates(params, caches)
 
     def hessian_diagonal(self, params, x, labels):

@@ -41,9 +41,10 @@ class TrainStep:
         params, state = self.optimizer.step(params, grads, state, int(idx.shape[0]), epoch)
         if updates:
             params = {**params, **updates}
-        errors = xp.zeros((), dtype=xp.int64, device=self.data.backend.device)
+        errors = None
         for out, (_, labels) in zip(outs, shards, strict=True):
-            errors = errors + xp.sum(xp.astype(self.model.loss.predict(out) != labels, xp.int64))
+            wrong = xp.count_nonzero(self.model.loss.predict(out) != labels)
+            errors = wrong if errors is None else errors + wrong
         return params, state, total, errors
 
     def close(self):

@@ -52,7 +52,7 @@ def sdlm_step(backend, architecture: str, seed: int = 7, n: int = 8) -> dict[str
     labels = backend.asarray(rng.integers(0, 10, size=n), dtype=backend.xp.int64)
 
     out, caches = model.forward(params, x, train=True)
-    loss, dout, _ = model.loss(out, labels)
+    loss, dout = model.loss(out, labels)
     grads = model.backward(params, caches, dout)
     h = model.hessian_diagonal(params, x, labels)  # model.backward2, per pattern
     sdlm = SDLM()

@@ -35,7 +35,6 @@ LAYER_CASES = [
     ("conv-table", lambda: Conv2D(4, 3, 3, table=((0, 1), (1, 2, 3), (0, 3))), (4, 6, 6, 2), None),
     ("conv-C3", lambda: Conv2D(6, 16, 5, table=paper.C3_TABLE), (6, 6, 6, 1), None),
     ("conv-padded", lambda: Conv2D(1, 2, 3, padding=1), (1, 5, 5, 2), None),
-    ("conv-batch-40", lambda: Conv2D(1, 2, 3), (1, 4, 4, 40), None),  # col2im's large-batch path
     (
         "conv-blocked",
         lambda: Conv2D(1, 3, 3),
@@ -210,6 +209,21 @@ def test_maxpool_ties_send_gradient_to_one_input(backend):
     dx, _ = layer.backward({}, cache, backend.asarray(numpy.full((1, 1, 1, 1), 3.0)))
     dx = to_numpy(dx)
     assert dx.sum() == 3.0 and numpy.count_nonzero(dx) == 1
+
+
+def test_maxpool_gives_each_block_gradient_to_its_first_maximum(backend):
+    # integers 0-2 make ties of every kind; the first maximum in row-major order takes the gradient
+    values = numpy.random.default_rng(7).integers(0, 3, size=(3, 6, 8, 5)).astype(float)
+    dy = numpy.random.default_rng(8).uniform(1.0, 2.0, size=(3, 3, 4, 5))
+    expected = numpy.zeros_like(values)
+    for c, bi, bj, n in numpy.ndindex(3, 3, 4, 5):
+        block = values[c, 2 * bi : 2 * bi + 2, 2 * bj : 2 * bj + 2, n]
+        i, j = numpy.unravel_index(numpy.argmax(block), (2, 2))
+        expected[c, 2 * bi + i, 2 * bj + j, n] = dy[c, bi, bj, n]
+    layer = MaxPool2x2()
+    _, cache = layer.forward({}, backend.asarray(values))
+    dx, _ = layer.backward({}, cache, backend.asarray(dy))
+    numpy.testing.assert_array_equal(to_numpy(dx), expected)
 
 
 def test_table_connections_are_the_only_parameters(backend, rng):

@@ -1,0 +1,159 @@
+"""Array operations per training step, counted: what bounds the step on a GPU, measured on a CPU.
+
+    python benchmarks/op_count.py [--batch 256] [--by-file]
+
+On a GPU a small network's step is bound by the host, not the device: every array operation is
+a Python call into CuPy, and every one that computes is a kernel launch (README, Speed). So the
+count of operations per step is a figure that needs no GPU: this script runs one training step
+(one shard, as on a GPU) on array-api-strict, where every operation is a Python call, and counts
+the calls the lenet5x code makes into the array library:
+
+    kernels:    operations that compute or write memory: elementwise, reductions, matmul,
+                creation (zeros), copies (stack, concat, astype, a reshape that copies),
+                in-place operators and item assignment. Each is at least one CuPy kernel launch.
+    views:      operations that return a view of an input (slices, a reshape that does not copy,
+                permute_dims, broadcast_to): no kernel, but still a Python call each.
+
+Metadata (shape, dtype, device) is not counted. A batch of synthetic images stands in for MNIST:
+the count does not depend on the pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+from pathlib import Path
+
+import numpy
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+METADATA = {"shape", "dtype", "device", "ndim", "size", "__array_namespace__"}
+GENERIC = {"func": "(elementwise)", "wrapper": "(elementwise)"}  # array-api-strict's wrapper names
+
+
+class OperationCounter:
+    """A sys.setprofile hook counting calls from outside array_api_strict into it."""
+
+    def __init__(self):
+        import array_api_compat
+        import array_api_strict
+
+        self.strict = os.path.dirname(array_api_strict.__file__)
+        self.library = (self.strict, os.path.dirname(array_api_compat.__file__))
+        self.array_type = type(array_api_strict.asarray(0.0))
+        self.kernels: collections.Counter = collections.Counter()  # (caller file, op) -> n
+        self.views: collections.Counter = collections.Counter()
+        self._arguments: dict[int, tuple[list, str]] = {}
+
+    def __call__(self, frame, event, arg):
+        code = frame.f_code
+        if not code.co_filename.startswith(self.strict) or code.co_name in METADATA:
+            return
+        caller = frame.f_back
+        if caller is None or caller.f_code.co_filename.startswith(self.library):
+            return
+        if event == "call":
+            inputs = [v for v in frame.f_locals.values() if isinstance(v, self.array_type)]
+            self._arguments[id(frame)] = (inputs, os.path.basename(caller.f_code.co_filename))
+        elif event == "return" and id(frame) in self._arguments:
+            inputs, where = self._arguments.pop(id(frame))
+            name = GENERIC.get(code.co_name, code.co_name)
+            if not inputs and not isinstance(arg, self.array_type):
+                return  # about dtypes or devices, not arrays
+            if self._is_view(name, inputs, arg):
+                self.views[(where, name)] += 1
+            else:
+                self.kernels[(where, name)] += 1
+
+    def _is_view(self, name: str, inputs: list, result) -> bool:
+        if name == "__setitem__" or (name.startswith("__i") and name != "__int__"):
+            return False  # writes memory
+        if not isinstance(result, self.array_type):
+            return False  # a result that is not one array (a tuple of arrays) was computed
+        out = result._array
+        return any(numpy.shares_memory(out, x._array) for x in inputs)
+
+
+def one_step(architecture: str, batch: int):
+    """A training step closure on array-api-strict: one shard of `batch` synthetic images."""
+    from lenet5x.backend import resolve
+    from lenet5x.data import DeviceData
+    from lenet5x.model import build_model
+    from lenet5x.optim import SDLM, Adam
+    from lenet5x.step import TrainStep
+
+    backend = resolve("array_api_strict", "float32")
+    xp = backend.xp
+    rng = numpy.random.default_rng(0)
+    images = rng.integers(0, 256, (batch, 32, 32)).astype(numpy.uint8)
+    data = DeviceData(backend, images, rng.integers(0, 10, batch), 1 / 255, 0.0)
+    model = build_model({"architecture": architecture})
+    params = model.init(rng, backend)
+    idx = backend.asarray(numpy.arange(batch), dtype=xp.int64)
+    if architecture == "classic":
+        optimizer = SDLM()
+        x, labels = data.batch(idx)
+        state = optimizer.set_curvature({}, model.hessian_diagonal(params, x, labels), 0)
+    else:
+        optimizer, state = Adam([(None, 1e-3)]), {}
+    step = TrainStep(model, optimizer, data, workers=1)
+    box = {"params": params, "state": state}
+
+    def run():
+        box["params"], box["state"], _, _ = step(box["params"], box["state"], idx, 0)
+
+    run()  # the first step builds what later steps reuse (masks, the optimizer's state)
+    return run
+
+
+def count(architecture: str, batch: int) -> OperationCounter:
+    run = one_step(architecture, batch)
+    counter = OperationCounter()
+    sys.setprofile(counter)
+    try:
+        run()
+    finally:
+        sys.setprofile(None)
+    return counter
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--batch", type=int, default=256, help="images in the one shard")
+    parser.add_argument("--models", default="classic,modern")
+    parser.add_argument("--by-file", action="store_true", help="also break the counts down by file")
+    args = parser.parse_args()
+    counters = {m: count(m, args.batch) for m in args.models.split(",")}
+    print(f"Array operations per training step (batch {args.batch}, one shard, array-api-strict):")
+    print("| model | kernels | views | all calls |")
+    print("|---|---:|---:|---:|")
+    for model, c in counters.items():
+        k, v = sum(c.kernels.values()), sum(c.views.values())
+        print(f"| {model} | {k} | {v} | {k + v} |")
+    if args.by_file:
+        for model, c in counters.items():
+            print(f"\n{model}, by the file that calls:")
+            print("| file | kernels | views | top kernels |")
+            print("|---|---:|---:|---|")
+            files = collections.Counter()
+            for (where, _), n in c.kernels.items():
+                files[where] += n
+            for where, _ in c.views:
+                files[where] += 0
+            for where, n in sorted(files.items(), key=lambda kv: -kv[1]):
+                views = sum(m for (w, _), m in c.views.items() if w == where)
+                top = sorted(
+                    ((m, op) for (w, op), m in c.kernels.items() if w == where), reverse=True
+                )
+                ops = ", ".join(f"{op} {m}" for m, op in top[:4])
+                print(f"| {where} | {n} | {views} | {ops} |")
+
+
+if __name__ == "__main__":
+    main()
