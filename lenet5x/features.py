@@ -66,12 +66,13 @@ def stage_outputs(restored: Restored, x) -> list[tuple[str, numpy.ndarray]]:
         own = {
             k.split(".", 1)[1]: v for k, v in restored.params.items() if k.split(".", 1)[0] == name
         }
+        shown = layer.maps(own, x) if hasattr(layer, "maps") else None  # C1 before its pooling
         x, _ = layer.forward(own, x, False)
         base = name.split("_")[0]
         if stages[-1][0] == base:
             stages[-1] = (base, x)
         else:
-            stages.append((base, x))
+            stages.append((base, x if shown is None else shown))
     return [(name, to_numpy(v)[..., 0]) for name, v in stages]
 
 

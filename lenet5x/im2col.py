@@ -7,7 +7,7 @@ run of (W_out * N) contiguous numbers, which is what makes them cheap.
 
 from __future__ import annotations
 
-from .namespace import array_namespace, device
+from .namespace import array_namespace, device, launch_bound
 
 
 def im2col(x, k: int):
@@ -21,25 +21,35 @@ def im2col(x, k: int):
     return xp.reshape(xp.stack(patches, axis=1), (c * k * k, ho * wo * n))
 
 
-def col2im(cols, shape: tuple[int, int, int, int], k: int):
+def col2im(cols, shape: tuple[int, int, int, int], k: int, rounds: bool | None = None):
     """Adjoint of im2col. cols: (C*k*k, Ho*Wo*N) -> (C, H, W, N) with shape = (C, H, W, N).
 
-    Every input pixel receives the sum of the column entries that read it.
+    Every input pixel receives the sum of the column entries that read it, by one of two sets of
+    slice-additions with the same sums: k*k of them into the output, or (`rounds`) two rounds of
+    k through a buffer. The rounds take fewer operations and more memory traffic, so they win
+    where each operation's fixed cost outweighs its work: on a GPU, where each is a kernel
+    launch, and for small batches; on a CPU, k*k for large ones. None chooses so.
     """
     xp = array_namespace(cols)
     c, h, w, n = shape
     ho, wo = h - k + 1, w - k + 1
     if ho == 1 and wo == 1:
         return xp.reshape(cols, shape)
-    # two rounds of k slice-additions (along W, then along H) instead of k*k: the same sums in
-    # 2k operations, each a kernel launch on a GPU; on a CPU a few percent slower at large batches
-    cols = xp.reshape(cols, (c, k, k, ho, wo, n))
-    rows = xp.zeros((c, k, ho, w, n), dtype=cols.dtype, device=device(cols))
-    for j in range(k):
-        rows[:, :, :, j : j + wo, :] += cols[:, :, j, ...]
+    if rounds is None:
+        rounds = n <= 32 or launch_bound(cols)
     x = xp.zeros(shape, dtype=cols.dtype, device=device(cols))
+    if rounds:
+        cols = xp.reshape(cols, (c, k, k, ho, wo, n))
+        rows = xp.zeros((c, k, ho, w, n), dtype=cols.dtype, device=device(cols))
+        for j in range(k):
+            rows[:, :, :, j : j + wo, :] += cols[:, :, j, ...]
+        for i in range(k):
+            x[:, i : i + ho, :, :] += rows[:, i, ...]
+        return x
+    cols = xp.reshape(cols, (c, k * k, ho, wo, n))
     for i in range(k):
-        x[:, i : i + ho, :, :] += rows[:, i, ...]
+        for j in range(k):
+            x[:, i : i + ho, j : j + wo, :] += cols[:, i * k + j, ...]
     return x
 
 
@@ -102,16 +112,11 @@ def shift_matrix(k: int, like):
     if key not in _SHIFTS:
         xp = array_namespace(like)
         p, dev = k + 1, device(like)
-        r, c = xp.arange(k * k, device=dev), xp.arange(4 * p * p, device=dev)
-        i, j = (r // k)[:, None], (r % k)[:, None]
+        r = xp.arange(k * k, device=dev)[:, None]  # kernel place (i, j)
+        c = xp.arange(4 * p * p, device=dev)[None, :]  # window place (di, dj, a, b)
         shift, place = c // (p * p), c % (p * p)
-        di, dj, a, b = (
-            (shift // 2)[None, :],
-            (shift % 2)[None, :],
-            (place // p)[None, :],
-            (place % p)[None, :],
-        )
-        _SHIFTS[key] = xp.astype((a == i + di) & (b == j + dj), like.dtype)
+        a, b = place // p, place % p
+        _SHIFTS[key] = xp.astype((a == r // k + shift // 2) & (b == r % k + shift % 2), like.dtype)
     return _SHIFTS[key]
 
 
@@ -119,9 +124,8 @@ def blocked_weight(w):
     """(C_out, C_in, k, k) -> (4*C_out, C_in*(k+1)^2): row (o, di, dj) is w[o] moved by (di, dj)."""
     xp = array_namespace(w)
     c_out, c_in, k, _ = w.shape
-    shifted = xp.reshape(w, (c_out * c_in, k * k)) @ shift_matrix(
-        k, w
-    )  # rows (o, c), cols (di, dj, a, b)
+    # rows (o, c), columns (di, dj, a, b)
+    shifted = xp.reshape(w, (c_out * c_in, k * k)) @ shift_matrix(k, w)
     shifted = xp.permute_dims(xp.reshape(shifted, (c_out, c_in, 4, (k + 1) ** 2)), (0, 2, 1, 3))
     return xp.reshape(shifted, (4 * c_out, c_in * (k + 1) ** 2))
 

@@ -17,6 +17,7 @@ from . import paper
 from .layers import (
     BatchNorm,
     Conv2D,
+    ConvMaxPool,
     EuclideanRBF,
     Flatten,
     FullyConnected,
@@ -250,10 +251,10 @@ def _modern(
 ) -> Model:
     if loss != "cross_entropy":
         raise ValueError(f"the modern model's linear output takes loss cross_entropy, not {loss!r}")
-    # max(relu(a)) == relu(max(a)): pooling first runs ReLU on a quarter of the values
+    # max(relu(a)) == relu(max(a)): pooling first runs ReLU on a quarter of the values.
+    # C1 and its pooling P2 are one layer (convpool.py): the same function, computed faster.
     layers = [
-        ("C1", Conv2D(1, 6, 5, padding=padding, init=init)),
-        ("P2", MaxPool2x2()),
+        ("C1", ConvMaxPool(1, 6, 5, padding=padding, init=init)),
         ("P2_f", ReLU()),
         *([("P2_bn", BatchNorm(6))] if batch_norm else []),
         ("C3", Conv2D(6, 16, 5, init=init)),

@@ -13,6 +13,7 @@ from lenet5x.backend import to_numpy
 from lenet5x.layers import (
     AvgPool2x2,
     Conv2D,
+    ConvMaxPool,
     EuclideanRBF,
     Flatten,
     FullyConnected,
@@ -35,6 +36,7 @@ LAYER_CASES = [
     ("conv-table", lambda: Conv2D(4, 3, 3, table=((0, 1), (1, 2, 3), (0, 3))), (4, 6, 6, 2), None),
     ("conv-C3", lambda: Conv2D(6, 16, 5, table=paper.C3_TABLE), (6, 6, 6, 1), None),
     ("conv-padded", lambda: Conv2D(1, 2, 3, padding=1), (1, 5, 5, 2), None),
+    ("conv-batch-40", lambda: Conv2D(2, 2, 3), (2, 4, 4, 40), None),  # col2im's large-batch path
     (
         "conv-blocked",
         lambda: Conv2D(1, 3, 3),
@@ -43,6 +45,9 @@ LAYER_CASES = [
     ),  # 2x2-blocked path (one input map)
     ("conv-blocked-padded", lambda: Conv2D(1, 2, 5, padding=2), (1, 6, 6, 2), None),
     ("conv-he", lambda: Conv2D(2, 2, 2, init="he"), (2, 4, 4, 2), None),
+    ("convmaxpool", lambda: ConvMaxPool(1, 3, 3), (1, 6, 8, 2), None),  # blocked
+    ("convmaxpool-padded", lambda: ConvMaxPool(1, 2, 5, padding=2), (1, 6, 6, 2), None),
+    ("convmaxpool-plain", lambda: ConvMaxPool(2, 3, 3), (2, 6, 8, 2), None),  # two layers in turn
     ("subsampling", lambda: Subsampling(3), (3, 4, 6, 2), None),
     ("subsampling-average", lambda: Subsampling(3, average=True), (3, 4, 6, 2), None),
     ("avgpool", lambda: AvgPool2x2(), (2, 4, 4, 2), None),
@@ -162,6 +167,34 @@ def test_blocked_path_equals_the_plain_one(backend, rng):
         *((h[k], h0[k]) for k in h),
     ]:
         assert relative_error(got, want) < 1e-12
+
+
+@pytest.mark.parametrize("in_channels", [1, 2], ids=["blocked", "plain"])
+def test_convmaxpool_equals_conv_then_maxpool(in_channels, backend, rng):
+    """Same numbers as the two layers, ties included: integer inputs and weights tie often."""
+    fused = ConvMaxPool(in_channels, 3, 3)
+    conv, pool = Conv2D(in_channels, 3, 3), MaxPool2x2()
+    params = {
+        "weight": backend.asarray(rng.integers(-1, 2, size=(3, in_channels, 3, 3)).astype(float)),
+        "bias": backend.asarray(numpy.array([0.0, 1.0, -2.0])),
+    }
+    x = backend.asarray(rng.integers(0, 2, size=(in_channels, 8, 6, 4)).astype(float))
+    y, cache = fused.forward(params, x)
+    a, conv_cache = conv.forward(params, x)
+    y0, pool_cache = pool.forward({}, a)
+    dy = backend.asarray(rng.normal(size=y0.shape))
+    got = [y, *fused.backward(params, cache, dy)]
+    got += fused.backward2(params, cache, dy * dy)
+    da, _ = pool.backward({}, pool_cache, dy)
+    d2a, _ = pool.backward2({}, pool_cache, dy * dy)
+    want = [y0, *conv.backward(params, conv_cache, da), *conv.backward2(params, conv_cache, d2a)]
+    for g, w in zip(got, want, strict=True):
+        if isinstance(g, dict):
+            assert sorted(g) == sorted(w)
+            for k in g:
+                assert relative_error(g[k], w[k]) < 1e-12, k
+        else:
+            assert relative_error(g, w) < 1e-12
 
 
 def test_backward_can_skip_input_gradient(backend, rng):

@@ -164,6 +164,26 @@ def test_features_draws_kernels_and_feature_maps(smoke_run, digit_files, mnist_d
     assert_png(tmp_path / "feature_maps.png")
 
 
+def test_modern_feature_maps_show_c1_before_its_pooling():
+    """The modern C1 and P2 are one layer (ConvMaxPool); the pictures still show both stages."""
+    from types import SimpleNamespace
+
+    from lenet5x.model import build_model
+
+    backend = resolve("numpy", "float64")
+    model = build_model({"architecture": "modern"})
+    params = model.init(numpy.random.default_rng(0), backend)
+    x = backend.asarray(numpy.random.default_rng(1).normal(size=(1, 32, 32, 1)))
+    stages = features.stage_outputs(SimpleNamespace(model=model, params=params), x)
+    shapes = {name: out.shape for name, out in stages}
+    assert list(shapes)[:5] == ["input", "C1", "P2", "C3", "P4"]
+    assert shapes["C1"] == (6, 28, 28) and shapes["P2"] == (6, 14, 14)
+    c1 = dict(stages)["C1"]
+    # P2 is the ReLU of C1's 2x2 maxima
+    pooled = c1.reshape(6, 14, 2, 14, 2).max(axis=(2, 4))
+    numpy.testing.assert_allclose(dict(stages)["P2"], numpy.maximum(pooled, 0.0), atol=1e-12)
+
+
 def test_plot_redraws_one_run_and_overlays_several(smoke_run, tmp_path):
     (smoke_run / "curves.png").unlink()
     assert plot.main([str(smoke_run)]) == 0

@@ -4,6 +4,7 @@ from .activation import ReLU, ScaledTanh
 from .base import Layer
 from .batchnorm import BatchNorm
 from .conv import Conv2D
+from .convpool import ConvMaxPool
 from .full import Flatten, FullyConnected
 from .pool import MaxPool2x2
 from .rbf import EuclideanRBF
@@ -13,6 +14,7 @@ __all__ = [
     "AvgPool2x2",
     "BatchNorm",
     "Conv2D",
+    "ConvMaxPool",
     "EuclideanRBF",
     "Flatten",
     "FullyConnected",

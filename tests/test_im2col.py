@@ -1,0 +1,56 @@
+"""im2col.py: each gather's scatter is its exact adjoint, <A x, c> = <x, A^T c>, on every path."""
+
+from __future__ import annotations
+
+import numpy
+import pytest
+
+from lenet5x.backend import to_numpy
+from lenet5x.im2col import (
+    blocked_col2im,
+    blocked_im2col,
+    blocked_weight,
+    blocked_weight_adjoint,
+    col2im,
+    im2col,
+)
+
+
+def inner(a, b) -> float:
+    return float(numpy.sum(to_numpy(a) * to_numpy(b)))
+
+
+@pytest.mark.parametrize("rounds", [False, True], ids=["k*k", "rounds"])
+@pytest.mark.parametrize("n", [3, 40])
+def test_col2im_is_the_adjoint_of_im2col(rounds, n, backend, rng):
+    shape, k = (2, 7, 6, n), 3
+    x = backend.asarray(rng.normal(size=shape))
+    cols = im2col(x, k)
+    c = backend.asarray(rng.normal(size=cols.shape))
+    back = col2im(c, shape, k, rounds=rounds)
+    assert back.shape == shape
+    assert abs(inner(cols, c) - inner(x, back)) < 1e-10 * abs(inner(cols, c))
+    # both paths, and the default choice, give the same sums
+    assert numpy.allclose(to_numpy(back), to_numpy(col2im(c, shape, k)), atol=1e-12)
+
+
+def test_blocked_col2im_is_the_adjoint_of_blocked_im2col(backend, rng):
+    shape, k = (1, 8, 10, 3), 3
+    x = backend.asarray(rng.normal(size=shape))
+    cols = blocked_im2col(x, k)
+    c = backend.asarray(rng.normal(size=cols.shape))
+    assert abs(inner(cols, c) - inner(x, blocked_col2im(c, shape, k))) < 1e-10
+
+
+def test_blocked_weight_places_each_kernel_four_times(backend, rng):
+    w_host = rng.normal(size=(2, 3, 3, 3))
+    big = to_numpy(blocked_weight(backend.asarray(w_host))).reshape(2, 2, 2, 3, 4, 4)
+    for di in (0, 1):
+        for dj in (0, 1):
+            window = numpy.zeros((2, 3, 4, 4))
+            window[:, :, di : di + 3, dj : dj + 3] = w_host
+            numpy.testing.assert_array_equal(big[:, di, dj], window)
+    g = backend.asarray(rng.normal(size=(8, 3 * 16)))
+    w = backend.asarray(w_host)
+    adjoint = blocked_weight_adjoint(g, 2, 3, 3)
+    assert abs(inner(blocked_weight(w), g) - inner(w, adjoint)) < 1e-10
