@@ -21,7 +21,6 @@ from .layers import (
     EuclideanRBF,
     Flatten,
     FullyConnected,
-    MaxPool2x2,
     ReLU,
     ScaledTanh,
     Subsampling,
@@ -252,13 +251,13 @@ def _modern(
     if loss != "cross_entropy":
         raise ValueError(f"the modern model's linear output takes loss cross_entropy, not {loss!r}")
     # max(relu(a)) == relu(max(a)): pooling first runs ReLU on a quarter of the values.
-    # C1 and its pooling P2 are one layer (convpool.py): the same function, computed faster.
+    # Each convolution and its pooling (C1 and P2, C3 and P4) are one layer (convpool.py): the
+    # same function, computed faster.
     layers = [
         ("C1", ConvMaxPool(1, 6, 5, padding=padding, init=init)),
         ("P2_f", ReLU()),
         *([("P2_bn", BatchNorm(6))] if batch_norm else []),
-        ("C3", Conv2D(6, 16, 5, init=init)),
-        ("P4", MaxPool2x2()),
+        ("C3", ConvMaxPool(6, 16, 5, init=init)),
         ("P4_f", ReLU()),
         *([("P4_bn", BatchNorm(16))] if batch_norm else []),
         ("flatten", Flatten()),

@@ -34,12 +34,16 @@ def test_col2im_is_the_adjoint_of_im2col(rounds, n, backend, rng):
     assert numpy.allclose(to_numpy(back), to_numpy(col2im(c, shape, k)), atol=1e-12)
 
 
-def test_blocked_col2im_is_the_adjoint_of_blocked_im2col(backend, rng):
-    shape, k = (1, 8, 10, 3), 3
+@pytest.mark.parametrize("rounds", [False, True], ids=["(k+1)^2", "rounds"])
+@pytest.mark.parametrize("n", [3, 40])
+def test_blocked_col2im_is_the_adjoint_of_blocked_im2col(rounds, n, backend, rng):
+    shape, k = (2, 8, 10, n), 3
     x = backend.asarray(rng.normal(size=shape))
     cols = blocked_im2col(x, k)
     c = backend.asarray(rng.normal(size=cols.shape))
-    assert abs(inner(cols, c) - inner(x, blocked_col2im(c, shape, k))) < 1e-10
+    back = blocked_col2im(c, shape, k, rounds=rounds)
+    assert abs(inner(cols, c) - inner(x, back)) < 1e-10 * abs(inner(cols, c))
+    assert numpy.allclose(to_numpy(back), to_numpy(blocked_col2im(c, shape, k)), atol=1e-12)
 
 
 def test_blocked_weight_places_each_kernel_four_times(backend, rng):

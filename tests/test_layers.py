@@ -36,7 +36,9 @@ LAYER_CASES = [
     ("conv-table", lambda: Conv2D(4, 3, 3, table=((0, 1), (1, 2, 3), (0, 3))), (4, 6, 6, 2), None),
     ("conv-C3", lambda: Conv2D(6, 16, 5, table=paper.C3_TABLE), (6, 6, 6, 1), None),
     ("conv-padded", lambda: Conv2D(1, 2, 3, padding=1), (1, 5, 5, 2), None),
-    ("conv-batch-40", lambda: Conv2D(2, 2, 3), (2, 4, 4, 40), None),  # col2im's large-batch path
+    # odd output sizes take the plain path (im2col), even ones the 2x2-blocked one
+    ("conv-batch-40", lambda: Conv2D(2, 2, 3), (2, 5, 4, 40), None),  # col2im's large-batch path
+    ("conv-blocked-batch-40", lambda: Conv2D(2, 2, 3), (2, 4, 6, 40), None),
     (
         "conv-blocked",
         lambda: Conv2D(1, 3, 3),
@@ -145,14 +147,20 @@ def test_backward2_is_gauss_newton_diagonal(case, backend, rng):
         assert relative_error(h[key], expected_w.reshape(w.shape)) < 1e-7, key
 
 
-def test_blocked_path_equals_the_plain_one(backend, rng):
-    """C1's 2x2-blocked computation (one input map, even output) gives the plain one's numbers."""
-    layer = Conv2D(1, 4, 5)
+@pytest.mark.parametrize(
+    "make",
+    [lambda: Conv2D(1, 4, 5), lambda: Conv2D(6, 16, 5, table=paper.C3_TABLE)],
+    ids=["C1-like", "C3-table"],
+)
+def test_blocked_path_equals_the_plain_one(make, backend, rng):
+    """The 2x2-blocked computation (even output) gives the plain one's numbers."""
+    layer = make()
     params = layer.init(rng, backend)
-    x = backend.asarray(rng.normal(size=(1, 12, 10, 3)))
+    c = layer.in_channels
+    x = backend.asarray(rng.normal(size=(c, 12, 10, 3)))
     assert layer.blocked(8, 6)
     y, cache = layer.forward(params, x)
-    dy = backend.asarray(rng.normal(size=(4, 8, 6, 3)))
+    dy = backend.asarray(rng.normal(size=(layer.out_channels, 8, 6, 3)))
     dx, grads = layer.backward(params, cache, dy)
     d2x, h = layer.backward2(params, cache, dy * dy)
     layer.blocked = lambda out_h, out_w: False

@@ -165,7 +165,7 @@ def test_features_draws_kernels_and_feature_maps(smoke_run, digit_files, mnist_d
 
 
 def test_modern_feature_maps_show_c1_before_its_pooling():
-    """The modern C1 and P2 are one layer (ConvMaxPool); the pictures still show both stages."""
+    """The modern C1 and P2 (C3 and P4) are one layer each; the pictures still show both stages."""
     from types import SimpleNamespace
 
     from lenet5x.model import build_model
@@ -178,6 +178,7 @@ def test_modern_feature_maps_show_c1_before_its_pooling():
     shapes = {name: out.shape for name, out in stages}
     assert list(shapes)[:5] == ["input", "C1", "P2", "C3", "P4"]
     assert shapes["C1"] == (6, 28, 28) and shapes["P2"] == (6, 14, 14)
+    assert shapes["C3"] == (16, 10, 10) and shapes["P4"] == (16, 5, 5)
     c1 = dict(stages)["C1"]
     # P2 is the ReLU of C1's 2x2 maxima
     pooled = c1.reshape(6, 14, 2, 14, 2).max(axis=(2, 4))

@@ -1,4 +1,4 @@
-"""A convolution and the 2x2 max pooling after it, in one layer (the modern model's C1 and P2)."""
+"""A convolution and the 2x2 max pooling after it, in one layer (the modern model's C1-P2, C3-P4)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ class ConvMaxPool:
 
     The same function as the two layers in turn, gradients and second derivatives included
     (tested equal), and the same parameters ("weight", "bias"). What it saves: a convolution
-    with one input map is computed on 2x2 blocks of outputs (Conv2D.blocked, im2col.py), and
-    those blocks are exactly the pooling's blocks. The four outputs of a block are then four
+    with an even output size is computed on 2x2 blocks of outputs (Conv2D.blocked, im2col.py),
+    and those blocks are exactly the pooling's blocks. The four outputs of a block are then four
     rows of the matmul's result, so the pooling is the maximum of four contiguous rows, the bias
     is added after it (max(a + b) = max(a) + b, on a quarter of the values), and the gradient
     goes back into those rows: the maps are never laid out as (C, Ho, Wo, N) and no strided
