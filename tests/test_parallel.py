@@ -9,7 +9,13 @@ from lenet5x.backend import resolve, to_numpy
 from lenet5x.data import DeviceData, load_dataset
 from lenet5x.evaluation import evaluate
 from lenet5x.model import build_model
-from lenet5x.parallel import DataParallel, one_blas_thread, split
+from lenet5x.parallel import (
+    DataParallel,
+    available_cores,
+    default_workers,
+    one_blas_thread,
+    split,
+)
 
 
 def test_split_covers_everything_in_order():
@@ -60,6 +66,12 @@ def test_threaded_evaluation_equals_the_sequential_one(mnist_dir):
     numpy.testing.assert_array_equal(shared.predictions, alone.predictions)
     numpy.testing.assert_allclose(shared.outputs, alone.outputs, rtol=1e-13)
     assert shared.loss == pytest.approx(alone.loss, rel=1e-13) and shared.error == alone.error
+
+
+def test_default_workers_share_only_large_numpy_batches():
+    cores = available_cores()
+    assert default_workers("numpy", 256) == default_workers("numpy", 128) == cores
+    assert default_workers("numpy", 64) == default_workers("cupy", 256) == 1
 
 
 def test_one_blas_thread_for_workers_and_small_numpy_batches():
