@@ -110,7 +110,7 @@ class TrainConfig:
     backend: str = "auto"  # "auto", "numpy" or "cupy"
     eval_batch_size: int = 1000  # patterns per evaluation batch
     workers: int | None = None  # CPU threads sharing each batch (None: all cores on NumPy
-    # for batches of 64 or more, else 1)
+    # for batches of 128 or more, else 1)
     full_train_eval: bool = True  # also measure the error on the whole training set each pass
     progress: bool = True  # show a progress bar per epoch
     out: str | None = None  # run directory (default: runs/<config name>-<date-time>)
