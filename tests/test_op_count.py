@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import array_api_strict as xp
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "op_count.py"
+import benchmark_scripts
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("op_count", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_scripts.load_script("op_count")
 
 
 def counted(fn):

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
+import benchmark_scripts
 import yaml
 
 from lenet5x.config import Config
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "results_table.py"
-
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("results_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_scripts.load_script("results_table")
 
 
 def fake_run(root: Path, name: str, config: dict, test_errors: list[float]) -> Path:
