@@ -106,11 +106,13 @@ def measure_lenet5x(args) -> dict:
             times = window_times(step, args.window, args.windows, backend.synchronize)
             result["step_seconds"] = statistics.median(times)
             result["epoch_seconds"] = result["step_seconds"] * math.ceil(TRAIN_SIZE / args.batch)
-        eval_times = []
+    eval_workers = default_workers(backend.name, 1000)  # as training scores: its own threads
+    eval_times = []
+    with single_threaded_blas(eval_workers > 1):
         for _ in range(2):
             backend.synchronize()
             t0 = time.perf_counter()
-            evaluate(model, box["params"], test, 1000, workers)
+            evaluate(model, box["params"], test, 1000, eval_workers)
             backend.synchronize()
             eval_times.append(time.perf_counter() - t0)
     result["eval_images_per_second"] = len(test) / min(eval_times)

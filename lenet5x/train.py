@@ -272,6 +272,12 @@ def run(args) -> int:
     state = optimizer.init_state(params)
     retries_left, last_train_error = o.damping_retries, None
     workers = 1 if model.has_state else t.workers or default_workers(backend.name, t.batch_size)
+    # scoring has no batch statistics to share and its own batch size: its own threads
+    eval_workers = t.workers or default_workers(backend.name, t.eval_batch_size)
+
+    def scores(data):
+        with single_threaded_blas(eval_workers > 1):
+            return evaluate(model, params, data, t.eval_batch_size, eval_workers)
 
     steps = math.ceil(len(train) / t.batch_size)
     start_epoch, start_step, partial = 0, 0, {"loss": 0.0, "errors": 0, "seen": 0, "seconds": 0.0}
@@ -467,7 +473,7 @@ def run(args) -> int:
 
             # -- evaluation, metrics, checkpoints ---------------------------------------------------
             t1 = time.perf_counter()
-            test_scores = evaluate(model, params, test, t.eval_batch_size, workers)
+            test_scores = scores(test)
             record = {
                 "epoch": epoch + 1,
                 "train_loss": train_loss,
@@ -476,12 +482,10 @@ def run(args) -> int:
                 "test_error": test_scores.error,
             }
             if val is not None:
-                val_scores = evaluate(model, params, val, t.eval_batch_size, workers)
+                val_scores = scores(val)
                 record.update(val_loss=val_scores.loss, val_error=val_scores.error)
             if t.full_train_eval:
-                record["train_error_full"] = evaluate(
-                    model, params, train, t.eval_batch_size, workers
-                ).error
+                record["train_error_full"] = scores(train).error
             record.update(
                 seconds=seconds,
                 eval_seconds=time.perf_counter() - t1,
