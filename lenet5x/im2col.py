@@ -121,7 +121,7 @@ _SHIFTS: dict[tuple, object] = {}  # (k, dtype, device) -> shift_matrix
 def shift_matrix(k: int, like):
     """(k*k, 4*(k+1)^2) 0/1 matrix: row (i, j) of a kernel -> its places (di, dj, i+di, j+dj) in
     the four shifted (k+1)x(k+1) windows. Built once per size, dtype and device."""
-    key = (k, str(like.dtype), str(device(like)))
+    key = (k, like.dtype, str(device(like)))  # str(dtype) costs 3 us: the dtype itself
     if key not in _SHIFTS:
         xp = array_namespace(like)
         p, dev = k + 1, device(like)
