@@ -56,6 +56,19 @@ class Model:
     def trainable_keys(self) -> list[str]:
         return [f"{name}.{key}" for name, layer in self.layers for key in layer.trainable]
 
+    @property
+    def buffer_keys(self) -> list[str]:
+        """Arrays that training changes outside the optimizer (batch-norm running statistics)."""
+        return [
+            f"{name}.{key}" for name, layer in self.layers for key in getattr(layer, "buffers", ())
+        ]
+
+    def constants(self, params) -> dict[str, Any]:
+        """The arrays of params fixed when the model is built (C3's table, the RBF bitmaps):
+        neither trained nor buffers, so a checkpoint of this model holds them unchanged."""
+        varying = set(self.trainable_keys) | set(self.buffer_keys)
+        return {k: v for k, v in params.items() if k not in varying}
+
     def parameter_count(self, params) -> dict[str, int]:
         """Trainable parameters per layer (only layers that have some)."""
         counts: dict[str, int] = {}

@@ -98,9 +98,7 @@ def restore(path, backend: str = "auto", dtype: str | None = None) -> Restored:
     expected = model.init(numpy.random.default_rng(0), resolved)
     own = {k: to_numpy(v) for k, v in expected.items()}
     check_params(file, loaded, own)
-    for key in sorted(
-        set(own) - set(model.trainable_keys)
-    ):  # constants: C3's table, the RBF bitmaps
+    for key in sorted(model.constants(own)):  # C3's table, the RBF bitmaps
         if not numpy.array_equal(loaded[key], own[key]):
             raise CheckpointError(
                 f"{file}: {key} differs from this model's own; saved by another model?"

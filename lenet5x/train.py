@@ -291,7 +291,7 @@ def run(args) -> int:
         check_constants(
             ckpt,
             loaded_params,
-            {k: to_numpy(v) for k, v in params.items() if k not in model.trainable_keys},
+            {k: to_numpy(v) for k, v in model.constants(params).items()},
         )
         check_arrays(
             ckpt,

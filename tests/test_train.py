@@ -148,6 +148,14 @@ def test_modern_bn_with_28x28_inputs_trains(tmp_path, mnist_dir):
     with numpy.load(out / "checkpoint.npz", allow_pickle=False) as archive:
         running = archive["param/P2_bn.running_var"]
     assert not numpy.allclose(running, 1.0)  # the running statistics were updated and saved
+    # so they are not constants: the run restores (evaluate, predict) and resumes
+    from lenet5x.backend import to_numpy
+    from lenet5x.restore import restore
+
+    restored = restore(out, "numpy")
+    numpy.testing.assert_array_equal(to_numpy(restored.params["P2_bn.running_var"]), running)
+    train("--resume", out, "--epochs", "2", "--data-dir", mnist_dir, "--no-progress")
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
 
 
 def test_the_default_configuration_is_configs_lenet5_yaml():

@@ -22,6 +22,7 @@ class BatchNorm:
     """
 
     trainable = ("gamma", "beta")
+    buffers = ("running_mean", "running_var")  # changed by training, not by the optimizer
 
     def __init__(self, channels: int, momentum: float = 0.1, eps: float = 1e-5):
         self.channels, self.momentum, self.eps = channels, momentum, eps
