@@ -94,20 +94,24 @@ class SoftmaxCrossEntropy:
 
     name = "cross_entropy"
 
+    @staticmethod
+    def _softmax(out):
+        """(p (K, N), log-sum-exp of each column (N,))."""
+        xp = array_namespace(out)
+        top = xp.max(out, axis=0)
+        e = xp.exp(out - top[None, :])
+        z = xp.sum(e, axis=0)
+        return e / z[None, :], xp.log(z) + top
+
     def __call__(self, out, labels):
         xp = array_namespace(out)
         target = one_hot(labels, out.shape[0], out.dtype)
-        shifted = out - xp.max(out, axis=0)[None, :]
-        e = xp.exp(shifted)
-        z = xp.sum(e, axis=0)
-        p = e / z[None, :]
-        total = xp.sum(xp.log(z)) - xp.sum(shifted * target)
+        p, log_z = self._softmax(out)
+        total = xp.sum(log_z) - xp.sum(out * target)
         return total, p - target
 
     def curvature(self, out, labels):
-        xp = array_namespace(out)
-        e = xp.exp(out - xp.max(out, axis=0)[None, :])
-        p = e / xp.sum(e, axis=0)[None, :]
+        p, _ = self._softmax(out)
         return p * (1.0 - p), None
 
     def predict(self, out):

@@ -16,7 +16,7 @@ import numpy
 
 from . import cli
 from .backend import Backend, BackendError, resolve, to_numpy
-from .checkpoint import CheckpointError, check_params, load_checkpoint
+from .checkpoint import CheckpointError, check_constants, check_params, load_checkpoint
 from .config import Config, ConfigError, load_config, model_settings
 from .data import DATASETS, DataError, HostDataset, load_dataset
 from .data.loading import normalization
@@ -98,11 +98,7 @@ def restore(path, backend: str = "auto", dtype: str | None = None) -> Restored:
     expected = model.init(numpy.random.default_rng(0), resolved)
     own = {k: to_numpy(v) for k, v in expected.items()}
     check_params(file, loaded, own)
-    for key in sorted(model.constants(own)):  # C3's table, the RBF bitmaps
-        if not numpy.array_equal(loaded[key], own[key]):
-            raise CheckpointError(
-                f"{file}: {key} differs from this model's own; saved by another model?"
-            )
+    check_constants(file, loaded, model.constants(own))  # C3's table, the RBF bitmaps
     params = {k: resolved.asarray(v, dtype=expected[k].dtype) for k, v in loaded.items()}
     epoch = meta.get("epoch")
     if epoch is not None:

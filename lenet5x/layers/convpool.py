@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..im2col import pad
 from ..namespace import array_namespace
 from .conv import Conv2D
-from .pool import MaxPool2x2
+from .pool import MaxPool2x2, block_maximum, to_first_maximum
 
 
 class ConvMaxPool:
@@ -50,24 +50,22 @@ class ConvMaxPool:
             return y, (False, conv_cache, pool_cache)
         cols, w_blocked, products = conv.blocked_products(params, xpad)
         a = xp.reshape(products, (conv.out_channels, 4, -1))  # (o, place (di, dj), block)
-        top = xp.maximum(a[:, 0, :], a[:, 1, :])
-        bottom = xp.maximum(a[:, 2, :], a[:, 3, :])
-        y = xp.maximum(top, bottom)
+        y, top, bottom = block_maximum(*self._places(a))
         y += params["bias"][:, None]
         shape = (conv.out_channels, ho // 2, wo // 2, n)
         return xp.reshape(y, shape), (True, (cols, xpad.shape, w_blocked), (a, top, bottom))
+
+    @staticmethod
+    def _places(a):
+        """(C_out, 4, M) -> its four rows (C_out, M): the places (0, 0), (0, 1), (1, 0), (1, 1)."""
+        return a[:, 0, :], a[:, 1, :], a[:, 2, :], a[:, 3, :]
 
     def _route(self, cache, g):
         """g (C_out, h, w, N) -> (4*C_out, h*w*N): each block's g on the row of its first maximum."""
         xp = array_namespace(g)
         a, top, bottom = cache
-        g = xp.reshape(g, top.shape)
-        upper = g * xp.astype(top >= bottom, g.dtype)  # ties to the first row of the block,
-        lower = g - upper
-        left_upper = upper * xp.astype(a[:, 0, :] >= a[:, 1, :], g.dtype)  # then the first column
-        left_lower = lower * xp.astype(a[:, 2, :] >= a[:, 3, :], g.dtype)
-        rows = [left_upper, upper - left_upper, left_lower, lower - left_lower]
-        return xp.reshape(xp.stack(rows, axis=1), (4 * a.shape[0], -1))
+        parts = to_first_maximum(xp.reshape(g, top.shape), top, bottom, *self._places(a))
+        return xp.reshape(xp.stack(parts, axis=1), (4 * a.shape[0], -1))
 
     def _passes(self, params, cache, g, need_dx, squared):
         xp = array_namespace(g)

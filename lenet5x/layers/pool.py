@@ -6,6 +6,32 @@ from ..namespace import array_namespace
 from .base import Parameterless
 
 
+def corners(x):
+    """(C, H, W, N) -> the four (C, H/2, W/2, N) strided views: each 2x2 block's (0, 0), (0, 1),
+    (1, 0) and (1, 1) element."""
+    return x[:, 0::2, 0::2, :], x[:, 0::2, 1::2, :], x[:, 1::2, 0::2, :], x[:, 1::2, 1::2, :]
+
+
+def block_maximum(x00, x01, x10, x11):
+    """The maximum of four same-shaped arrays, by rows: (max, top row's max, bottom row's max).
+    Elementwise, cheaper in NumPy than a reduction over two middle axes of the block."""
+    xp = array_namespace(x00)
+    top, bottom = xp.maximum(x00, x01), xp.maximum(x10, x11)
+    return xp.maximum(top, bottom), top, bottom
+
+
+def to_first_maximum(g, top, bottom, x00, x01, x10, x11):
+    """g split over the four places, all of it at the first maximum in row-major order (ties to
+    the first row, then to the first column): (g00, g01, g10, g11), each shaped like g. The 0/1
+    masks are multiplied in: NumPy's `where` with a scalar is ten times slower."""
+    xp = array_namespace(g)
+    upper = g * xp.astype(top >= bottom, g.dtype)
+    lower = g - upper
+    left_upper = upper * xp.astype(x00 >= x01, g.dtype)
+    left_lower = lower * xp.astype(x10 >= x11, g.dtype)
+    return left_upper, upper - left_upper, left_lower, lower - left_lower
+
+
 class MaxPool2x2(Parameterless):
     """y = max of each non-overlapping 2x2 block.  x: (C, H, W, N) -> y: (C, H/2, W/2, N).
 
@@ -20,25 +46,16 @@ class MaxPool2x2(Parameterless):
         return (c, h // 2, w // 2)
 
     def forward(self, params, x, train=False):
-        # the maximum of each row of the block, then of the two rows: elementwise on strided
-        # views (C, H/2, W/2, N), cheaper in NumPy than a reduction over two middle axes
-        xp = array_namespace(x)
-        top = xp.maximum(x[:, 0::2, 0::2, :], x[:, 0::2, 1::2, :])
-        bottom = xp.maximum(x[:, 1::2, 0::2, :], x[:, 1::2, 1::2, :])
-        return xp.maximum(top, bottom), (x, top, bottom)
+        y, top, bottom = block_maximum(*corners(x))
+        return y, (x, top, bottom)
 
     def _route(self, cache, g):
         """g (C, h, w, N) -> (C, 2h, 2w, N): each block's g at its first maximum, zeros elsewhere."""
         xp = array_namespace(g)
         x, top, bottom = cache
         c, h, w, n = g.shape
-        # ties go to the first row, then to the first column: the first maximum in row-major order
-        # (masks by multiplication: NumPy's `where` with a scalar is ten times slower)
-        upper = g * xp.astype(top >= bottom, g.dtype)
-        rows = []
-        for r, part in ((0, upper), (1, g - upper)):
-            left = part * xp.astype(x[:, r::2, 0::2, :] >= x[:, r::2, 1::2, :], g.dtype)
-            rows.append(xp.stack([left, part - left], axis=3))  # (C, h, w, 2, N)
+        g00, g01, g10, g11 = to_first_maximum(g, top, bottom, *corners(x))
+        rows = [xp.stack([g00, g01], axis=3), xp.stack([g10, g11], axis=3)]  # (C, h, w, 2, N)
         return xp.reshape(xp.stack(rows, axis=2), (c, 2 * h, 2 * w, n))
 
     def backward(self, params, cache, dy, need_dx=True):
