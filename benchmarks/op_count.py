@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import os
 import sys
 from pathlib import Path
@@ -112,20 +111,9 @@ def one_step(architecture: str, batch: int):
     return run
 
 
-@contextlib.contextmanager
-def gpu_paths():
-    """Take the paths a GPU takes where the code picks one by cost (namespace.launch_bound)."""
-    from lenet5x import im2col
-
-    saved = im2col.launch_bound
-    im2col.launch_bound = lambda x: True
-    try:
-        yield
-    finally:
-        im2col.launch_bound = saved
-
-
 def count(architecture: str, batch: int) -> OperationCounter:
+    from lenet5x.namespace import gpu_paths
+
     counter = OperationCounter()
     with gpu_paths():
         run = one_step(architecture, batch)

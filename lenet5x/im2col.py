@@ -1,56 +1,119 @@
 """im2col / col2im for valid, stride-1 convolutions in the batch-last layout (C, H, W, N).
 
-Both loop only over the k*k kernel offsets (25 strided slices for 5x5), as Chainer does: no
-scatter, no fancy indexing, nothing outside the array API. With the batch last, each slice is a
-run of (W_out * N) contiguous numbers, which is what makes them cheap.
+The columns are the input's windows: for each output (or each 2x2 block of outputs, below) the
+window of input pixels under it. im2col gathers them with one `take` of precomputed positions,
+whatever the kernel size; with the batch last each gathered position is a run of N contiguous
+numbers. col2im, its adjoint, adds every column entry back onto the pixel it came from, by one
+of two paths with the same sums (namespace.launch_bound chooses):
+
+- size*size strided slice-additions into the output: the least memory traffic (a CPU);
+- one `take` of each pixel's entries through an index table padded with a zero slot, then one
+  sum: four operations whatever the kernel size (a GPU, where each operation is a kernel launch
+  from the host, and batches of one).
+
+The positions are computed once per shape, on the device. Nothing here leaves the array API.
 """
 
 from __future__ import annotations
 
 from .namespace import array_namespace, device, launch_bound
 
+_INDEX: dict[tuple, object] = {}  # (kind, h, w, size, stride, device) -> device index array
+
+
+def _window_positions(xp, dev, h: int, w: int, size: int, stride: int):
+    """(size*size * mh*mw,) flat pixel positions (row * w + column) of the size x size windows
+    at `stride`, ordered (window place (a, b), window (bi, bj)); mh = (h - size) // stride + 1."""
+    mh, mw = (h - size) // stride + 1, (w - size) // stride + 1
+    a = xp.reshape(xp.arange(size, device=dev), (size, 1, 1, 1))
+    b = xp.reshape(xp.arange(size, device=dev), (1, size, 1, 1))
+    bi = xp.reshape(xp.arange(mh, device=dev), (1, 1, mh, 1))
+    bj = xp.reshape(xp.arange(mw, device=dev), (1, 1, 1, mw))
+    return xp.reshape((a + stride * bi) * w + (b + stride * bj), (-1,))
+
+
+def _reads_along(xp, dev, n: int, size: int, stride: int, windows: int):
+    """Along one axis of n pixels: for pixel y, the K = ceil(size / stride) windows bi that may
+    cover it (bi = y // stride - j) and the place a = y - stride * bi it has in each, with
+    whether it does (0 <= bi < windows and a < size). Each (n, K)."""
+    k = -(-size // stride)
+    y = xp.reshape(xp.arange(n, device=dev), (n, 1))
+    bi = y // stride - xp.reshape(xp.arange(k, device=dev), (1, k))
+    a = y - stride * bi
+    return bi, a, (bi >= 0) & (bi < windows) & (a < size)
+
+
+def _pixel_entries(xp, dev, h: int, w: int, size: int, stride: int):
+    """(h*w * K*K,): for each pixel, the K*K column entries that may read it (indices into the
+    windows' order above; K = ceil(size / stride)), the absent ones pointing one past the last
+    entry (a zero slot). K*K is 25 for 5x5 windows at stride 1, 9 for 6x6 at stride 2."""
+    mh, mw = (h - size) // stride + 1, (w - size) // stride + 1
+    bi, a, row_ok = _reads_along(xp, dev, h, size, stride, mh)
+    bj, b, col_ok = _reads_along(xp, dev, w, size, stride, mw)
+    k = bi.shape[1]
+    # axes (y, j, x, j'): pixel (y, x), its j-th candidate row window and j'-th column window
+    bi, a, row_ok = (xp.reshape(v, (h, k, 1, 1)) for v in (bi, a, row_ok))
+    bj, b, col_ok = (xp.reshape(v, (1, 1, w, k)) for v in (bj, b, col_ok))
+    entry = (a * size + b) * (mh * mw) + bi * mw + bj
+    entry = xp.where(row_ok & col_ok, entry, size * size * mh * mw)
+    return xp.reshape(xp.permute_dims(entry, (0, 2, 1, 3)), (-1,))
+
+
+def _index(kind: str, h: int, w: int, size: int, stride: int, like):
+    """The window positions ("gather") or pixel entries ("scatter") on like's device, cached."""
+    key = (kind, h, w, size, stride, str(device(like)))
+    if key not in _INDEX:
+        made = _window_positions if kind == "gather" else _pixel_entries
+        _INDEX[key] = made(array_namespace(like), device(like), h, w, size, stride)
+    return _INDEX[key]
+
+
+def windows(x, size: int, stride: int):
+    """x: (C, H, W, N) -> (C*size*size, mh*mw*N): rows (c, a, b), columns (bi, bj, n)."""
+    xp = array_namespace(x)
+    c, h, w, n = x.shape
+    index = _index("gather", h, w, size, stride, x)
+    picked = xp.take(xp.reshape(x, (c, h * w, n)), index, axis=1)  # (C, size^2 * mh*mw, N)
+    return xp.reshape(picked, (c * size * size, -1))
+
+
+def windows_adjoint(cols, shape, size: int, stride: int, by_index: bool | None = None):
+    """Adjoint of windows: (C*size*size, mh*mw*N) -> (C, H, W, N), shape = (C, H, W, N).
+    by_index picks the path (module docstring); None lets launch_bound and the batch choose."""
+    xp = array_namespace(cols)
+    c, h, w, n = shape
+    mh, mw = (h - size) // stride + 1, (w - size) // stride + 1
+    if by_index is None:
+        by_index = n == 1 or launch_bound(cols)
+    if by_index:
+        table = _index("scatter", h, w, size, stride, cols)
+        entries = xp.reshape(cols, (c, size * size * mh * mw, n))
+        zero = xp.zeros((c, 1, n), dtype=cols.dtype, device=device(cols))
+        picked = xp.take(xp.concat([entries, zero], axis=1), table, axis=1)
+        return xp.reshape(xp.sum(xp.reshape(picked, (c, h * w, -1, n)), axis=2), shape)
+    x = xp.zeros(shape, dtype=cols.dtype, device=device(cols))
+    cols = xp.reshape(cols, (c, size * size, mh, mw, n))
+    span_h, span_w = stride * (mh - 1) + 1, stride * (mw - 1) + 1
+    for a in range(size):
+        for b in range(size):
+            x[:, a : a + span_h : stride, b : b + span_w : stride, :] += cols[:, a * size + b, ...]
+    return x
+
 
 def im2col(x, k: int):
     """x: (C, H, W, N) -> cols: (C*k*k, Ho*Wo*N), rows ordered (c, i, j), Ho = H-k+1, Wo = W-k+1."""
-    xp = array_namespace(x)
     c, h, w, n = x.shape
-    ho, wo = h - k + 1, w - k + 1
-    if ho == 1 and wo == 1:  # one output position (C5): the columns are the input itself
-        return xp.reshape(x, (c * k * k, n))
-    patches = [x[:, i : i + ho, j : j + wo, :] for i in range(k) for j in range(k)]
-    return xp.reshape(xp.stack(patches, axis=1), (c * k * k, ho * wo * n))
+    if h == k and w == k:  # one output position (C5): the columns are the input itself
+        return array_namespace(x).reshape(x, (c * k * k, n))
+    return windows(x, k, 1)
 
 
-def col2im(cols, shape: tuple[int, int, int, int], k: int, rounds: bool | None = None):
-    """Adjoint of im2col. cols: (C*k*k, Ho*Wo*N) -> (C, H, W, N) with shape = (C, H, W, N).
-
-    Every input pixel receives the sum of the column entries that read it, by one of two sets of
-    slice-additions with the same sums: k*k of them into the output, or (`rounds`) two rounds of
-    k through a buffer. The rounds take fewer operations and more memory traffic, so they win
-    where each operation's fixed cost outweighs its work: on a GPU, where each is a kernel
-    launch, and for small batches; on a CPU, k*k for large ones. None chooses so.
-    """
-    xp = array_namespace(cols)
+def col2im(cols, shape: tuple[int, int, int, int], k: int, by_index: bool | None = None):
+    """Adjoint of im2col. cols: (C*k*k, Ho*Wo*N) -> (C, H, W, N) with shape = (C, H, W, N)."""
     c, h, w, n = shape
-    ho, wo = h - k + 1, w - k + 1
-    if ho == 1 and wo == 1:
-        return xp.reshape(cols, shape)
-    if rounds is None:
-        rounds = n <= 32 or launch_bound(cols)
-    x = xp.zeros(shape, dtype=cols.dtype, device=device(cols))
-    if rounds:
-        cols = xp.reshape(cols, (c, k, k, ho, wo, n))
-        rows = xp.zeros((c, k, ho, w, n), dtype=cols.dtype, device=device(cols))
-        for j in range(k):
-            rows[:, :, :, j : j + wo, :] += cols[:, :, j, ...]
-        for i in range(k):
-            x[:, i : i + ho, :, :] += rows[:, i, ...]
-        return x
-    cols = xp.reshape(cols, (c, k * k, ho, wo, n))
-    for i in range(k):
-        for j in range(k):
-            x[:, i : i + ho, j : j + wo, :] += cols[:, i * k + j, ...]
-    return x
+    if h == k and w == k:
+        return array_namespace(cols).reshape(cols, shape)
+    return windows_adjoint(cols, shape, k, 1, by_index)
 
 
 def pad(x, p: int):
@@ -81,38 +144,14 @@ def unpad(x, p: int):
 
 
 def blocked_im2col(x, k: int):
-    """x: (C, H, W, N) with even H-k+1 and W-k+1 -> (C*(k+1)^2, (Ho/2)*(Wo/2)*N), rows (c, a, b)."""
-    xp = array_namespace(x)
-    c, h, w, n = x.shape
-    ho, wo, p = h - k + 1, w - k + 1, k + 1
-    patches = [x[:, a : a + ho - 1 : 2, b : b + wo - 1 : 2, :] for a in range(p) for b in range(p)]
-    return xp.reshape(xp.stack(patches, axis=1), (c * p * p, (ho // 2) * (wo // 2) * n))
+    """x: (C, H, W, N) with even H-k+1 and W-k+1 -> (C*(k+1)^2, (Ho/2)*(Wo/2)*N), rows (c, a, b):
+    the (k+1)x(k+1) windows at stride 2."""
+    return windows(x, k + 1, 2)
 
 
-def blocked_col2im(cols, shape: tuple[int, int, int, int], k: int, rounds: bool | None = None):
-    """Adjoint of blocked_im2col: (C*(k+1)^2, (Ho/2)*(Wo/2)*N) -> (C, H, W, N).
-
-    As col2im: (k+1)^2 strided slice-additions, or (`rounds`) two rounds of k+1 through a buffer.
-    """
-    xp = array_namespace(cols)
-    c, h, w, n = shape
-    ho, wo, p = h - k + 1, w - k + 1, k + 1
-    if rounds is None:
-        rounds = n <= 32 or launch_bound(cols)
-    x = xp.zeros(shape, dtype=cols.dtype, device=device(cols))
-    if rounds:
-        cols = xp.reshape(cols, (c, p, p, ho // 2, wo // 2, n))
-        rows = xp.zeros((c, p, ho // 2, w, n), dtype=cols.dtype, device=device(cols))
-        for b in range(p):
-            rows[:, :, :, b : b + wo - 1 : 2, :] += cols[:, :, b, ...]
-        for a in range(p):
-            x[:, a : a + ho - 1 : 2, :, :] += rows[:, a, ...]
-        return x
-    cols = xp.reshape(cols, (c, p * p, ho // 2, wo // 2, n))
-    for a in range(p):
-        for b in range(p):
-            x[:, a : a + ho - 1 : 2, b : b + wo - 1 : 2, :] += cols[:, a * p + b, ...]
-    return x
+def blocked_col2im(cols, shape: tuple[int, int, int, int], k: int, by_index: bool | None = None):
+    """Adjoint of blocked_im2col: (C*(k+1)^2, (Ho/2)*(Wo/2)*N) -> (C, H, W, N)."""
+    return windows_adjoint(cols, shape, k + 1, 2, by_index)
 
 
 _SHIFTS: dict[tuple, object] = {}  # (k, dtype, device) -> shift_matrix

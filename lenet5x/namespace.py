@@ -6,10 +6,14 @@ namespace depends only on the array's type here (NumPy, CuPy, array-api-strict),
 up once per type; the table holds one entry per array library in use.
 
 launch_bound(x) says whether an operation on x is a kernel launch from the host (CuPy), for the
-one place that picks between two array-API paths by what they cost (im2col.col2im).
+places that pick between two array-API paths by what they cost (im2col.col2im, the max pooling's
+gradient in convpool.py). `gpu_paths` makes every array take the GPU's paths: for tests of those
+paths on the CPU, and for counting a GPU's operations (benchmarks/op_count.py).
 """
 
 from __future__ import annotations
+
+import contextlib
 
 from array_api_compat import array_namespace as _lookup
 from array_api_compat import device, is_cupy_array
@@ -26,10 +30,24 @@ def array_namespace(x):
     return xp
 
 
+_GPU_PATHS = [False]  # set by gpu_paths()
+
+
 def launch_bound(x) -> bool:
     """Whether each operation on x costs a kernel launch from the host (CuPy: a GPU), so that
     fewer, larger operations win over less memory traffic (see im2col.col2im)."""
-    return is_cupy_array(x)
+    return _GPU_PATHS[0] or is_cupy_array(x)
 
 
-__all__ = ["array_namespace", "device", "launch_bound"]
+@contextlib.contextmanager
+def gpu_paths(enabled: bool = True):
+    """Within the block, launch_bound is true for every array (enabled) or as usual."""
+    saved = _GPU_PATHS[0]
+    _GPU_PATHS[0] = enabled
+    try:
+        yield
+    finally:
+        _GPU_PATHS[0] = saved
+
+
+__all__ = ["array_namespace", "device", "gpu_paths", "launch_bound"]

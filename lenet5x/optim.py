@@ -4,6 +4,9 @@ All are functional: `init_state(params)` gives a flat dict of arrays, and
 `step(params, grads, state, batch_size, epoch)` returns new (params, state). `grads` are the
 gradients of the loss *summed* over the mini-batch (model.backward); each optimizer says how it
 combines them. Only keys present in `grads` (the trainable ones) are touched.
+
+Each step works on all parameters as one flat vector (FlatVectors): a few array operations per
+step instead of a few per parameter array, which on a GPU are a kernel launch each.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import math
 from collections.abc import Sequence
 
 from . import paper
-from .namespace import array_namespace
+from .namespace import array_namespace, device
 
 Schedule = Sequence[tuple[int | None, float]]
 
@@ -25,6 +28,45 @@ def scheduled_rate(schedule: Schedule, epoch: int) -> float:
             return rate
         start += passes
     return schedule[-1][1]
+
+
+class FlatVectors:
+    """Per-key arrays as one flat vector and back, without copying what it can reuse.
+
+    Parameters and optimizer state stay one array per key (the layers and checkpoints use them
+    so). `split` hands out views of a vector; `join` on arrays it has seen last under that name
+    (the views it handed out, or the arrays it joined) returns the same vector again instead of
+    concatenating them. Arrays are never changed in place in this project, so the same array
+    objects hold the same numbers.
+    """
+
+    def __init__(self):
+        self._known: dict[str, tuple[tuple, object]] = {}  # name -> (arrays, their flat vector)
+
+    def join(self, arrays, name: str | None = None):
+        """[arrays] -> (total size,) in order; remembered under `name` if given."""
+        arrays = tuple(arrays)
+        known = self._known.get(name)
+        if known is not None and len(known[0]) == len(arrays):
+            if all(a is b for a, b in zip(known[0], arrays, strict=True)):
+                return known[1]
+        xp = array_namespace(arrays[0])
+        vector = xp.concat([a if a.ndim == 1 else xp.reshape(a, (-1,)) for a in arrays])
+        if name is not None:
+            self._known[name] = (arrays, vector)
+        return vector
+
+    def split(self, vector, shapes, name: str) -> list:
+        """(total size,) -> views shaped `shapes`, in order; remembered under `name`."""
+        xp = array_namespace(vector)
+        views, offset = [], 0
+        for shape in shapes:
+            size = math.prod(shape)
+            piece = vector[offset : offset + size]
+            views.append(piece if len(shape) == 1 else xp.reshape(piece, shape))
+            offset += size
+        self._known[name] = (tuple(views), vector)
+        return views
 
 
 class SDLM:
@@ -52,6 +94,7 @@ class SDLM:
         hessian_samples: int = paper.SDLM_HESSIAN_SAMPLES,
     ):
         self.schedule, self.mu, self.hessian_samples = tuple(schedule), mu, hessian_samples
+        self.flat = FlatVectors()
 
     def init_state(self, params) -> dict:
         return {}
@@ -59,13 +102,17 @@ class SDLM:
     def set_curvature(self, state, h, epoch: int) -> dict:
         """New state with per-parameter rates for `epoch` from h (key -> per-pattern h_kk)."""
         eta = scheduled_rate(self.schedule, epoch)
-        return {f"rate/{k}": eta / (self.mu + v) for k, v in h.items()}
+        rates = eta / (self.mu + self.flat.join(h.values()))
+        views = self.flat.split(rates, [v.shape for v in h.values()], "rates")
+        return {f"rate/{k}": v for k, v in zip(h, views, strict=True)}
 
     def step(self, params, grads, state, batch_size: int, epoch: int):
-        new = dict(params)
-        for k, g in grads.items():
-            new[k] = params[k] - state[f"rate/{k}"] * g
-        return new, state
+        keys = list(grads)
+        p = self.flat.join([params[k] for k in keys], "params")
+        rates = self.flat.join([state[f"rate/{k}"] for k in keys], "rates")
+        p = p - rates * self.flat.join(grads.values())
+        views = self.flat.split(p, [grads[k].shape for k in keys], "params")
+        return {**params, **dict(zip(keys, views, strict=True))}, state
 
     @staticmethod
     def rates(state) -> dict:
@@ -87,23 +134,29 @@ class SGD:
     ):
         self.schedule, self.momentum, self.weight_decay = tuple(schedule), momentum, weight_decay
         self.nesterov = nesterov
+        self.flat = FlatVectors()
 
     def init_state(self, params) -> dict:
         return {}
 
     def step(self, params, grads, state, batch_size: int, epoch: int):
         lr = scheduled_rate(self.schedule, epoch)
-        new, new_state = dict(params), dict(state)
-        for k, g in grads.items():
-            g = g / batch_size
-            if self.weight_decay and k.endswith("weight"):
-                g = g + self.weight_decay * params[k]
-            if self.momentum:
-                v = self.momentum * state[f"velocity/{k}"] + g if f"velocity/{k}" in state else g
-                new_state[f"velocity/{k}"] = v
-                g = g + self.momentum * v if self.nesterov else v
-            new[k] = params[k] - lr * g
-        return new, new_state
+        keys, shapes = list(grads), [g.shape for g in grads.values()]
+        p = self.flat.join([params[k] for k in keys], "params")
+        g = self.flat.join(grads.values()) / batch_size
+        if self.weight_decay:
+            g = g + self.weight_decay * (p * weight_mask(grads, p))
+        new_state = dict(state)
+        if self.momentum:
+            velocity = g
+            if f"velocity/{keys[0]}" in state:
+                old = self.flat.join([state[f"velocity/{k}"] for k in keys], "velocity")
+                velocity = self.momentum * old + g
+            views = self.flat.split(velocity, shapes, "velocity")
+            new_state.update({f"velocity/{k}": v for k, v in zip(keys, views, strict=True)})
+            g = g + self.momentum * velocity if self.nesterov else velocity
+        views = self.flat.split(p - lr * g, shapes, "params")
+        return {**params, **dict(zip(keys, views, strict=True))}, new_state
 
 
 class Adam:
@@ -121,70 +174,70 @@ class Adam:
     ):
         self.schedule, self.beta1, self.beta2, self.eps = tuple(schedule), beta1, beta2, eps
         self.weight_decay = weight_decay
-        self._masks = {}  # (parameter shapes, dtype, device) -> flat weight-decay mask
+        self.flat = FlatVectors()
+        self._count = (None, 0)  # (the last state's "step" array, its value, known on the host)
 
     def init_state(self, params) -> dict:
         return {}
 
     def step(self, params, grads, state, batch_size: int, epoch: int):
-        # All parameters as one flat vector: a dozen array operations per step instead of a dozen
-        # per parameter array (on a GPU each is a kernel launch). The state stays one array per
-        # parameter (views of the flat moments), as checkpoints store it.
         lr = scheduled_rate(self.schedule, epoch)
-        keys = list(grads)
-        some = grads[keys[0]]
-        xp = array_namespace(some)
-        t = state.get("step", xp.zeros((), dtype=some.dtype, device=some.device)) + 1
-        c1 = 1 - self.beta1**t  # bias corrections, kept on the device (no host sync)
-        c2 = 1 - self.beta2**t
-
-        def flat(arrays):
-            return xp.concat([xp.reshape(a, (-1,)) for a in arrays])
-
-        g = flat(grads[k] for k in keys) / batch_size
-        m, v = (1 - self.beta1) * g, (1 - self.beta2) * (g * g)
+        keys, shapes = list(grads), [g.shape for g in grads.values()]
+        b1, b2 = self.beta1, self.beta2
+        t = self._steps_before(state) + 1
+        g = self.flat.join(grads.values())  # summed over the batch: the mean is g / batch_size
+        m, v = ((1 - b1) / batch_size) * g, ((1 - b2) / batch_size**2) * (g * g)
         if f"m/{keys[0]}" in state:
-            m += self.beta1 * flat(state[f"m/{k}"] for k in keys)
-            v += self.beta2 * flat(state[f"v/{k}"] for k in keys)
-        update = (m / c1) / (xp.sqrt(v / c2) + self.eps)
-        p = flat(params[k] for k in keys)
+            m = b1 * self.flat.join([state[f"m/{k}"] for k in keys], "m") + m
+            v = b2 * self.flat.join([state[f"v/{k}"] for k in keys], "v") + v
+        xp = array_namespace(g)
+        # bias corrections from the step count kept on the host: no device scalars, no sync
+        update = m / (xp.sqrt(v) * (1 / math.sqrt(1 - b2**t)) + self.eps)
+        p = self.flat.join([params[k] for k in keys], "params")
+        rate = lr / (1 - b1**t)
         if self.weight_decay:
-            update += self.weight_decay * (p * self._decay_mask(keys, grads, p))
-        p = p - lr * update
+            p = p - (lr * self.weight_decay) * (p * weight_mask(grads, p))
+        p = p - rate * update
 
-        new, new_state = dict(params), {**state, "step": t}
-        offset = 0
-        for k in keys:
-            shape, size = grads[k].shape, math.prod(grads[k].shape)
-            piece = slice(offset, offset + size)
-            new[k] = xp.reshape(p[piece], shape)
-            new_state[f"m/{k}"] = xp.reshape(m[piece], shape)
-            new_state[f"v/{k}"] = xp.reshape(v[piece], shape)
-            offset += size
-        return new, new_state
-
-    def _decay_mask(self, keys, grads, like):
-        """Flat 1 for weights, 0 for biases and other parameters (decay applies to weights);
-        made once per set of parameters, dtype and device."""
-        shapes = tuple((k, tuple(grads[k].shape)) for k in keys)
-        cache_key = (shapes, str(like.dtype), repr(like.device))
-        if cache_key not in self._masks:
-            self._masks[cache_key] = self._make_decay_mask(keys, grads, like)
-        return self._masks[cache_key]
-
-    def _make_decay_mask(self, keys, grads, like):
-        xp = array_namespace(like)
-        return xp.concat(
-            [
-                xp.full(
-                    (math.prod(grads[k].shape),),
-                    float(k.endswith("weight")),
-                    dtype=like.dtype,
-                    device=like.device,
-                )
-                for k in keys
-            ]
+        counter = (
+            state["step"] + 1 if "step" in state else xp.ones((), dtype=g.dtype, device=g.device)
         )
+        self._count = (counter, t)
+        new_state = {**state, "step": counter}
+        for name, vector in (("m", m), ("v", v)):
+            views = self.flat.split(vector, shapes, name)
+            new_state.update({f"{name}/{k}": x for k, x in zip(keys, views, strict=True)})
+        views = self.flat.split(p, shapes, "params")
+        return {**params, **dict(zip(keys, views, strict=True))}, new_state
+
+    def _steps_before(self, state) -> int:
+        """The steps taken so far: state["step"], read on the host only after a restore."""
+        if "step" not in state:
+            return 0
+        counter, value = self._count
+        if counter is not state["step"]:
+            value = round(float(state["step"]))  # one device-to-host copy, after a resume
+        return value
+
+
+_WEIGHT_MASKS: dict[tuple, object] = {}  # (parameter shapes, dtype, device) -> weight_mask
+
+
+def weight_mask(grads, like):
+    """Flat 1 for weights, 0 for biases and other parameters (weight decay applies to weights),
+    in the order of grads' keys; made once per set of parameters, dtype and device."""
+    shapes = tuple((k, tuple(g.shape)) for k, g in grads.items())
+    key = (shapes, like.dtype, str(device(like)))
+    if key not in _WEIGHT_MASKS:
+        xp = array_namespace(like)
+        parts = [
+            xp.full(
+                (math.prod(s),), float(k.endswith("weight")), dtype=like.dtype, device=device(like)
+            )
+            for k, s in shapes
+        ]
+        _WEIGHT_MASKS[key] = xp.concat(parts)
+    return _WEIGHT_MASKS[key]
 
 
 def make_optimizer(name: str, schedule: Schedule, **options):

@@ -9,6 +9,7 @@ import numpy
 import pytest
 
 from lenet5x.backend import BackendError, resolve
+from lenet5x.namespace import gpu_paths
 
 MNIST_DIR = Path(
     os.environ.get(
@@ -53,6 +54,14 @@ def backend_params(dtype="float64"):
 @pytest.fixture(params=backend_params())
 def backend(request):
     return request.param()
+
+
+@pytest.fixture(params=[False, True], ids=["own-paths", "gpu-paths"])
+def paths(request):
+    """Each backend's own paths, then the GPU's (namespace.launch_bound) on every backend: where
+    the code picks between two array-API paths by their cost, both are checked everywhere."""
+    with gpu_paths(request.param):
+        yield request.param
 
 
 @pytest.fixture

@@ -110,10 +110,12 @@ def test_standardization_counted_in_chunks_matches_numpy():
     assert offset == pytest.approx(-images.mean(dtype=numpy.float64) / std, rel=1e-12)
 
 
-def test_device_batches_follow_indices(backend, mnist_dir):
+def test_device_batches_follow_indices(backend, paths, mnist_dir):
+    """Gathered from uint8 images, or (gpu-paths) from the split kept ready as network input."""
     host = load_dataset("mnist", mnist_dir, train_subset=50, test_subset=10)
     data = DeviceData(backend, host.train_images, host.train_labels, host.scale, host.offset)
     idx = backend.asarray(numpy.array([7, 3, 41]), dtype=backend.xp.int64)
+    assert (data.ready is not None) == paths or backend.name == "cupy"
     x, labels = data.batch(idx)
     assert x.shape == (1, 32, 32, 3)
     expected = host.train_images[[7, 3, 41]].transpose(1, 2, 0)[None] * host.scale + host.offset

@@ -95,7 +95,7 @@ def test_out_shape_matches_forward(case, backend, rng):
 
 
 @pytest.mark.parametrize("case", LAYER_CASES, ids=CASE_IDS)
-def test_backward_matches_finite_differences(case, backend, rng):
+def test_backward_matches_finite_differences(case, backend, rng, paths):
     layer, params, x_host = setup(case, backend, rng)
     y, cache = layer.forward(params, backend.asarray(x_host))
     r = rng.normal(size=y.shape)
@@ -126,7 +126,7 @@ def test_backward_matches_finite_differences(case, backend, rng):
 
 
 @pytest.mark.parametrize("case", LAYER_CASES, ids=CASE_IDS)
-def test_backward2_is_gauss_newton_diagonal(case, backend, rng):
+def test_backward2_is_gauss_newton_diagonal(case, backend, rng, paths):
     layer, params, x_host = setup(case, backend, rng)
     y, cache = layer.forward(params, backend.asarray(x_host))
     h_out = rng.uniform(0.0, 1.0, size=y.shape)  # d2E/dy^2 >= 0
@@ -152,7 +152,7 @@ def test_backward2_is_gauss_newton_diagonal(case, backend, rng):
     [lambda: Conv2D(1, 4, 5), lambda: Conv2D(6, 16, 5, table=paper.C3_TABLE)],
     ids=["C1-like", "C3-table"],
 )
-def test_blocked_path_equals_the_plain_one(make, backend, rng):
+def test_blocked_path_equals_the_plain_one(make, backend, rng, paths):
     """The 2x2-blocked computation (even output) gives the plain one's numbers."""
     layer = make()
     params = layer.init(rng, backend)
@@ -178,7 +178,7 @@ def test_blocked_path_equals_the_plain_one(make, backend, rng):
 
 
 @pytest.mark.parametrize("in_channels", [1, 2], ids=["blocked", "plain"])
-def test_convmaxpool_equals_conv_then_maxpool(in_channels, backend, rng):
+def test_convmaxpool_equals_conv_then_maxpool(in_channels, backend, rng, paths):
     """Same numbers as the two layers, ties included: integer inputs and weights tie often."""
     fused = ConvMaxPool(in_channels, 3, 3)
     conv, pool = Conv2D(in_channels, 3, 3), MaxPool2x2()

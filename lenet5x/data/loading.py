@@ -7,6 +7,7 @@ import dataclasses
 import numpy
 
 from .. import paper
+from ..namespace import launch_bound
 from .idx import DataError, read_pair
 from .sources import DATASETS, locate_or_download
 
@@ -136,6 +137,11 @@ class DeviceData:
     than gathering from batch-last storage, which reads one byte per cache line).
     batch(indices) gathers on the device and returns the network input (1, S, S, B) in the
     compute dtype, normalized, and the labels (B,).
+
+    Where each operation is a kernel launch from the host (a GPU: namespace.launch_bound), the
+    split is also kept ready as network input, (1, S, S, N) normalized in the compute dtype
+    (4 bytes a pixel: 245 MB for MNIST's training set in float32), so that a batch is one gather
+    instead of five operations.
     """
 
     def __init__(
@@ -146,6 +152,7 @@ class DeviceData:
         self.images = backend.asarray(images, dtype=xp.uint8)  # (N, S, S)
         self.labels = backend.asarray(labels, dtype=xp.int64)
         self.size = int(images.shape[0])
+        self.ready = self.inputs(self.images) if launch_bound(self.images) else None
 
     def __len__(self) -> int:
         return self.size
@@ -164,8 +171,11 @@ class DeviceData:
     def batch(self, indices):
         """indices: (B,) int64 on the device -> (x (1, S, S, B), labels (B,))."""
         xp = self.backend.xp
-        images = xp.take(self.images, indices, axis=0)
-        return self.inputs(images), xp.take(self.labels, indices, axis=0)
+        if self.ready is not None:
+            x = xp.take(self.ready, indices, axis=3)
+        else:
+            x = self.inputs(xp.take(self.images, indices, axis=0))
+        return x, xp.take(self.labels, indices, axis=0)
 
     def slice(self, start: int, stop: int):
         """Contiguous examples [start, stop) without a gather (for evaluation)."""

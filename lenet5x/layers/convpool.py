@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from ..im2col import pad
-from ..namespace import array_namespace
+from ..namespace import array_namespace, device, launch_bound
 from .conv import Conv2D
-from .pool import MaxPool2x2, block_maximum, to_first_maximum
+from .pool import MaxPool2x2, to_first_maximum
+
+_PLACES: dict[str, object] = {}  # device -> arange(4) shaped (1, 4, 1)
 
 
 class ConvMaxPool:
@@ -20,7 +22,11 @@ class ConvMaxPool:
     goes back into those rows: the maps are never laid out as (C, Ho, Wo, N) and no strided
     2x2 slices are taken. Otherwise the two layers run in turn.
 
-    Ties go to the first maximum of the block in row-major order, as in MaxPool2x2.
+    Ties go to the first maximum of the block in row-major order, as in MaxPool2x2. The gradient
+    finds it by one of two paths with the same result: elementwise comparisons of the four rows
+    (pool.to_first_maximum: NumPy's argmax over a middle axis is five times slower), or, where
+    each operation is a kernel launch (namespace.launch_bound), one argmax and one comparison
+    (four operations instead of thirteen).
     """
 
     def __init__(self, in_channels, out_channels, kernel=5, padding=0, init="he"):
@@ -50,22 +56,38 @@ class ConvMaxPool:
             return y, (False, conv_cache, pool_cache)
         cols, w_blocked, products = conv.blocked_products(params, xpad)
         a = xp.reshape(products, (conv.out_channels, 4, -1))  # (o, place (di, dj), block)
-        y, top, bottom = block_maximum(*self._places(a))
+        y = xp.max(a, axis=1)
         y += params["bias"][:, None]
         shape = (conv.out_channels, ho // 2, wo // 2, n)
-        return xp.reshape(y, shape), (True, (cols, xpad.shape, w_blocked), (a, top, bottom))
+        return xp.reshape(y, shape), (True, (cols, xpad.shape, w_blocked), a)
 
     @staticmethod
     def _places(a):
         """(C_out, 4, M) -> its four rows (C_out, M): the places (0, 0), (0, 1), (1, 0), (1, 1)."""
         return a[:, 0, :], a[:, 1, :], a[:, 2, :], a[:, 3, :]
 
-    def _route(self, cache, g):
-        """g (C_out, h, w, N) -> (4*C_out, h*w*N): each block's g on the row of its first maximum."""
+    def _route(self, a, g):
+        """g (C_out, h, w, N) -> (4*C_out, h*w*N): each block's g on the row of its first maximum.
+        a: the products (C_out, 4, h*w*N)."""
         xp = array_namespace(g)
-        a, top, bottom = cache
-        parts = to_first_maximum(xp.reshape(g, top.shape), top, bottom, *self._places(a))
-        return xp.reshape(xp.stack(parts, axis=1), (4 * a.shape[0], -1))
+        c_out, _, m = a.shape
+        if launch_bound(a):
+            first = xp.argmax(a, axis=1)[:, None, :]  # (C_out, 1, M): the first maximum's place
+            mask = xp.astype(first == self._place_numbers(a), g.dtype)
+            return xp.reshape(mask * xp.reshape(g, (c_out, 1, m)), (4 * c_out, m))
+        x00, x01, x10, x11 = self._places(a)
+        top, bottom = xp.maximum(x00, x01), xp.maximum(x10, x11)
+        parts = to_first_maximum(xp.reshape(g, (c_out, m)), top, bottom, x00, x01, x10, x11)
+        return xp.reshape(xp.stack(parts, axis=1), (4 * c_out, m))
+
+    @staticmethod
+    def _place_numbers(like):
+        """[0, 1, 2, 3] shaped (1, 4, 1), on like's device (made once per device)."""
+        key = str(device(like))
+        if key not in _PLACES:
+            xp = array_namespace(like)
+            _PLACES[key] = xp.reshape(xp.arange(4, device=device(like)), (1, 4, 1))
+        return _PLACES[key]
 
     def _passes(self, params, cache, g, need_dx, squared):
         xp = array_namespace(g)
