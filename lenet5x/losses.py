@@ -18,12 +18,16 @@ from __future__ import annotations
 
 from .namespace import array_namespace, device
 
+_CLASS_NUMBERS: dict[tuple, object] = {}  # (classes, device) -> arange(classes) as a column
+
 
 def one_hot(labels, classes: int, dtype):
     """labels: (N,) integers -> (classes, N) with 1 at the label, 0 elsewhere."""
     xp = array_namespace(labels)
-    ks = xp.arange(classes, device=device(labels))
-    return xp.astype(labels[None, :] == ks[:, None], dtype)
+    key = (classes, str(device(labels)))
+    if key not in _CLASS_NUMBERS:
+        _CLASS_NUMBERS[key] = xp.reshape(xp.arange(classes, device=device(labels)), (classes, 1))
+    return xp.astype(labels[None, :] == _CLASS_NUMBERS[key], dtype)
 
 
 class MSEPrototype:

@@ -23,6 +23,7 @@ class EuclideanRBF:
 
     def __init__(self, in_features=84, classes=10):
         self.in_features, self.classes = in_features, classes
+        self._made = None  # (prototypes, what _fixed derives from them)
 
     def out_shape(self, in_shape):
         if tuple(in_shape) != (self.in_features,):
@@ -37,21 +38,31 @@ class EuclideanRBF:
             )
         return {"prototypes": backend.asarray(prototypes)}
 
+    def _fixed(self, w):
+        """(-2 w (10, 84), its transpose, |w_i|^2 (10, 1)) for the prototypes w: constants, made
+        once per prototypes array (a checkpoint's or a device's own)."""
+        if self._made is None or self._made[0] is not w:
+            xp = array_namespace(w)
+            minus_2w = -2.0 * w
+            self._made = (w, minus_2w, minus_2w.T, xp.sum(w * w, axis=1)[:, None])
+        return self._made[1:]
+
     def forward(self, params, x, train=False):
         xp = array_namespace(x)
-        w = params["prototypes"]
-        y = w @ x
-        y *= -2.0
+        minus_2w, _, w_squared = self._fixed(params["prototypes"])
+        # |x - w_i|^2 = |x|^2 - 2 w_i . x + |w_i|^2
+        y = minus_2w @ x
         y += xp.sum(x * x, axis=0)[None, :]
-        y += xp.sum(w * w, axis=1)[:, None]
+        y += w_squared
         return y, x
 
     def backward(self, params, cache, dy, need_dx=True):
         xp = array_namespace(dy)
-        x, w = cache, params["prototypes"]
+        x = cache
+        _, minus_2w_t, _ = self._fixed(params["prototypes"])
         # dE/dx = sum_i dy_i 2 (x - w_i)
         dx = x * (2.0 * xp.sum(dy, axis=0))[None, :]
-        dx -= 2.0 * (w.T @ dy)
+        dx += minus_2w_t @ dy
         return dx, {}
 
     def backward2(self, params, cache, d2y, dy=None, need_dx=True):

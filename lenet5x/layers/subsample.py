@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import numpy
 
-from ..namespace import array_namespace
+from ..namespace import array_namespace, launch_bound
 from .base import Parameterless, init_weights
 
 
 def sum_2x2(x):
-    """(C, H, W, N) -> (C, H/2, W/2, N): the sum of each non-overlapping 2x2 block."""
+    """(C, H, W, N) -> (C, H/2, W/2, N): the sum of each non-overlapping 2x2 block.
+
+    Three additions of strided views (NumPy: twice as fast as a sum over two middle axes), or
+    where each operation is a kernel launch (namespace.launch_bound) that one sum."""
+    if launch_bound(x):
+        xp = array_namespace(x)
+        c, h, w, n = x.shape
+        return xp.sum(xp.reshape(x, (c, h // 2, 2, w // 2, 2, n)), axis=(2, 4))
     return x[:, 0::2, 0::2, :] + x[:, 1::2, 0::2, :] + x[:, 0::2, 1::2, :] + x[:, 1::2, 1::2, :]
 
 
