@@ -23,6 +23,7 @@ from .backend import to_numpy
 from .cli import OneLineParser
 from .data import DataError
 from .data.loading import pad_images
+from .im2col import plain_order
 from .images import prepare_file
 from .restore import Restored, guarded, input_normalization, load_data, network_input, restore
 
@@ -73,7 +74,8 @@ def stage_outputs(restored: Restored, x) -> list[tuple[str, numpy.ndarray]]:
             stages[-1] = (base, x)
         else:
             stages.append((base, x if shown is None else shown))
-    return [(name, to_numpy(v)[..., 0]) for name, v in stages]
+    # C1 and C3 hand their maps on in 2x2-block order (conv.py)
+    return [(name, to_numpy(plain_order(v))[..., 0]) for name, v in stages]
 
 
 def rbf_code(

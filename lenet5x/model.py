@@ -39,6 +39,15 @@ class Model:
         names = [name for name, _ in self.layers]
         if len(set(names)) != len(names) or any("." in n for n in names):
             raise ValueError("layer names must be unique and contain no '.'")
+        for i, (name, layer) in enumerate(self.layers):
+            if getattr(layer, "block_order", False):
+                after = (later for _, later in self.layers[i + 1 :])
+                taker = next((k for k in after if not getattr(k, "elementwise", False)), None)
+                if not getattr(taker, "takes_block_order", False):
+                    raise ValueError(
+                        f"{name} hands its maps over in 2x2-block order; the next layer that "
+                        "is not elementwise must be a 2x2 subsampling"
+                    )
         self.shapes = [self.input_shape]
         for _, layer in self.layers:
             self.shapes.append(tuple(layer.out_shape(self.shapes[-1])))
@@ -240,11 +249,12 @@ def _classic(
     if loss not in ("mse", "map"):
         raise ValueError(f"the classic model's RBF output takes loss mse or map, not {loss!r}")
     layers = [
-        ("C1", Conv2D(1, 6, 5, padding=padding, init=init)),
+        # C1 and C3 hand their maps to S2 and S4 in 2x2-block order (conv.py): the same function
+        ("C1", Conv2D(1, 6, 5, padding=padding, init=init, block_order=True)),
         ("C1_f", ScaledTanh()),
         ("S2", Subsampling(6, init=init, average=average, coef_init=coef)),
         ("S2_f", ScaledTanh()),
-        ("C3", Conv2D(6, 16, 5, table=paper.C3_TABLE, init=init)),
+        ("C3", Conv2D(6, 16, 5, table=paper.C3_TABLE, init=init, block_order=True)),
         ("C3_f", ScaledTanh()),
         ("S4", Subsampling(16, init=init, average=average, coef_init=coef)),
         ("S4_f", ScaledTanh()),

@@ -10,6 +10,7 @@ from numerical import jacobian_columns, relative_error
 
 from lenet5x import paper
 from lenet5x.backend import to_numpy
+from lenet5x.im2col import plain_order
 from lenet5x.layers import (
     AvgPool2x2,
     Conv2D,
@@ -23,6 +24,8 @@ from lenet5x.layers import (
     Subsampling,
 )
 from lenet5x.layers.base import init_weights
+from lenet5x.losses import make_loss
+from lenet5x.model import Model
 
 
 def away_from_zero(rng, shape):
@@ -175,6 +178,45 @@ def test_blocked_path_equals_the_plain_one(make, backend, rng, paths):
         *((h[k], h0[k]) for k in h),
     ]:
         assert relative_error(got, want) < 1e-12
+
+
+@pytest.mark.parametrize("average", [False, True], ids=["subsampling", "average"])
+def test_block_order_gives_the_plain_order_numbers(average, backend, rng, paths):
+    """Conv2D(block_order) -> ScaledTanh -> 2x2 subsampling: the same numbers as in plain order,
+    every pass; the maps in between are the plain ones rearranged."""
+
+    def chain(block_order):
+        pool = AvgPool2x2() if average else Subsampling(3)
+        return [Conv2D(2, 3, 3, block_order=block_order), ScaledTanh(), pool]
+
+    fast, slow = chain(True), chain(False)
+    params = [layer.init(numpy.random.default_rng(3), backend) for layer in fast]
+    params[2] = {k: v + 0.3 for k, v in params[2].items()}
+    x = backend.asarray(rng.normal(size=(2, 10, 8, 3)))
+    dy = backend.asarray(rng.normal(size=(3, 4, 3, 3)))
+    results = []
+    for layers in (fast, slow):
+        out, caches, maps = x, [], []
+        for layer, p in zip(layers, params, strict=True):
+            out, cache = layer.forward(p, out)
+            caches.append(cache)
+            maps.append(plain_order(out))
+        g, d2, grads = dy, dy * dy, []
+        for layer, p, cache in reversed(list(zip(layers, params, caches, strict=True))):
+            g, gw = layer.backward(p, cache, g)
+            d2, hw = layer.backward2(p, cache, d2)
+            grads += [gw[k] for k in sorted(gw)] + [hw[k] for k in sorted(hw)]
+        results.append([*maps, g, d2, *grads])
+    assert fast[0].forward(params[0], x)[0].ndim == 6
+    for got, want in zip(*results, strict=True):
+        assert got.shape == want.shape
+        assert relative_error(got, want) < 1e-12
+
+
+def test_block_order_must_reach_a_subsampling():
+    layers = [("C1", Conv2D(1, 2, 3, block_order=True)), ("A", ReLU()), ("P", MaxPool2x2())]
+    with pytest.raises(ValueError, match="block order"):
+        Model(layers, make_loss("cross_entropy"), (1, 6, 6))
 
 
 @pytest.mark.parametrize("in_channels", [1, 2], ids=["blocked", "plain"])

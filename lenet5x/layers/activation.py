@@ -14,6 +14,8 @@ class ScaledTanh(Parameterless):
     so the cache is y alone.
     """
 
+    elementwise = True  # any shape, any memory order (Conv2D's block_order passes through)
+
     def __init__(self, amplitude=paper.A, slope=paper.S):
         self.amplitude, self.slope = amplitude, slope
 
@@ -54,6 +56,8 @@ class ReLU(Parameterless):
 
     The cache is the output y: y > 0 exactly where a > 0.
     """
+
+    elementwise = True
 
     def out_shape(self, in_shape):
         return in_shape

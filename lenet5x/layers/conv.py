@@ -31,11 +31,25 @@ class Conv2D:
     The forward pass gathers them into a dense (C_out, C_in*k*k) matrix with zeros for absent
     connections, so the convolution is still one matmul; the gradient is gathered back, so an
     absent connection has no parameter and never receives an update.
+
+    With `block_order`, where the output is computed on 2x2 blocks (`blocked`), a is handed over
+    in block order, (C_out, 2, 2, Ho/2, Wo/2, N) (im2col.in_block_order): the matmul's own layout,
+    for a 2x2 subsampling after elementwise layers (the classic model's C1 and C3), which sums
+    each block in one reduction. The maps are then never laid out as (C, Ho, Wo, N) and back.
     """
 
-    def __init__(self, in_channels, out_channels, kernel=5, table=None, padding=0, init="paper"):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel=5,
+        table=None,
+        padding=0,
+        init="paper",
+        block_order=False,
+    ):
         self.in_channels, self.out_channels, self.kernel = in_channels, out_channels, kernel
-        self.padding, self.init_scheme = padding, init
+        self.padding, self.init_scheme, self.block_order = padding, init, block_order
         self.table = None if table is None else tuple(tuple(row) for row in table)
         if self.table is not None:
             if len(self.table) != out_channels:
@@ -135,6 +149,10 @@ class Conv2D:
         shape = (self.out_channels, ho, wo, n)
         if self.blocked(ho, wo):
             cols, w, products = self.blocked_products(params, xpad)
+            if self.block_order:
+                a = xp.reshape(products, (self.out_channels, 2, 2, ho // 2, wo // 2, n))
+                a += params["bias"][:, None, None, None, None, None]
+                return a, (cols, xpad.shape, w)
             a = from_blocks(products, shape)
         else:
             w = self.dense_weight(params)

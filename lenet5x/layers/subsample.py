@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy
 
+from ..im2col import in_block_order
 from ..namespace import array_namespace, launch_bound
 from .base import Parameterless, init_weights
 
@@ -12,27 +13,27 @@ def sum_2x2(x):
     """(C, H, W, N) -> (C, H/2, W/2, N): the sum of each non-overlapping 2x2 block.
 
     Three additions of strided views (NumPy: twice as fast as a sum over two middle axes), or
-    where each operation is a kernel launch (namespace.launch_bound) that one sum."""
+    where each operation is a kernel launch (namespace.launch_bound) that one sum. Maps in block
+    order, (C, 2, 2, H/2, W/2, N) (im2col.in_block_order), are summed over their axes 1 and 2.
+    """
+    xp = array_namespace(x)
+    if in_block_order(x):
+        return xp.sum(x, axis=(1, 2))
     if launch_bound(x):
-        xp = array_namespace(x)
         c, h, w, n = x.shape
         return xp.sum(xp.reshape(x, (c, h // 2, 2, w // 2, 2, n)), axis=(2, 4))
     return x[:, 0::2, 0::2, :] + x[:, 1::2, 0::2, :] + x[:, 0::2, 1::2, :] + x[:, 1::2, 1::2, :]
 
 
-def spread_2x2(g, scale=None):
-    """Adjoint of sum_2x2: (C, h, w, N) -> (C, 2h, 2w, N), each value copied to its 2x2 block.
-
-    With `scale` (C, 2h, 2w, N) the copy is multiplied by it elementwise, in the same pass.
-    """
+def spread_2x2(g, block_order: bool = False):
+    """Adjoint of sum_2x2: (C, h, w, N) -> (C, 2h, 2w, N), each value copied to its 2x2 block;
+    with `block_order` (C, 2, 2, h, w, N), as a broadcast view (no copy)."""
     xp = array_namespace(g)
     c, h, w, n = g.shape
+    if block_order:
+        return xp.broadcast_to(g[:, None, None, ...], (c, 2, 2, h, w, n))
     up = g[:, :, None, :, None, :]
-    if scale is None:
-        out = xp.broadcast_to(up, (c, h, 2, w, 2, n))
-    else:
-        out = xp.reshape(scale, (c, h, 2, w, 2, n)) * up
-    return xp.reshape(out, (c, 2 * h, 2 * w, n))
+    return xp.reshape(xp.broadcast_to(up, (c, h, 2, w, 2, n)), (c, 2 * h, 2 * w, n))
 
 
 def _check_even(layer, in_shape):
@@ -55,6 +56,7 @@ class Subsampling:
     """
 
     trainable = ("coef", "bias")
+    takes_block_order = True  # x may be in 2x2-block order (Conv2D's block_order)
 
     def __init__(self, channels, init="paper", average=False, coef_init=None):
         self.channels, self.init_scheme, self.average = channels, init, average
@@ -76,38 +78,40 @@ class Subsampling:
             s *= 0.25
         a = s * params["coef"][:, None, None, None]
         a += params["bias"][:, None, None, None]
-        return a, s
+        return a, (s, in_block_order(x))
 
     def backward(self, params, cache, dy, need_dx=True):
         xp = array_namespace(dy)
-        s = cache
+        s, block_order = cache
         grads = {"coef": xp.sum(dy * s, axis=(1, 2, 3)), "bias": xp.sum(dy, axis=(1, 2, 3))}
         coef = params["coef"] * 0.25 if self.average else params["coef"]
-        dx = spread_2x2(dy * coef[:, None, None, None]) if need_dx else None
+        dx = spread_2x2(dy * coef[:, None, None, None], block_order) if need_dx else None
         return dx, grads
 
     def backward2(self, params, cache, d2y, dy=None, need_dx=True):
         xp = array_namespace(d2y)
-        s = cache
+        s, block_order = cache
         h = {"coef": xp.sum(d2y * (s * s), axis=(1, 2, 3)), "bias": xp.sum(d2y, axis=(1, 2, 3))}
         coef = params["coef"] * 0.25 if self.average else params["coef"]
         coef2 = coef * coef
-        d2x = spread_2x2(d2y * coef2[:, None, None, None]) if need_dx else None
+        d2x = spread_2x2(d2y * coef2[:, None, None, None], block_order) if need_dx else None
         return d2x, h
 
 
 class AvgPool2x2(Parameterless):
     """Plain 2x2 average pooling: y = (sum of each 2x2 block) / 4.  (C, H, W, N) -> (C, H/2, W/2, N)."""
 
+    takes_block_order = True
+
     def out_shape(self, in_shape):
         return _check_even(self, in_shape)
 
     def forward(self, params, x, train=False):
-        return sum_2x2(x) * 0.25, None
+        return sum_2x2(x) * 0.25, in_block_order(x)
 
     def backward(self, params, cache, dy, need_dx=True):
-        return (spread_2x2(dy * 0.25) if need_dx else None), {}
+        return (spread_2x2(dy * 0.25, cache) if need_dx else None), {}
 
     def backward2(self, params, cache, d2y, dy=None, need_dx=True):
         # the weight of each connection is 1/4, so its square is 1/16 (not 1/4)
-        return (spread_2x2(d2y * 0.0625) if need_dx else None), {}
+        return (spread_2x2(d2y * 0.0625, cache) if need_dx else None), {}
