@@ -4,20 +4,22 @@
 #   pip install -e '.[test,bench,cuda12]'                # or cuda13: the CUDA major of the driver
 #   bash docker/gpu_checks.sh MNIST_DIR [OUT_DIR [STEPS]]
 #
-# STEPS is a comma-separated choice of (default: all three, in this order)
+# STEPS is a comma-separated choice of (default: all four, in this order)
 #   tests   every test marked gpu (NumPy == CuPy; a short training run on both); here a skip fails;
+#   profile where a training step's time goes on the GPU, part by part, with its host and device
+#           times (benchmarks/step_profile.py --backend cupy), into profile.txt;
 #   epochs  one full epoch of each config with --backend cupy: the paper's LeNet-5 (the default
 #           config) and every configs/*.yaml;
 #   bench   the training-speed benchmark, benchmarks/train_speed.py ($BENCH_ARGS are passed on,
 #           e.g. BENCH_ARGS="--rounds 1").
 # $PYTHON is the interpreter (default python3).
-# Everything lands in OUT_DIR (default runs/gpu-checks-<date-time>): log.txt, gpu-tests.xml, one run
-# directory per config, benchmark.json. The exit status is 0 only when every chosen step passed.
+# Everything lands in OUT_DIR (default runs/gpu-checks-<date-time>): log.txt, gpu-tests.xml,
+# profile.txt, one run directory per config, benchmark.json. The exit status is 0 only when every chosen step passed.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 data=${1:?usage: bash docker/gpu_checks.sh MNIST_DIR [OUT_DIR [STEPS]]}
 out=${2:-runs/gpu-checks-$(date +%Y%m%d-%H%M%S)}
-steps=,${3:-tests,epochs,bench},
+steps=,${3:-tests,profile,epochs,bench},
 mkdir -p "$out"
 exec > >(tee -a "$out/log.txt") 2>&1
 failed=()
@@ -48,6 +50,12 @@ EOF
     else
         failed+=(tests)
     fi
+fi
+
+if [[ $steps == *,profile,* ]]; then
+    echo "== benchmarks/step_profile.py --backend cupy"
+    "$py" benchmarks/step_profile.py --backend cupy > "$out/profile.txt" || failed+=(profile)
+    cat "$out/profile.txt"
 fi
 
 if [[ $steps == *,epochs,* ]]; then
