@@ -191,6 +191,12 @@ def blocked_weight_adjoint(big, c_out: int, c_in: int, k: int):
     return xp.reshape(summed, (c_out, c_in, k, k))
 
 
+def in_block_order(y) -> bool:
+    """Whether maps y are in 2x2-block order, (C, 2, 2, H/2, W/2, N): y[c, di, dj, i, j, n] is
+    pixel (2i + di, 2j + dj) of map c (Conv2D's block_order), rather than (C, H, W, N)."""
+    return y.ndim == 6
+
+
 def from_blocks(y, shape: tuple[int, int, int, int]):
     """(4*C, (Ho/2)*(Wo/2)*N) with rows (c, di, dj) -> (C, Ho, Wo, N)."""
     xp = array_namespace(y)
@@ -203,17 +209,11 @@ def to_blocks(y):
     """Inverse of from_blocks: (C, Ho, Wo, N) -> (4*C, (Ho/2)*(Wo/2)*N); maps already in block
     order, (C, 2, 2, Ho/2, Wo/2, N), are only reshaped."""
     xp = array_namespace(y)
-    if y.ndim == 6:
+    if in_block_order(y):
         return xp.reshape(y, (4 * y.shape[0], -1))
     c, ho, wo, n = y.shape
     y = xp.reshape(y, (c, ho // 2, 2, wo // 2, 2, n))
     return xp.reshape(xp.permute_dims(y, (0, 2, 4, 1, 3, 5)), (4 * c, -1))
-
-
-def in_block_order(y) -> bool:
-    """Whether maps y are in 2x2-block order, (C, 2, 2, H/2, W/2, N): y[c, di, dj, i, j, n] is
-    pixel (2i + di, 2j + dj) of map c (Conv2D's block_order), rather than (C, H, W, N)."""
-    return y.ndim == 6
 
 
 def plain_order(y):

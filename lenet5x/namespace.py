@@ -6,9 +6,11 @@ namespace depends only on the array's type here (NumPy, CuPy, array-api-strict),
 up once per type; the table holds one entry per array library in use.
 
 launch_bound(x) says whether an operation on x is a kernel launch from the host (CuPy), for the
-places that pick between two array-API paths by what they cost (im2col.col2im, the max pooling's
-gradient in convpool.py). `gpu_paths` makes every array take the GPU's paths: for tests of those
-paths on the CPU, and for counting a GPU's operations (benchmarks/op_count.py).
+places that pick between two array-API paths by what they cost: fewer operations on a GPU, less
+memory traffic on a CPU (im2col.col2im, ConvMaxPool's and ReLU's gradients, subsample.sum_2x2,
+DeviceData's batches). `gpu_paths` makes every array take the GPU's paths: for tests of those
+paths on the CPU (the `paths` fixture), and for counting a GPU's operations
+(benchmarks/op_count.py).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ _GPU_PATHS = [False]  # set by gpu_paths()
 
 def launch_bound(x) -> bool:
     """Whether each operation on x costs a kernel launch from the host (CuPy: a GPU), so that
-    fewer, larger operations win over less memory traffic (see im2col.col2im)."""
+    fewer, larger operations win over less memory traffic (see the module docstring)."""
     return _GPU_PATHS[0] or is_cupy_array(x)
 
 
