@@ -73,33 +73,33 @@ class PartTimer:
         self.sync, self.seconds = sync, collections.defaultdict(list)
         self._restore = []
 
-    def wrap(self, owner, method: str, part: str):
-        original = getattr(owner, method)
+    def timed(self, function, part: str):
+        """function, each call synchronized before and after and its seconds kept under part."""
 
-        def timed(*args, **kwargs):
+        def call(*args, **kwargs):
             self.sync()
             t0 = time.perf_counter()
-            result = original(*args, **kwargs)
+            result = function(*args, **kwargs)
             self.sync()
             self.seconds[part].append(time.perf_counter() - t0)
             return result
 
+        return call
+
+    def wrap(self, owner, method: str, part: str):
+        original = getattr(owner, method)
         self._restore.append((owner, method, original, method in vars(owner)))
-        setattr(owner, method, timed)
+        setattr(owner, method, self.timed(original, part))
 
     def wrap_object(self, owner, attribute: str, part: str):
         """As wrap, for a callable object (the criterion): its calls are timed, the rest of it
         (predict, curvature) passes through."""
-        timer, target = self, getattr(owner, attribute)
+        target = getattr(owner, attribute)
+        call = self.timed(target, part)
 
         class Timed:
             def __call__(self, *args, **kwargs):
-                timer.sync()
-                t0 = time.perf_counter()
-                result = target(*args, **kwargs)
-                timer.sync()
-                timer.seconds[part].append(time.perf_counter() - t0)
-                return result
+                return call(*args, **kwargs)
 
             def __getattr__(self, name):
                 return getattr(target, name)
