@@ -108,7 +108,7 @@ class TrainConfig:
     shuffle: str = "every_pass"
     dtype: str = "float32"  # "float32" or "float64"
     backend: str = "auto"  # "auto", "numpy" or "cupy"
-    eval_batch_size: int = 1000  # patterns per evaluation batch
+    eval_batch_size: int = 1000  # patterns per evaluation batch (NumPy: at most parallel.CPU_SHARD)
     workers: int | None = None  # CPU threads sharing each batch (None: all cores on NumPy
     # for batches of 128 or more, else 1)
     full_train_eval: bool = True  # also measure the error on the whole training set each pass

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy
 
 from .backend import to_numpy
+from .parallel import CPU_SHARD
 
 
 @dataclasses.dataclass
@@ -21,8 +22,11 @@ class Scores:
 
 def evaluate(model, params, data, batch_size: int = 1000, workers: int = 1) -> Scores:
     """Forward passes in evaluation mode over a DeviceData split, in order; one host copy at the
-    end. workers > 1 scores that many batches at once in threads (CPU; see parallel.py)."""
+    end. workers > 1 scores that many batches at once in threads (CPU; see parallel.py). On
+    NumPy a batch holds at most parallel.CPU_SHARD images (the same scores, sooner)."""
     xp = data.backend.xp
+    if data.backend.name == "numpy":
+        batch_size = min(batch_size, CPU_SHARD)
 
     def score(start):
         x, labels = data.slice(start, min(start + batch_size, len(data)))

@@ -6,16 +6,17 @@ Shared by the training script and the speed benchmark so both time the same code
 from __future__ import annotations
 
 from .data.distort import apply_affine
-from .parallel import DataParallel, split
+from .parallel import DataParallel, shard_count, split
 
 
 class TrainStep:
     """step(params, state, idx, epoch, maps) -> (params, state, summed loss (0-d), errors (0-d)).
 
     idx: (B,) int64 device indices into `data`; maps: (B, 6) device inverse affine maps
-    (data/distort.py), one per pattern of the batch, or None for undistorted patterns. With
-    `workers` > 1 the batch is cut into that many contiguous shards computed in threads
-    (parallel.py).
+    (data/distort.py), one per pattern of the batch, or None for undistorted patterns. The
+    batch is cut into contiguous shards computed in `workers` threads: one shard per worker, and
+    on NumPy none larger than parallel.CPU_SHARD images; one shard for a model with batch
+    statistics (parallel.py).
     """
 
     def __init__(self, model, optimizer, data, workers: int = 1, background: float = 0.0):
@@ -27,7 +28,11 @@ class TrainStep:
 
     def shards(self, idx, maps=None):
         shards = []
-        for lo, hi in split(int(idx.shape[0]), self.workers):
+        count = int(idx.shape[0])
+        parts = (
+            1 if self.model.has_state else shard_count(self.data.backend.name, count, self.workers)
+        )
+        for lo, hi in split(count, parts):
             x, labels = self.data.batch(idx[lo:hi])
             if maps is not None:
                 x = apply_affine(x, maps[lo:hi, :], self.background)

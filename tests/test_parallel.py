@@ -9,13 +9,16 @@ from lenet5x.backend import resolve, to_numpy
 from lenet5x.data import DeviceData, load_dataset
 from lenet5x.evaluation import evaluate
 from lenet5x.model import build_model
+from lenet5x.optim import SDLM
 from lenet5x.parallel import (
     DataParallel,
     available_cores,
     default_workers,
     one_blas_thread,
+    shard_count,
     split,
 )
+from lenet5x.step import TrainStep
 
 
 def test_split_covers_everything_in_order():
@@ -77,3 +80,38 @@ def test_default_workers_share_only_large_numpy_batches():
 def test_one_blas_thread_for_workers_and_small_numpy_batches():
     assert one_blas_thread("numpy", 2, 256) and one_blas_thread("numpy", 1, 16)
     assert not one_blas_thread("numpy", 1, 64) and not one_blas_thread("cupy", 1, 16)
+
+
+def test_numpy_shards_stay_small_and_shared_evenly(monkeypatch):
+    assert shard_count("numpy", 256, 2) == 2 and shard_count("numpy", 1024, 2) == 4
+    assert shard_count("numpy", 600, 1) == 3 and shard_count("numpy", 64, 1) == 1
+    assert shard_count("cupy", 1024, 1) == 1
+
+
+@pytest.mark.parametrize("architecture", ["classic", "modern"])
+def test_a_step_in_many_shards_equals_the_step_in_one(architecture, monkeypatch):
+    """Six shards of at most 3 images in two threads (CPU_SHARD made small) give the step of the
+    whole batch of 16 in one shard."""
+    import lenet5x.parallel
+
+    backend = resolve("numpy", "float64")
+    rng = numpy.random.default_rng(8)
+    images = rng.integers(0, 256, size=(40, 32, 32)).astype(numpy.uint8)
+    data = DeviceData(backend, images, rng.integers(0, 10, size=40), 1 / 255, 0.0)
+    model = build_model({"architecture": architecture})
+    params = model.init(rng, backend)
+    idx = backend.asarray(rng.permutation(40)[:16], dtype=backend.xp.int64)
+    h = {k: backend.xp.ones_like(params[k]) for k in model.trainable_keys}
+    results = []
+    for shard, workers in [(256, 1), (3, 2)]:
+        monkeypatch.setattr(lenet5x.parallel, "CPU_SHARD", shard)
+        optimizer = SDLM()
+        state = optimizer.set_curvature({}, h, 0)
+        step = TrainStep(model, optimizer, data, workers)
+        assert len(step.shards(idx)) == (1 if workers == 1 else 6)
+        results.append(step(params, state, idx, 0))
+        step.close()
+    (p1, _, total1, errors1), (p6, _, total6, errors6) = results
+    assert float(total6) == pytest.approx(float(total1), rel=1e-12) and int(errors6) == int(errors1)
+    for key in model.trainable_keys:
+        numpy.testing.assert_allclose(to_numpy(p6[key]), to_numpy(p1[key]), rtol=1e-11, err_msg=key)
