@@ -16,9 +16,7 @@ The positions are computed once per shape, on the device. Nothing here leaves th
 
 from __future__ import annotations
 
-from .namespace import array_namespace, device, launch_bound
-
-_INDEX: dict[tuple, object] = {}  # (kind, h, w, size, stride, device) -> device index array
+from .namespace import array_namespace, constant, device, launch_bound
 
 
 def _window_positions(xp, dev, h: int, w: int, size: int, stride: int):
@@ -60,12 +58,11 @@ def _pixel_entries(xp, dev, h: int, w: int, size: int, stride: int):
 
 
 def _index(kind: str, h: int, w: int, size: int, stride: int, like):
-    """The window positions ("gather") or pixel entries ("scatter") on like's device, cached."""
-    key = (kind, h, w, size, stride, str(device(like)))
-    if key not in _INDEX:
-        made = _window_positions if kind == "gather" else _pixel_entries
-        _INDEX[key] = made(array_namespace(like), device(like), h, w, size, stride)
-    return _INDEX[key]
+    """The window positions ("gather") or pixel entries ("scatter") on like's device, made once."""
+    made = _window_positions if kind == "gather" else _pixel_entries
+    return constant(
+        (kind, h, w, size, stride), like, lambda xp, dev: made(xp, dev, h, w, size, stride)
+    )
 
 
 def windows(x, size: int, stride: int):
@@ -154,22 +151,20 @@ def blocked_col2im(cols, shape: tuple[int, int, int, int], k: int, by_index: boo
     return windows_adjoint(cols, shape, k + 1, 2, by_index)
 
 
-_SHIFTS: dict[tuple, object] = {}  # (k, dtype, device) -> shift_matrix
-
-
 def shift_matrix(k: int, like):
     """(k*k, 4*(k+1)^2) 0/1 matrix: row (i, j) of a kernel -> its places (di, dj, i+di, j+dj) in
     the four shifted (k+1)x(k+1) windows. Built once per size, dtype and device."""
-    key = (k, like.dtype, str(device(like)))  # str(dtype) costs 3 us: the dtype itself
-    if key not in _SHIFTS:
-        xp = array_namespace(like)
-        p, dev = k + 1, device(like)
+
+    def make(xp, dev):
+        p = k + 1
         r = xp.arange(k * k, device=dev)[:, None]  # kernel place (i, j)
         c = xp.arange(4 * p * p, device=dev)[None, :]  # window place (di, dj, a, b)
         shift, place = c // (p * p), c % (p * p)
         a, b = place // p, place % p
-        _SHIFTS[key] = xp.astype((a == r // k + shift // 2) & (b == r % k + shift % 2), like.dtype)
-    return _SHIFTS[key]
+        return xp.astype((a == r // k + shift // 2) & (b == r % k + shift % 2), like.dtype)
+
+    # the dtype itself in the key: str(dtype) costs 3 us
+    return constant(("shift", k, like.dtype), like, make)
 
 
 def blocked_weight(w):

@@ -16,18 +16,18 @@ eq. 27). None where there is no RBF.
 
 from __future__ import annotations
 
-from .namespace import array_namespace, device
-
-_CLASS_NUMBERS: dict[tuple, object] = {}  # (classes, device) -> arange(classes) as a column
+from .namespace import array_namespace, constant
 
 
 def one_hot(labels, classes: int, dtype):
     """labels: (N,) integers -> (classes, N) with 1 at the label, 0 elsewhere."""
     xp = array_namespace(labels)
-    key = (classes, str(device(labels)))
-    if key not in _CLASS_NUMBERS:
-        _CLASS_NUMBERS[key] = xp.reshape(xp.arange(classes, device=device(labels)), (classes, 1))
-    return xp.astype(labels[None, :] == _CLASS_NUMBERS[key], dtype)
+    numbers = constant(  # arange(classes) as a column
+        ("classes", classes),
+        labels,
+        lambda xp, dev: xp.reshape(xp.arange(classes, device=dev), (-1, 1)),
+    )
+    return xp.astype(labels[None, :] == numbers, dtype)
 
 
 class MSEPrototype:

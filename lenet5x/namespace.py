@@ -32,6 +32,20 @@ def array_namespace(x):
     return xp
 
 
+_CONSTANTS: dict[tuple, object] = {}  # (what, ..., device) -> array
+
+
+def constant(key: tuple, like, make):
+    """An array that depends only on `key` and like's device (index tables, 0/1 matrices, class
+    numbers): make(xp, device) once per key and device, the same array after that."""
+    dev = device(like)
+    full = (*key, str(dev))
+    made = _CONSTANTS.get(full)
+    if made is None:
+        made = _CONSTANTS[full] = make(array_namespace(like), dev)
+    return made
+
+
 _GPU_PATHS = [False]  # set by gpu_paths()
 
 
@@ -52,4 +66,4 @@ def gpu_paths(enabled: bool = True):
         _GPU_PATHS[0] = saved
 
 
-__all__ = ["array_namespace", "device", "gpu_paths", "launch_bound"]
+__all__ = ["array_namespace", "constant", "device", "gpu_paths", "launch_bound"]

@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 
 from . import paper
-from .namespace import array_namespace, device
+from .namespace import array_namespace, constant
 
 Schedule = Sequence[tuple[int | None, float]]
 
@@ -220,24 +220,19 @@ class Adam:
         return value
 
 
-_WEIGHT_MASKS: dict[tuple, object] = {}  # (parameter shapes, dtype, device) -> weight_mask
-
-
 def weight_mask(grads, like):
     """Flat 1 for weights, 0 for biases and other parameters (weight decay applies to weights),
     in the order of grads' keys; made once per set of parameters, dtype and device."""
     shapes = tuple((k, tuple(g.shape)) for k, g in grads.items())
-    key = (shapes, like.dtype, str(device(like)))
-    if key not in _WEIGHT_MASKS:
-        xp = array_namespace(like)
+
+    def make(xp, dev):
         parts = [
-            xp.full(
-                (math.prod(s),), float(k.endswith("weight")), dtype=like.dtype, device=device(like)
-            )
+            xp.full((math.prod(s),), float(k.endswith("weight")), dtype=like.dtype, device=dev)
             for k, s in shapes
         ]
-        _WEIGHT_MASKS[key] = xp.concat(parts)
-    return _WEIGHT_MASKS[key]
+        return xp.concat(parts)
+
+    return constant(("weight mask", shapes, like.dtype), like, make)
 
 
 def make_optimizer(name: str, schedule: Schedule, **options):

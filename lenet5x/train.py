@@ -275,7 +275,7 @@ def run(args) -> int:
     # scoring has no batch statistics to share and its own batch size: its own threads
     eval_workers = t.workers or default_workers(backend.name, t.eval_batch_size)
 
-    def scores(data):
+    def scores(params, data):
         with single_threaded_blas(eval_workers > 1):
             return evaluate(model, params, data, t.eval_batch_size, eval_workers)
 
@@ -473,7 +473,7 @@ def run(args) -> int:
 
             # -- evaluation, metrics, checkpoints ---------------------------------------------------
             t1 = time.perf_counter()
-            test_scores = scores(test)
+            test_scores = scores(params, test)
             record = {
                 "epoch": epoch + 1,
                 "train_loss": train_loss,
@@ -482,10 +482,10 @@ def run(args) -> int:
                 "test_error": test_scores.error,
             }
             if val is not None:
-                val_scores = scores(val)
+                val_scores = scores(params, val)
                 record.update(val_loss=val_scores.loss, val_error=val_scores.error)
             if t.full_train_eval:
-                record["train_error_full"] = scores(train).error
+                record["train_error_full"] = scores(params, train).error
             record.update(
                 seconds=seconds,
                 eval_seconds=time.perf_counter() - t1,

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from ..im2col import pad
-from ..namespace import array_namespace, device, launch_bound
+from ..namespace import array_namespace, constant, launch_bound
 from .conv import Conv2D
-from .pool import MaxPool2x2, to_first_maximum
-
-_PLACES: dict[str, object] = {}  # device -> arange(4) shaped (1, 4, 1)
+from .pool import MaxPool2x2, row_maxima, to_first_maximum
 
 
 class ConvMaxPool:
@@ -73,21 +71,14 @@ class ConvMaxPool:
         c_out, _, m = a.shape
         if launch_bound(a):
             first = xp.argmax(a, axis=1)[:, None, :]  # (C_out, 1, M): the first maximum's place
-            mask = xp.astype(first == self._place_numbers(a), g.dtype)
+            places = constant(  # [0, 1, 2, 3] shaped (1, 4, 1)
+                ("places",), a, lambda xp, dev: xp.reshape(xp.arange(4, device=dev), (1, 4, 1))
+            )
+            mask = xp.astype(first == places, g.dtype)
             return xp.reshape(mask * xp.reshape(g, (c_out, 1, m)), (4 * c_out, m))
-        x00, x01, x10, x11 = self._places(a)
-        top, bottom = xp.maximum(x00, x01), xp.maximum(x10, x11)
-        parts = to_first_maximum(xp.reshape(g, (c_out, m)), top, bottom, x00, x01, x10, x11)
+        places = self._places(a)
+        parts = to_first_maximum(xp.reshape(g, (c_out, m)), *row_maxima(*places), *places)
         return xp.reshape(xp.stack(parts, axis=1), (4 * c_out, m))
-
-    @staticmethod
-    def _place_numbers(like):
-        """[0, 1, 2, 3] shaped (1, 4, 1), on like's device (made once per device)."""
-        key = str(device(like))
-        if key not in _PLACES:
-            xp = array_namespace(like)
-            _PLACES[key] = xp.reshape(xp.arange(4, device=device(like)), (1, 4, 1))
-        return _PLACES[key]
 
     def _passes(self, params, cache, g, need_dx, squared):
         xp = array_namespace(g)

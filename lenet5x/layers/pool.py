@@ -12,12 +12,17 @@ def corners(x):
     return x[:, 0::2, 0::2, :], x[:, 0::2, 1::2, :], x[:, 1::2, 0::2, :], x[:, 1::2, 1::2, :]
 
 
+def row_maxima(x00, x01, x10, x11):
+    """Each 2x2 block's top row's maximum and bottom row's maximum (to_first_maximum's input)."""
+    xp = array_namespace(x00)
+    return xp.maximum(x00, x01), xp.maximum(x10, x11)
+
+
 def block_maximum(x00, x01, x10, x11):
     """The maximum of four same-shaped arrays, by rows: (max, top row's max, bottom row's max).
     Elementwise, cheaper in NumPy than a reduction over two middle axes of the block."""
-    xp = array_namespace(x00)
-    top, bottom = xp.maximum(x00, x01), xp.maximum(x10, x11)
-    return xp.maximum(top, bottom), top, bottom
+    top, bottom = row_maxima(x00, x01, x10, x11)
+    return array_namespace(top).maximum(top, bottom), top, bottom
 
 
 def to_first_maximum(g, top, bottom, x00, x01, x10, x11):
