@@ -85,8 +85,7 @@ def windows_adjoint(cols, shape, size: int, stride: int, by_index: bool | None =
     if by_index:
         table = _index("scatter", h, w, size, stride, cols)
         entries = xp.reshape(cols, (c, size * size * mh * mw, n))
-        zero = xp.zeros((c, 1, n), dtype=cols.dtype, device=device(cols))
-        picked = xp.take(xp.concat([entries, zero], axis=1), table, axis=1)
+        picked = xp.take(xp.concat([entries, zeros((c, 1, n), cols)], axis=1), table, axis=1)
         return xp.reshape(xp.sum(xp.reshape(picked, (c, h * w, -1, n)), axis=2), shape)
     x = xp.zeros(shape, dtype=cols.dtype, device=device(cols))
     cols = xp.reshape(cols, (c, size * size, mh, mw, n))
@@ -95,6 +94,16 @@ def windows_adjoint(cols, shape, size: int, stride: int, by_index: bool | None =
         for b in range(size):
             x[:, a : a + span_h : stride, b : b + span_w : stride, :] += cols[:, a * size + b, ...]
     return x
+
+
+def zeros(shape: tuple, like):
+    """A zero array of `shape` in like's dtype and device, made once: only ever read (the zero
+    slots of the take tables here and of Conv2D's dense weight)."""
+    return constant(
+        ("zeros", shape, like.dtype),
+        like,
+        lambda xp, dev: xp.zeros(shape, dtype=like.dtype, device=dev),
+    )
 
 
 def im2col(x, k: int):

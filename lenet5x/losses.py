@@ -73,9 +73,9 @@ class MAPCriterion:
 
     def _probabilities(self, out):
         xp = array_namespace(out)
-        shift = xp.minimum(xp.min(out, axis=0), self.j * xp.ones_like(out[0, :]))  # stable exp
-        e = xp.exp(-(out - shift[None, :]))
-        z = xp.sum(e, axis=0) + xp.exp(-(self.j - shift))
+        shift = xp.minimum(xp.min(out, axis=0), self.j)  # (N,): no exponent is positive
+        e = xp.exp(shift[None, :] - out)
+        z = xp.sum(e, axis=0) + xp.exp(shift - self.j)
         return e / z[None, :], xp.log(z) - shift
 
     def __call__(self, out, labels):
@@ -100,22 +100,23 @@ class SoftmaxCrossEntropy:
 
     @staticmethod
     def _softmax(out):
-        """(p (K, N), log-sum-exp of each column (N,))."""
+        """(p (K, N), the shifted outputs s = out - max (K, N), log sum exp(s) (N,))."""
         xp = array_namespace(out)
-        top = xp.max(out, axis=0)
-        e = xp.exp(out - top[None, :])
+        s = out - xp.max(out, axis=0)[None, :]
+        e = xp.exp(s)
         z = xp.sum(e, axis=0)
-        return e / z[None, :], xp.log(z) + top
+        return e / z[None, :], s, xp.log(z)
 
     def __call__(self, out, labels):
         xp = array_namespace(out)
         target = one_hot(labels, out.shape[0], out.dtype)
-        p, log_z = self._softmax(out)
-        total = xp.sum(log_z) - xp.sum(out * target)
+        p, s, log_z = self._softmax(out)
+        # -log p_D = log sum_i e^{s_i} - s_D: the shift cancels, so it is never added back
+        total = xp.sum(log_z) - xp.sum(s * target)
         return total, p - target
 
     def curvature(self, out, labels):
-        p, _ = self._softmax(out)
+        p, _, _ = self._softmax(out)
         return p * (1.0 - p), None
 
     def predict(self, out):

@@ -42,6 +42,26 @@ def test_loss_derivatives(make, backend, rng):
     assert numpy.all(to_numpy(d2) >= 0)
 
 
+def _direct_totals(out, labels, j):
+    """The three criteria written from their equations, in float64 with no stabilizing shift."""
+    picked = out[labels, numpy.arange(out.shape[1])]
+    return {
+        "mse": picked.sum(),  # eq. 8
+        "map": (picked + numpy.log(numpy.exp(-j) + numpy.exp(-out).sum(axis=0))).sum(),  # eq. 9
+        "cross_entropy": (numpy.log(numpy.exp(out).sum(axis=0)) - picked).sum(),
+    }
+
+
+@pytest.mark.parametrize("name", ["mse", "map", "cross_entropy"])
+def test_loss_values_follow_the_equations(name, backend, rng):
+    out = rng.uniform(-3.0, 6.0, size=(10, 7))
+    labels = numpy.array([3, 0, 9, 9, 1, 5, 2])
+    loss = make_loss(name, map_j=1.5)
+    total, _ = loss(backend.asarray(out), backend.asarray(labels, dtype=backend.xp.int64))
+    want = _direct_totals(out, labels, 1.5)[name]
+    assert abs(float(to_numpy(total)) - want) < 1e-9 * abs(want)
+
+
 def test_map_is_stable_for_large_distances(backend):
     loss = MAPCriterion(j=2.0)
     out = backend.asarray(numpy.full((10, 1), 2000.0))

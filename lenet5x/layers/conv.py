@@ -15,8 +15,9 @@ from ..im2col import (
     pad,
     to_blocks,
     unpad,
+    zeros,
 )
-from ..namespace import array_namespace, device
+from ..namespace import array_namespace
 from .base import init_weights
 
 
@@ -111,7 +112,7 @@ class Conv2D:
         if self.table is None:
             return xp.reshape(w, (self.out_channels, self.in_channels * kk))
         rows = xp.reshape(w, (w.shape[0], kk))
-        padded = xp.concat([rows, xp.zeros((1, kk), dtype=w.dtype, device=device(w))])
+        padded = xp.concat([rows, zeros((1, kk), w)])
         dense = xp.take(padded, params["dense_index"], axis=0)
         return xp.reshape(dense, (self.out_channels, self.in_channels * kk))
 
