@@ -185,12 +185,14 @@ def main():
     args = parser.parse_args()
     if args.batch < 1 or args.steps < 1 or args.top < 1:
         parser.error("--batch, --steps and --top must be positive")
-    from lenet5x.backend import BackendError, describe_device, resolve
+    from lenet5x.backend import BackendError, describe_device, keep_freed_host_memory, resolve
 
     try:
         backend = resolve(args.backend, "float32")
     except BackendError as e:
         parser.error(str(e))
+    if backend.name == "numpy":
+        keep_freed_host_memory()  # as training does: no page faults for each step's temporaries
     print(f"One training step, batch {args.batch}, one shard, float32, {describe_device(backend)}")
     for architecture in args.models.split(","):
         print()
