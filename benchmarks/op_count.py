@@ -12,6 +12,7 @@ makes into the array library:
     kernels:    operations that compute or write memory: elementwise, reductions, matmul,
                 creation (zeros), copies (stack, concat, astype, a reshape that copies),
                 in-place operators and item assignment. Each is at least one CuPy kernel launch.
+                A fused kernel (lenet5x/fused.py) counts once: on a GPU it is one launch.
     views:      operations that return a view of an input (slices, a reshape that does not copy,
                 permute_dims, broadcast_to): no kernel, but still a Python call each.
 
@@ -46,17 +47,27 @@ class OperationCounter:
         self.strict = os.path.dirname(array_api_strict.__file__)
         self.library = (self.strict, os.path.dirname(array_api_compat.__file__))
         self.array_type = type(array_api_strict.asarray(0.0))
+        from lenet5x.fused import Kernel
+
+        self.kernel_call = Kernel.__call__.__code__
         self.kernels: collections.Counter = collections.Counter()  # (caller file, op) -> n
         self.views: collections.Counter = collections.Counter()
         self._arguments: dict[int, tuple[list, str]] = {}
 
     def __call__(self, frame, event, arg):
         code = frame.f_code
+        if code is self.kernel_call:  # a fused kernel (lenet5x/fused.py): one launch on a GPU
+            if event == "call":
+                where = os.path.basename(frame.f_back.f_code.co_filename)
+                self.kernels[(where, f"kernel {frame.f_locals['self'].name}")] += 1
+            return
         if not code.co_filename.startswith(self.strict) or code.co_name in METADATA:
             return
         caller = frame.f_back
         if caller is None or caller.f_code.co_filename.startswith(self.library):
             return
+        if caller.f_code.co_filename.startswith("<kernel "):
+            return  # a fused kernel's text evaluated on the CPU: counted as the kernel
         if event == "call":
             inputs = [v for v in frame.f_locals.values() if isinstance(v, self.array_type)]
             self._arguments[id(frame)] = (inputs, os.path.basename(caller.f_code.co_filename))

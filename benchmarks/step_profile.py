@@ -193,7 +193,15 @@ def main():
         parser.error(str(e))
     if backend.name == "numpy":
         keep_freed_host_memory()  # as training does: no page faults for each step's temporaries
-    print(f"One training step, batch {args.batch}, one shard, float32, {describe_device(backend)}")
+    from lenet5x import fused
+
+    kernels = ""
+    if backend.name == "cupy":  # lenet5x/fused.py
+        kernels = ", fused kernels " + ("on" if fused.ENABLED else "off (LENET5X_FUSED=0)")
+    print(
+        f"One training step, batch {args.batch}, one shard, float32, "
+        f"{describe_device(backend)}{kernels}"
+    )
     for architecture in args.models.split(","):
         print()
         print(table(architecture, profile(architecture, backend, args.batch, args.steps), args.top))

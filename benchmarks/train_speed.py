@@ -343,9 +343,10 @@ def machine_line() -> str:
     except ImportError:
         torch_version = "absent"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    unfused = os.environ.get("LENET5X_FUSED") == "0"  # lenet5x/fused.py: only CuPy uses them
     return (
         f"{cpu}, {cores} cores, Python {platform.python_version()}, NumPy {numpy.__version__}, "
-        f"PyTorch {torch_version}"
+        f"PyTorch {torch_version}{'; lenet5x without fused kernels (LENET5X_FUSED=0)' * unfused}"
     )
 
 

@@ -7,14 +7,15 @@
 # STEPS is a comma-separated choice of (default: all four, in this order)
 #   tests   every test marked gpu (NumPy == CuPy; a short training run on both); here a skip fails;
 #   profile where a training step's time goes on the GPU, part by part, with its host and device
-#           times (benchmarks/step_profile.py --backend cupy), into profile.txt;
+#           times (benchmarks/step_profile.py --backend cupy), into profile.txt; and the same
+#           without the fused kernels (LENET5X_FUSED=0, lenet5x/fused.py), into profile-unfused.txt;
 #   epochs  one full epoch of each config with --backend cupy: the paper's LeNet-5 (the default
 #           config) and every configs/*.yaml;
 #   bench   the training-speed benchmark, benchmarks/train_speed.py ($BENCH_ARGS are passed on,
 #           e.g. BENCH_ARGS="--rounds 1").
 # $PYTHON is the interpreter (default python3).
 # Everything lands in OUT_DIR (default runs/gpu-checks-<date-time>): log.txt, gpu-tests.xml,
-# profile.txt, one run directory per config, benchmark.json. The exit status is 0 only when every chosen step passed.
+# profile.txt, profile-unfused.txt, one run directory per config, benchmark.json. The exit status is 0 only when every chosen step passed.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 data=${1:?usage: bash docker/gpu_checks.sh MNIST_DIR [OUT_DIR [STEPS]]}
@@ -56,6 +57,10 @@ if [[ $steps == *,profile,* ]]; then
     echo "== benchmarks/step_profile.py --backend cupy"
     "$py" benchmarks/step_profile.py --backend cupy > "$out/profile.txt" || failed+=(profile)
     cat "$out/profile.txt"
+    echo "== the same without the fused kernels (LENET5X_FUSED=0)"
+    LENET5X_FUSED=0 "$py" benchmarks/step_profile.py --backend cupy > "$out/profile-unfused.txt" \
+        || failed+=(profile-unfused)
+    cat "$out/profile-unfused.txt"
 fi
 
 if [[ $steps == *,epochs,* ]]; then

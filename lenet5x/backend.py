@@ -138,6 +138,22 @@ def resolve(name: str = "auto", dtype: str = "float32", device: Any = None) -> B
     return Backend(name=name, xp=xp, device=device, dtype=getattr(xp, dtype), note=note)
 
 
+def elementwise_kernel(inputs: str, outputs: str, body: str, name: str):
+    """A cupy.ElementwiseKernel (lenet5x/fused.py): inputs and outputs as "T x, T y", body the
+    C statements. CuPy compiles it on its first call; that call raises what
+    kernel_compile_errors() names if the body does not compile."""
+    import cupy
+
+    return cupy.ElementwiseKernel(inputs, outputs, body, name)
+
+
+def kernel_compile_errors() -> tuple[type, ...]:
+    """What CuPy raises when NVRTC cannot compile a kernel's source."""
+    from cupy.cuda.compiler import CompileException
+
+    return (CompileException,)
+
+
 def keep_freed_host_memory() -> None:
     """Ask glibc's malloc to keep large freed blocks instead of returning them to the OS.
 

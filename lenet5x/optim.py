@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from . import paper
+from . import fused, paper
 from .namespace import array_namespace, constant
 
 Schedule = Sequence[tuple[int | None, float]]
@@ -110,7 +110,8 @@ class SDLM:
         keys = list(grads)
         p = self.flat.join([params[k] for k in keys], "params")
         rates = self.flat.join([state[f"rate/{k}"] for k in keys], "rates")
-        p = p - rates * self.flat.join(grads.values())
+        g = self.flat.join(grads.values())
+        p = fused.SDLM_UPDATE(p, rates, g) if fused.active(p) else p - rates * g
         views = self.flat.split(p, [grads[k].shape for k in keys], "params")
         return {**params, **dict(zip(keys, views, strict=True))}, state
 
@@ -186,18 +187,29 @@ class Adam:
         b1, b2 = self.beta1, self.beta2
         t = self._steps_before(state) + 1
         g = self.flat.join(grads.values())  # summed over the batch: the mean is g / batch_size
-        m, v = ((1 - b1) / batch_size) * g, ((1 - b2) / batch_size**2) * (g * g)
-        if f"m/{keys[0]}" in state:
-            m = b1 * self.flat.join([state[f"m/{k}"] for k in keys], "m") + m
-            v = b2 * self.flat.join([state[f"v/{k}"] for k in keys], "v") + v
-        xp = array_namespace(g)
+        c1, c2 = (1 - b1) / batch_size, (1 - b2) / batch_size**2
         # bias corrections from the step count kept on the host: no device scalars, no sync
-        update = m / (xp.sqrt(v) * (1 / math.sqrt(1 - b2**t)) + self.eps)
-        p = self.flat.join([params[k] for k in keys], "params")
-        rate = lr / (1 - b1**t)
-        if self.weight_decay:
-            p = p - (lr * self.weight_decay) * (p * weight_mask(grads, p))
-        p = p - rate * update
+        correction, rate = 1 / math.sqrt(1 - b2**t), lr / (1 - b1**t)
+        p = self.flat.join([params[key] for key in keys], "params")
+        m0 = v0 = None
+        if f"m/{keys[0]}" in state:
+            m0 = self.flat.join([state[f"m/{key}"] for key in keys], "m")
+            v0 = self.flat.join([state[f"v/{key}"] for key in keys], "v")
+        xp = array_namespace(g)
+        if fused.active(g):  # one kernel on a GPU (fused.py), the same numbers
+            decay = lr * self.weight_decay
+            mask = weight_mask(grads, p) if decay else 0.0
+            moments = (0.0, 0.0) if m0 is None else (m0, v0)
+            constants = (b1, c1, b2, c2, correction, self.eps, decay, rate)
+            m, v, p = fused.ADAM_UPDATE(g, *moments, p, mask, *constants)
+        else:
+            m, v = c1 * g, c2 * (g * g)
+            if m0 is not None:
+                m, v = b1 * m0 + m, b2 * v0 + v
+            update = m / (xp.sqrt(v) * correction + self.eps)
+            if self.weight_decay:
+                p = p - (lr * self.weight_decay) * (p * weight_mask(grads, p))
+            p = p - rate * update
 
         counter = (
             state["step"] + 1 if "step" in state else xp.ones((), dtype=g.dtype, device=g.device)

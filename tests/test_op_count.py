@@ -49,4 +49,13 @@ def test_counts_a_whole_training_step():
     # every layer and the optimizer launch something; the per-file table names them
     files = {where for where, _ in counter.kernels}
     assert {"conv.py", "activation.py", "subsample.py", "rbf.py", "optim.py"} <= files
-    assert kernels > 100
+    assert kernels > 60
+
+
+def test_a_fused_kernel_counts_once():
+    from lenet5x import fused
+
+    p, r, g = (xp.ones((5,)) for _ in range(3))
+    kernels, views, counter = counted(lambda: fused.SDLM_UPDATE(p, r, g))  # its text: 2 operations
+    assert (kernels, views) == (1, 0), (counter.kernels, counter.views)
+    assert set(counter.kernels) == {("test_op_count.py", "kernel sdlm_update")}

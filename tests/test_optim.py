@@ -31,7 +31,7 @@ def adam_by_hand(params, grads_per_step, lr, beta1, beta2, eps, decay, batch):
 
 
 @pytest.mark.parametrize("decay", [0.0, 0.01])
-def test_flat_adam_equals_adam_per_array(decay):
+def test_flat_adam_equals_adam_per_array(decay, paths):
     rng = numpy.random.default_rng(4)
     shapes = {"C1.weight": (6, 1, 5, 5), "C1.bias": (6,), "F6.weight": (84, 120), "F6.bias": (84,)}
     host = {k: rng.normal(size=s) for k, s in shapes.items()}
@@ -91,7 +91,7 @@ def test_flat_sgd_equals_sgd_per_array(momentum, decay, nesterov):
         numpy.testing.assert_allclose(to_numpy(params[k]), expected[k], rtol=1e-12, err_msg=k)
 
 
-def test_flat_sdlm_equals_sdlm_per_array():
+def test_flat_sdlm_equals_sdlm_per_array(paths):
     """w <- w - eta / (mu + h_kk) * g, parameter by parameter (eq. 21)."""
     rng = numpy.random.default_rng(6)
     host = {k: rng.normal(size=s) for k, s in SHAPES.items()}

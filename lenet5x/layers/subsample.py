@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy
 
+from .. import fused
 from ..im2col import in_block_order
 from ..namespace import array_namespace, launch_bound
 from .base import Parameterless, init_weights
@@ -74,19 +75,28 @@ class Subsampling:
 
     def forward(self, params, x, train=False):
         s = sum_2x2(x)
+        coef, bias = params["coef"][:, None, None, None], params["bias"][:, None, None, None]
+        if fused.active(s):  # one kernel on a GPU (fused.py), the same numbers
+            s, a = fused.SUBSAMPLING(s, 0.25 if self.average else 1.0, coef, bias)
+            return a, (s, in_block_order(x))
         if self.average:
             s *= 0.25
-        a = s * params["coef"][:, None, None, None]
-        a += params["bias"][:, None, None, None]
+        a = s * coef
+        a += bias
         return a, (s, in_block_order(x))
 
     def backward(self, params, cache, dy, need_dx=True):
         xp = array_namespace(dy)
         s, block_order = cache
         grads = {"coef": xp.sum(dy * s, axis=(1, 2, 3)), "bias": xp.sum(dy, axis=(1, 2, 3))}
-        coef = params["coef"] * 0.25 if self.average else params["coef"]
-        dx = spread_2x2(dy * coef[:, None, None, None], block_order) if need_dx else None
-        return dx, grads
+        if not need_dx:
+            return None, grads
+        coef = params["coef"][:, None, None, None]
+        if fused.active(dy):
+            dx = fused.SUBSAMPLING_BACKWARD(dy, coef, 0.25 if self.average else 1.0)
+        else:
+            dx = dy * (coef * 0.25 if self.average else coef)
+        return spread_2x2(dx, block_order), grads
 
     def backward2(self, params, cache, d2y, dy=None, need_dx=True):
         xp = array_namespace(d2y)
