@@ -50,6 +50,7 @@ class OperationCounter:
         from lenet5x.fused import Kernel
 
         self.kernel_call = Kernel.__call__.__code__
+        self._in_kernel = 0  # depth of Kernel calls the profiler is in
         self.kernels: collections.Counter = collections.Counter()  # (caller file, op) -> n
         self.views: collections.Counter = collections.Counter()
         self._arguments: dict[int, tuple[list, str]] = {}
@@ -60,14 +61,17 @@ class OperationCounter:
             if event == "call":
                 where = os.path.basename(frame.f_back.f_code.co_filename)
                 self.kernels[(where, f"kernel {frame.f_locals['self'].name}")] += 1
+                self._in_kernel += 1
+            elif event == "return":
+                self._in_kernel -= 1
             return
-        if not code.co_filename.startswith(self.strict) or code.co_name in METADATA:
+        if self._in_kernel or not code.co_filename.startswith(self.strict):
+            return  # not an array operation, or one of a kernel's, evaluated on the CPU
+        if code.co_name in METADATA:
             return
         caller = frame.f_back
         if caller is None or caller.f_code.co_filename.startswith(self.library):
             return
-        if caller.f_code.co_filename.startswith("<kernel "):
-            return  # a fused kernel's text evaluated on the CPU: counted as the kernel
         if event == "call":
             inputs = [v for v in frame.f_locals.values() if isinstance(v, self.array_type)]
             self._arguments[id(frame)] = (inputs, os.path.basename(caller.f_code.co_filename))

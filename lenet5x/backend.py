@@ -138,13 +138,13 @@ def resolve(name: str = "auto", dtype: str = "float32", device: Any = None) -> B
     return Backend(name=name, xp=xp, device=device, dtype=getattr(xp, dtype), note=note)
 
 
-def elementwise_kernel(inputs: str, outputs: str, body: str, name: str):
-    """A cupy.ElementwiseKernel (lenet5x/fused.py): inputs and outputs as "T x, T y", body the
-    C statements. CuPy compiles it on its first call; that call raises what
-    kernel_compile_errors() names if the body does not compile."""
+def elementwise_kernel(inputs: str, outputs: str, body: str, name: str, preamble: str = ""):
+    """A cupy.ElementwiseKernel (lenet5x/fused.py): inputs and outputs as "T x, int64 y", body
+    the C statements, preamble the C++ definitions they use. CuPy compiles it on its first call;
+    that call raises what kernel_compile_errors() names if the code does not compile."""
     import cupy
 
-    return cupy.ElementwiseKernel(inputs, outputs, body, name)
+    return cupy.ElementwiseKernel(inputs, outputs, body, name, preamble=preamble)
 
 
 def kernel_compile_errors() -> tuple[type, ...]:

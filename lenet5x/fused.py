@@ -1,21 +1,22 @@
-"""Elementwise chains as one GPU kernel: the scaled tanh's passes and the optimizers' updates.
+"""Elementwise chains as one GPU kernel: activations' passes, criteria, optimizer updates.
 
 On a GPU a LeNet-5 step is bound by kernel launches, not arithmetic (README, Speed): the scaled
 tanh's backward pass is four array operations, so four launches, for one multiply-add's worth of
 work per number. A `Kernel` here is such a chain written once, as one expression per output in
-the syntax common to Python and C (numbers, names, + - * /, parentheses, tanh and sqrt):
+the syntax common to Python and C (names, + - * /, parentheses and the calls in FUNCTIONS):
 
-- on CuPy it is one `cupy.ElementwiseKernel` (every name typed T, the arrays' float dtype);
-- on every other array it is evaluated as Python with the array namespace's operations. That is
-  how the tests run the kernels' own text on NumPy and array-api-strict, through every gradient
-  and second-derivative check, with no GPU.
+- on CuPy it is one `cupy.ElementwiseKernel` (every input typed T, the arrays' float dtype,
+  unless it names its own: "first:int64");
+- on every other array, and on CuPy with LENET5X_FUSED=0 in the environment, it is evaluated as
+  Python: each operation one array operation of the namespace. That is how the tests run the
+  kernels' own text on NumPy and array-api-strict, through every gradient and second-derivative
+  check, with no GPU.
 
-The layers and optimizers call a kernel where `active(x)`: on CuPy arrays (a GPU), and under
-`namespace.gpu_paths()` (the tests' GPU paths, benchmarks/op_count.py); elsewhere they keep their
-portable, in-place code, which moves less memory on a CPU. Each kernel computes exactly what that
-code computes, in the same order. `LENET5X_FUSED=0` in the environment turns the kernels off
-(CuPy then runs the portable code, for comparisons). A kernel that CuPy cannot compile warns once
-and is evaluated as Python on CuPy instead: correct, not fused.
+The layers, criteria and optimizers call a kernel on their GPU paths (namespace.launch_bound:
+CuPy arrays, and under `gpu_paths()` for the tests and benchmarks/op_count.py); their CPU paths
+keep portable, in-place code, which moves less memory. Each kernel computes what the CPU path
+computes, operation for operation (tests/test_fused.py). A kernel that CuPy cannot compile warns
+once and is evaluated as Python on CuPy instead: correct, not fused.
 """
 
 from __future__ import annotations
@@ -26,29 +27,47 @@ import warnings
 
 from array_api_compat import is_cupy_array
 
-from .namespace import array_namespace, launch_bound
+from .namespace import array_namespace
 
 ENABLED = os.environ.get("LENET5X_FUSED", "1") != "0"
-_FUNCTIONS = ("tanh", "sqrt")  # the functions a kernel may call, the same name in C and xp
 
-
-def active(x) -> bool:
-    """Whether the elementwise chains on x run as Kernels (module docstring)."""
-    return ENABLED and launch_bound(x)
+# The calls a kernel may make: name -> (the Python function, given the namespace; its C++
+# definition for the kernel, "" where CUDA has it).
+FUNCTIONS = {
+    "tanh": (lambda xp: xp.tanh, ""),
+    "sqrt": (lambda xp: xp.sqrt, ""),
+    "exp": (lambda xp: xp.exp, ""),
+    "log": (lambda xp: xp.log, ""),
+    "where_positive": (  # g where y > 0, else 0: ReLU's gradient routed by its output y
+        lambda xp: lambda y, g: xp.where(y > 0, g, 0.0),
+        "template <typename F> __device__ F where_positive(F y, F g)"
+        " { return y > F(0) ? g : F(0); }",
+    ),
+    "where_equal": (  # g where the integers a and b are equal, else 0: a max pooling's routing
+        lambda xp: lambda a, b, g: xp.where(a == b, g, 0.0),
+        "template <typename I, typename F> __device__ F where_equal(I a, I b, F g)"
+        " { return a == b ? g : F(0); }",
+    ),
+}
 
 
 class Kernel:
     """outputs(*inputs) for arrays and Python floats that broadcast together.
 
-    inputs: names, in call order; outputs: (name, expression) in the order computed (a later
-    expression may read an earlier output). Returns one array, or a tuple for several outputs.
+    inputs: names in call order, each "name" (typed T) or "name:dtype" (e.g. "first:int64"),
+    the first always given an array (it decides the backend);
+    outputs: (name, expression) in the order computed (a later expression may read an earlier
+    output). Returns one array, or a tuple for several outputs.
     """
 
     def __init__(self, name: str, inputs: str, outputs: tuple[tuple[str, str], ...]):
-        self.name, self.inputs, self.outputs = name, tuple(inputs.split()), outputs
-        known = set(self.inputs)
+        self.name, self.outputs = name, outputs
+        specs = [spec.partition(":") for spec in inputs.split()]
+        self.inputs = tuple(n for n, _, _ in specs)
+        self.input_types = tuple(t or "T" for _, _, t in specs)
+        known, self._calls = set(self.inputs), set()
         for out, text in outputs:
-            _check_common_syntax(text, known, f"kernel {name}, output {out}")
+            self._calls |= _check_common_syntax(text, known, f"kernel {name}, output {out}")
             known.add(out)
         self._python = [
             (out, compile(text, f"<kernel {name}: {out}>", "eval")) for out, text in outputs
@@ -60,7 +79,7 @@ class Kernel:
         return "; ".join(f"{out} = {text}" for out, text in self.outputs)
 
     def __call__(self, *args):
-        if self._device is not False and is_cupy_array(args[0]):
+        if ENABLED and self._device is not False and is_cupy_array(args[0]):
             try:
                 return (self._device or self._build())(*args)
             except _compile_errors() as error:  # evaluated only when something was raised
@@ -71,7 +90,7 @@ class Kernel:
         """The outputs evaluated as Python, each operation one array operation of args[0]'s
         namespace (what the kernel computes, unfused)."""
         xp = array_namespace(args[0])
-        scope = {f: getattr(xp, f) for f in _FUNCTIONS}
+        scope = {f: FUNCTIONS[f][0](xp) for f in self._calls}
         scope.update(zip(self.inputs, args, strict=True))
         for out, code in self._python:
             scope[out] = eval(code, {"__builtins__": {}}, scope)
@@ -82,10 +101,11 @@ class Kernel:
         from .backend import elementwise_kernel
 
         self._device = elementwise_kernel(
-            ", ".join(f"T {name}" for name in self.inputs),
+            ", ".join(f"{t} {n}" for t, n in zip(self.input_types, self.inputs, strict=True)),
             ", ".join(f"T {out}" for out, _ in self.outputs),
             self.source(),
             f"lenet5x_{self.name}",
+            preamble="\n".join(FUNCTIONS[f][1] for f in sorted(self._calls) if FUNCTIONS[f][1]),
         )
         return self._device
 
@@ -99,24 +119,28 @@ class Kernel:
         self._device = False
 
 
-def _check_common_syntax(text: str, names: set[str], what: str) -> None:
-    """Raise ValueError unless `text` means the same in Python and in C: names from `names`,
-    + - * / and unary minus, parentheses, and calls of tanh and sqrt. No numbers: in C `1/2` is 0
-    and `0.5` a double, which would compute float32 arrays in double; a number is an input
-    (T-typed, so cast like the arrays). Python's ** // % and comparisons are not C's."""
+def _check_common_syntax(text: str, names: set[str], what: str) -> set[str]:
+    """The FUNCTIONS `text` calls; ValueError unless it means the same in Python and in C: names
+    from `names`, + - * / and unary minus, parentheses, calls of FUNCTIONS. No numbers: in C
+    `1/2` is 0 and `0.5` a double, which would compute float32 arrays in double; a number is an
+    input (T-typed, so cast like the arrays). Python's ** // % and comparisons are not C's."""
     allowed = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Add, ast.Sub, ast.Mult, ast.Div)
     allowed += (ast.USub, ast.Name, ast.Load, ast.Call)
+    calls = set()
     for node in ast.walk(ast.parse(text, mode="eval")):
         if isinstance(node, ast.Constant):
             raise ValueError(f"{what}: the number {node.value!r} must be an input")
         if not isinstance(node, allowed):
             raise ValueError(f"{what}: {type(node).__name__} is not in the common syntax")
-        if isinstance(node, ast.Call) and not (
-            isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS and not node.keywords
-        ):
-            raise ValueError(f"{what}: only {' and '.join(_FUNCTIONS)} may be called")
-        if isinstance(node, ast.Name) and node.id not in names and node.id not in _FUNCTIONS:
+        if isinstance(node, ast.Call):
+            if not (isinstance(node.func, ast.Name) and node.func.id in FUNCTIONS):
+                raise ValueError(f"{what}: only {', '.join(FUNCTIONS)} may be called")
+            if node.keywords:
+                raise ValueError(f"{what}: no keyword arguments")
+            calls.add(node.func.id)
+        elif isinstance(node, ast.Name) and node.id not in names and node.id not in FUNCTIONS:
             raise ValueError(f"{what}: {node.id} is neither an input nor an earlier output")
+    return calls
 
 
 def _compile_errors() -> tuple[type, ...]:
@@ -134,11 +158,39 @@ SCALED_TANH_BACKWARD2 = Kernel(
     "scaled_tanh_backward2", "y g a2 k", (("dx", "(y * y - a2) * k * ((y * y - a2) * k) * g"),)
 )
 
+# -- ReLU (layers/activation.py) and a max pooling's routing (layers/convpool.py) ---------------
+# dx = g where the output y > 0, else 0; da = g on the place `first` of each block's maximum.
+RELU_BACKWARD = Kernel("relu_backward", "y g", (("dx", "where_positive(y, g)"),))
+MAX_POOL_ROUTE = Kernel(
+    "max_pool_route", "first:int64 places:int64 g", (("da", "where_equal(first, places, g)"),)
+)
+
 # -- trainable subsampling (layers/subsample.py, sec. II-B) ------------------------------------
 # forward, from the 2x2 block sums s: t = q s (q = 1/4 where the layer averages), a = coef t + bias
 # (t is kept for the backward pass); backward: dx = dy (coef q), spread over each block.
 SUBSAMPLING = Kernel("subsampling", "s q c b", (("t", "s * q"), ("a", "t * c + b")))
 SUBSAMPLING_BACKWARD = Kernel("subsampling_backward", "g c q", (("dx", "g * (c * q)"),))
+
+# -- the RBF output (layers/rbf.py, eq. 7), on every backend: the same operations as unfused code
+# y_i = |x - w_i|^2 = -2 w_i . x + |x|^2 + |w_i|^2 from the three terms; dx = x (2 sum_i dy_i)
+# + (-2 w^T dy).
+RBF_DISTANCES = Kernel("rbf_distances", "m q w2", (("y", "m + q + w2"),))
+RBF_BACKWARD = Kernel("rbf_backward", "x s two mw", (("dx", "x * (two * s) + mw"),))
+
+# -- the criteria (losses.py), on every backend: the same operations as unfused code -------------
+# softmax cross-entropy: s = o - max, e = exp(s), z = sum e; dE/do = e / z - onehot
+SHIFTED_EXP = Kernel("shifted_exp", "o top", (("s", "o - top"), ("e", "exp(s)")))
+SOFTMAX_GRADIENT = Kernel("softmax_gradient", "e z t", (("d", "e / z - t"),))
+# MAP (eq. 9), exponents shifted by shift = min(min_i y_i, j) <= every y_i and j:
+# e_i = e^{shift - y_i}, z = sum_i e_i + e^{shift - j}, log(e^-j + sum_i e^-y_i) = log z - shift,
+# dE/dy = onehot - e / z
+MAP_EXP = Kernel("map_exp", "o shift", (("e", "exp(shift - o)"),))
+MAP_NORMALIZER = Kernel(
+    "map_normalizer",
+    "total shift j",
+    (("z", "total + exp(shift - j)"), ("log_z", "log(z) - shift")),
+)
+MAP_GRADIENT = Kernel("map_gradient", "e z t", (("d", "t - e / z"),))
 
 # -- optimizer updates on flat vectors (optim.py) ----------------------------------------------
 # SDLM (eq. 18 with eq. 21's rates): w <- w - eps_k g_k.

@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 
 from . import fused, paper
-from .namespace import array_namespace, constant
+from .namespace import array_namespace, constant, launch_bound
 
 Schedule = Sequence[tuple[int | None, float]]
 
@@ -111,7 +111,7 @@ class SDLM:
         p = self.flat.join([params[k] for k in keys], "params")
         rates = self.flat.join([state[f"rate/{k}"] for k in keys], "rates")
         g = self.flat.join(grads.values())
-        p = fused.SDLM_UPDATE(p, rates, g) if fused.active(p) else p - rates * g
+        p = fused.SDLM_UPDATE(p, rates, g) if launch_bound(p) else p - rates * g
         views = self.flat.split(p, [grads[k].shape for k in keys], "params")
         return {**params, **dict(zip(keys, views, strict=True))}, state
 
@@ -196,7 +196,7 @@ class Adam:
             m0 = self.flat.join([state[f"m/{key}"] for key in keys], "m")
             v0 = self.flat.join([state[f"v/{key}"] for key in keys], "v")
         xp = array_namespace(g)
-        if fused.active(g):  # one kernel on a GPU (fused.py), the same numbers
+        if launch_bound(g):  # one kernel on a GPU (fused.py), the same numbers
             decay = lr * self.weight_decay
             mask = weight_mask(grads, p) if decay else 0.0
             moments = (0.0, 0.0) if m0 is None else (m0, v0)

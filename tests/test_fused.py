@@ -1,8 +1,12 @@
 """Fused kernels (lenet5x/fused.py): their text means the same in Python and C, and computes
-exactly what the portable code computes; on a GPU, CuPy's compiled kernel equals the text."""
+exactly what the CPU paths compute; on a GPU, CuPy's compiled kernel equals the text. (The
+criteria and the RBF layer call their kernels on every backend: their own tests check them.)"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import warnings
 
 import numpy
@@ -11,19 +15,11 @@ from conftest import HAVE_GPU
 
 from lenet5x import fused
 from lenet5x.backend import resolve, to_numpy
-from lenet5x.layers.activation import ScaledTanh
+from lenet5x.layers.activation import ReLU, ScaledTanh
 from lenet5x.layers.subsample import Subsampling
 from lenet5x.namespace import gpu_paths
 
-KERNELS = [
-    fused.SCALED_TANH,
-    fused.SCALED_TANH_BACKWARD,
-    fused.SCALED_TANH_BACKWARD2,
-    fused.SUBSAMPLING,
-    fused.SUBSAMPLING_BACKWARD,
-    fused.SDLM_UPDATE,
-    fused.ADAM_UPDATE,
-]
+KERNELS = [k for k in vars(fused).values() if isinstance(k, fused.Kernel)]
 
 
 @pytest.mark.parametrize(
@@ -35,7 +31,7 @@ KERNELS = [
         ("x > x", "Compare"),
         ("x * 2", "the number 2 must be an input"),  # 1/2 is 0 in C
         ("x * 0.5", "the number 0.5 must be an input"),  # a double in C
-        ("abs(x)", "only tanh and sqrt"),
+        ("abs(x)", "may be called"),
         ("x + z", "z is neither"),
     ],
 )
@@ -50,22 +46,13 @@ def test_a_later_output_reads_an_earlier_one_not_a_later_one():
         fused.Kernel("chain", "x", (("y", "z + x"), ("z", "x * x")))
 
 
-def test_kernels_are_active_on_gpu_paths_unless_turned_off(monkeypatch):
-    x = resolve("numpy", "float32").asarray(numpy.ones(3))
-    assert not fused.active(x)
-    with gpu_paths():
-        assert fused.active(x)
-        monkeypatch.setattr(fused, "ENABLED", False)
-        assert not fused.active(x)
-
-
-def _both_paths(run, monkeypatch):
-    """run() with the portable code, then with the kernels (their text evaluated): both results.
-    Only the kernels change: every other path stays NumPy's own."""
-    monkeypatch.setattr(fused, "active", lambda x: False)
-    portable = run()
-    monkeypatch.setattr(fused, "active", lambda x: True)
-    return portable, run()
+def _both_paths(run):
+    """run() on NumPy's CPU paths, then on its GPU paths (namespace.gpu_paths), where the layers
+    call the kernels and the kernels' text is evaluated: both results."""
+    with gpu_paths(False):
+        portable = run()
+    with gpu_paths(True):
+        return portable, run()
 
 
 def _assert_same_numbers(portable, kernel):
@@ -76,8 +63,20 @@ def _assert_same_numbers(portable, kernel):
         assert numpy.array_equal(to_numpy(a), to_numpy(b))  # same operations, same order
 
 
+def test_relu_kernel_gives_the_portable_numbers(rng):
+    backend = resolve("numpy", "float32")
+    layer = ReLU()
+    x, g = (backend.asarray(rng.normal(size=(4, 6, 6, 3))) for _ in range(2))
+
+    def run():
+        y, cache = layer.forward({}, x)
+        return y, layer.backward({}, cache, g)[0], layer.backward2({}, cache, g * g)[0]
+
+    _assert_same_numbers(*_both_paths(run))
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_scaled_tanh_kernels_give_the_portable_numbers(dtype, rng, monkeypatch):
+def test_scaled_tanh_kernels_give_the_portable_numbers(dtype, rng):
     backend = resolve("numpy", dtype)
     layer = ScaledTanh()
     x, g = (backend.asarray(rng.normal(size=(4, 6, 6, 3))) for _ in range(2))
@@ -86,17 +85,16 @@ def test_scaled_tanh_kernels_give_the_portable_numbers(dtype, rng, monkeypatch):
         y, cache = layer.forward({}, x)
         return y, layer.backward({}, cache, g)[0], layer.backward2({}, cache, g * g)[0]
 
-    _assert_same_numbers(*_both_paths(run, monkeypatch))
+    _assert_same_numbers(*_both_paths(run))
 
 
 @pytest.mark.parametrize("average", [True, False])
-@pytest.mark.parametrize("block_order", [False, True])
-def test_subsampling_kernels_give_the_portable_numbers(average, block_order, rng, monkeypatch):
+def test_subsampling_kernels_give_the_portable_numbers(average, rng):
+    # maps in block order: their 2x2 sums are one reduction on both paths (subsample.sum_2x2)
     backend = resolve("numpy", "float32")
     layer = Subsampling(4, average=average)
     params = layer.init(rng, backend)
-    shape = (4, 2, 2, 3, 3, 5) if block_order else (4, 6, 6, 5)
-    x = backend.asarray(rng.normal(size=shape))
+    x = backend.asarray(rng.normal(size=(4, 2, 2, 3, 3, 5)))
     g = backend.asarray(rng.normal(size=(4, 3, 3, 5)))
 
     def run():
@@ -104,11 +102,11 @@ def test_subsampling_kernels_give_the_portable_numbers(average, block_order, rng
         dx, grads = layer.backward(params, cache, g)
         return a, cache[0], dx, grads["coef"], grads["bias"]
 
-    _assert_same_numbers(*_both_paths(run, monkeypatch))
+    _assert_same_numbers(*_both_paths(run))
 
 
 @pytest.mark.parametrize("decay", [0.0, 0.01])
-def test_adam_kernel_gives_the_portable_numbers(decay, rng, monkeypatch):
+def test_adam_kernel_gives_the_portable_numbers(decay, rng):
     from lenet5x.optim import Adam
 
     backend = resolve("numpy", "float32")
@@ -122,10 +120,10 @@ def test_adam_kernel_gives_the_portable_numbers(decay, rng, monkeypatch):
             params, state = adam.step(params, grads, state, 8, 0)
         return [params[k] for k in shapes] + [state[f"{m}/{k}"] for m in "mv" for k in shapes]
 
-    _assert_same_numbers(*_both_paths(run, monkeypatch))
+    _assert_same_numbers(*_both_paths(run))
 
 
-def test_sdlm_kernel_gives_the_portable_numbers(rng, monkeypatch):
+def test_sdlm_kernel_gives_the_portable_numbers(rng):
     from lenet5x.optim import SDLM
 
     backend = resolve("numpy", "float32")
@@ -140,7 +138,75 @@ def test_sdlm_kernel_gives_the_portable_numbers(rng, monkeypatch):
         params, _ = sdlm.step(start, grads, state, 8, 0)
         return [params[k] for k in shapes]
 
-    _assert_same_numbers(*_both_paths(run, monkeypatch))
+    _assert_same_numbers(*_both_paths(run))
+
+
+# -- the C text, compiled by the host's C++ compiler: the same numbers as the Python text ------
+
+CXX = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")
+
+
+def _host_program(kernel, ctype: str) -> str:
+    """A C++ program that reads each element's inputs from stdin and prints its outputs: the
+    kernel's body as CuPy compiles it, with the arrays' type T = ctype (CuPy's typedef) and its
+    preamble, on the host instead of the GPU."""
+    body = []
+    for name, dtype in zip(kernel.inputs, kernel.input_types, strict=True):
+        if dtype == "int64":
+            body.append(f'long long {name}_in; scanf("%lld", &{name}_in);')
+            body.append(f"const long long {name} = {name}_in;")
+        else:
+            body.append(f'double {name}_in; scanf("%lf", &{name}_in);')
+            body.append(f"const T {name} = (T){name}_in;")
+    outputs = [out for out, _ in kernel.outputs]
+    body += [f"T {out};" for out in outputs]
+    body.append(kernel.source() + ";")
+    newline = "\\n"
+    body += [f'printf("%.17g{newline}", (double){out});' for out in outputs]
+    preamble = "\n".join(fused.FUNCTIONS[f][1] for f in sorted(kernel._calls))
+    loop = "\n        ".join(body)
+    return f"""
+#include <cmath>
+#include <cstdio>
+using std::exp; using std::log; using std::sqrt; using std::tanh;
+#define __device__
+typedef {ctype} T;
+{preamble}
+int main() {{
+    long _count;
+    if (scanf("%ld", &_count) != 1) return 1;
+    for (long _e = 0; _e < _count; ++_e) {{
+        {loop}
+    }}
+    return 0;
+}}
+"""
+
+
+@pytest.mark.skipif(CXX is None, reason="no C++ compiler")
+@pytest.mark.parametrize("dtype, rtol", [("float32", 4e-6), ("float64", 1e-13)])
+@pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: k.name)
+def test_kernel_text_means_the_same_in_c(kernel, dtype, rtol, rng, tmp_path):
+    backend = resolve("numpy", dtype)
+    args = _arguments(kernel, backend, rng)
+    shape = (6, 5, 7)
+    columns = [numpy.broadcast_to(numpy.asarray(a), shape).ravel() for a in args]
+    source = tmp_path / "kernel.cpp"
+    source.write_text(_host_program(kernel, "float" if dtype == "float32" else "double"))
+    program = tmp_path / "kernel"
+    subprocess.run([CXX, "-O1", "-o", str(program), str(source)], check=True)
+    lines = [str(columns[0].size)]
+    for e in range(columns[0].size):
+        lines.append(
+            " ".join(repr(int(c[e])) if c.dtype.kind == "i" else repr(float(c[e])) for c in columns)
+        )
+    run = subprocess.run([str(program)], input="\n".join(lines), capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    got = numpy.array(run.stdout.split(), dtype=float).reshape(-1, len(kernel.outputs))
+    want = kernel.evaluate(*args)
+    want = want if isinstance(want, tuple) else (want,)
+    for k, w in enumerate(want):
+        numpy.testing.assert_allclose(got[:, k], to_numpy(w).ravel(), rtol=rtol, atol=rtol)
 
 
 # -- on a GPU: CuPy compiles each text into a kernel equal to the text evaluated --------------
@@ -149,13 +215,30 @@ def test_sdlm_kernel_gives_the_portable_numbers(rng, monkeypatch):
 def _arguments(kernel, backend, rng):
     """Random arguments for `kernel`: arrays of one shape, with Python floats for the inputs
     named like constants (a, s, b1, ...), positive where a square root or a division needs it."""
-    constants = {"a", "s", "a2", "k", "q", "b1", "c1", "b2", "c2", "eps", "lrwd", "rate"}
+    constants = {
+        "a",
+        "s",
+        "a2",
+        "k",
+        "q",
+        "b1",
+        "c1",
+        "b2",
+        "c2",
+        "eps",
+        "lrwd",
+        "rate",
+        "two",
+        "j",
+    }
     args = []
-    for name in kernel.inputs:
-        if name in constants:
+    for name, dtype in zip(kernel.inputs, kernel.input_types, strict=True):
+        if dtype == "int64":
+            args.append(backend.asarray(rng.integers(0, 4, size=(6, 5, 7)), dtype=backend.xp.int64))
+        elif name in constants and args:  # the first input is always an array
             args.append(float(rng.uniform(0.1, 2.0)))
         else:
-            low = 0.0 if name in ("v0", "r") else -2.0
+            low = 0.1 if name in ("v0", "r", "z", "total") else -2.0  # square roots, divisions
             args.append(backend.asarray(rng.uniform(low, 2.0, size=(6, 5, 7))))
     return args
 
@@ -189,3 +272,14 @@ def test_a_kernel_cupy_cannot_compile_warns_once_and_still_computes():
         warnings.simplefilter("error")
         y = broken(x, x)  # no second warning
     assert to_numpy(y).tolist() == [0.0, 2.0, 4.0, 6.0]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAVE_GPU, reason="no CuPy / CUDA device")
+def test_with_lenet5x_fused_0_a_kernel_is_its_text_evaluated(monkeypatch, rng):
+    backend = resolve("cupy", "float32")
+    kernel = fused.Kernel("unused", "x y", (("z", "x * y"),))
+    monkeypatch.setattr(fused, "ENABLED", False)
+    x = backend.asarray(rng.normal(size=5))
+    assert numpy.array_equal(to_numpy(kernel(x, x)), to_numpy(x * x))
+    assert kernel._device is None  # never built

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .. import fused
 from ..im2col import pad
 from ..namespace import array_namespace, constant, launch_bound
 from .conv import Conv2D
@@ -23,8 +24,8 @@ class ConvMaxPool:
     Ties go to the first maximum of the block in row-major order, as in MaxPool2x2. The gradient
     finds it by one of two paths with the same result: elementwise comparisons of the four rows
     (pool.to_first_maximum: NumPy's argmax over a middle axis is five times slower), or, where
-    each operation is a kernel launch (namespace.launch_bound), one argmax and one comparison
-    (four operations instead of thirteen).
+    each operation is a kernel launch (namespace.launch_bound), one argmax and one kernel that
+    routes the gradient by it (fused.py; two operations instead of thirteen).
     """
 
     def __init__(self, in_channels, out_channels, kernel=5, padding=0, init="he"):
@@ -74,8 +75,8 @@ class ConvMaxPool:
             places = constant(  # [0, 1, 2, 3] shaped (1, 4, 1)
                 ("places",), a, lambda xp, dev: xp.reshape(xp.arange(4, device=dev), (1, 4, 1))
             )
-            mask = xp.astype(first == places, g.dtype)
-            return xp.reshape(mask * xp.reshape(g, (c_out, 1, m)), (4 * c_out, m))
+            routed = fused.MAX_POOL_ROUTE(first, places, xp.reshape(g, (c_out, 1, m)))
+            return xp.reshape(routed, (4 * c_out, m))
         places = self._places(a)
         parts = to_first_maximum(xp.reshape(g, (c_out, m)), *row_maxima(*places), *places)
         return xp.reshape(xp.stack(parts, axis=1), (4 * c_out, m))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import paper
+from .. import fused, paper
 from ..namespace import array_namespace
 
 
@@ -50,20 +50,16 @@ class EuclideanRBF:
     def forward(self, params, x, train=False):
         xp = array_namespace(x)
         minus_2w, _, w_squared = self._fixed(params["prototypes"])
-        # |x - w_i|^2 = |x|^2 - 2 w_i . x + |w_i|^2
-        y = minus_2w @ x
-        y += xp.sum(x * x, axis=0)[None, :]
-        y += w_squared
+        # |x - w_i|^2 = -2 w_i . x + |x|^2 + |w_i|^2
+        y = fused.RBF_DISTANCES(minus_2w @ x, xp.sum(x * x, axis=0)[None, :], w_squared)
         return y, x
 
     def backward(self, params, cache, dy, need_dx=True):
         xp = array_namespace(dy)
         x = cache
         _, minus_2w_t, _ = self._fixed(params["prototypes"])
-        # dE/dx = sum_i dy_i 2 (x - w_i)
-        dx = x * (2.0 * xp.sum(dy, axis=0))[None, :]
-        dx += minus_2w_t @ dy
-        return dx, {}
+        # dE/dx = sum_i dy_i 2 (x - w_i) = x (2 sum_i dy_i) - 2 w^T dy
+        return fused.RBF_BACKWARD(x, xp.sum(dy, axis=0)[None, :], 2.0, minus_2w_t @ dy), {}
 
     def backward2(self, params, cache, d2y, dy=None, need_dx=True):
         xp = array_namespace(d2y)

@@ -76,7 +76,7 @@ class Subsampling:
     def forward(self, params, x, train=False):
         s = sum_2x2(x)
         coef, bias = params["coef"][:, None, None, None], params["bias"][:, None, None, None]
-        if fused.active(s):  # one kernel on a GPU (fused.py), the same numbers
+        if launch_bound(s):  # one kernel on a GPU (fused.py), the same numbers
             s, a = fused.SUBSAMPLING(s, 0.25 if self.average else 1.0, coef, bias)
             return a, (s, in_block_order(x))
         if self.average:
@@ -92,7 +92,7 @@ class Subsampling:
         if not need_dx:
             return None, grads
         coef = params["coef"][:, None, None, None]
-        if fused.active(dy):
+        if launch_bound(dy):
             dx = fused.SUBSAMPLING_BACKWARD(dy, coef, 0.25 if self.average else 1.0)
         else:
             dx = dy * (coef * 0.25 if self.average else coef)
