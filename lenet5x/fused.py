@@ -12,11 +12,13 @@ the syntax common to Python and C (names, + - * /, parentheses and the calls in 
   kernels' own text on NumPy and array-api-strict, through every gradient and second-derivative
   check, with no GPU.
 
-The layers, criteria and optimizers call a kernel on their GPU paths (namespace.launch_bound:
-CuPy arrays, and under `gpu_paths()` for the tests and benchmarks/op_count.py); their CPU paths
-keep portable, in-place code, which moves less memory. Each kernel computes what the CPU path
-computes, operation for operation (tests/test_fused.py). A kernel that CuPy cannot compile warns
-once and is evaluated as Python on CuPy instead: correct, not fused.
+The layers and Adam call a kernel on their GPU paths (namespace.launch_bound: CuPy arrays, and
+under `gpu_paths()` for the tests and benchmarks/op_count.py); their CPU paths keep portable,
+in-place code, which moves less memory. Each kernel computes what the CPU path computes,
+operation for operation (tests/test_fused.py). The criteria, the RBF layer and SDLM, whose code
+was already the same operations as the kernel's text, call their kernels on every backend. A
+kernel that CuPy cannot compile warns once and is evaluated as Python on CuPy instead: correct,
+not fused.
 """
 
 from __future__ import annotations

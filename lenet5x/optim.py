@@ -111,7 +111,7 @@ class SDLM:
         p = self.flat.join([params[k] for k in keys], "params")
         rates = self.flat.join([state[f"rate/{k}"] for k in keys], "rates")
         g = self.flat.join(grads.values())
-        p = fused.SDLM_UPDATE(p, rates, g) if launch_bound(p) else p - rates * g
+        p = fused.SDLM_UPDATE(p, rates, g)  # p - rates * g: one kernel on a GPU
         views = self.flat.split(p, [grads[k].shape for k in keys], "params")
         return {**params, **dict(zip(keys, views, strict=True))}, state
 
