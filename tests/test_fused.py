@@ -63,22 +63,10 @@ def _assert_same_numbers(portable, kernel):
         assert numpy.array_equal(to_numpy(a), to_numpy(b))  # same operations, same order
 
 
-def test_relu_kernel_gives_the_portable_numbers(rng):
-    backend = resolve("numpy", "float32")
-    layer = ReLU()
-    x, g = (backend.asarray(rng.normal(size=(4, 6, 6, 3))) for _ in range(2))
-
-    def run():
-        y, cache = layer.forward({}, x)
-        return y, layer.backward({}, cache, g)[0], layer.backward2({}, cache, g * g)[0]
-
-    _assert_same_numbers(*_both_paths(run))
-
-
+@pytest.mark.parametrize("layer", [ReLU(), ScaledTanh()], ids=["relu", "scaled_tanh"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_scaled_tanh_kernels_give_the_portable_numbers(dtype, rng):
+def test_activation_kernels_give_the_portable_numbers(layer, dtype, rng):
     backend = resolve("numpy", dtype)
-    layer = ScaledTanh()
     x, g = (backend.asarray(rng.normal(size=(4, 6, 6, 3))) for _ in range(2))
 
     def run():
