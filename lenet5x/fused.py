@@ -67,13 +67,18 @@ class Kernel:
         specs = [spec.partition(":") for spec in inputs.split()]
         self.inputs = tuple(n for n, _, _ in specs)
         self.input_types = tuple(t or "T" for _, _, t in specs)
-        known, self._calls = set(self.inputs), set()
+        known, calls = set(self.inputs), set()
         for out, text in outputs:
-            self._calls |= _check_common_syntax(text, known, f"kernel {name}, output {out}")
+            calls |= _check_common_syntax(text, known, f"kernel {name}, output {out}")
             known.add(out)
-        self._python = [
-            (out, compile(text, f"<kernel {name}: {out}>", "eval")) for out, text in outputs
-        ]
+        self.calls = tuple(sorted(calls))
+        # the text as one Python function of the inputs and the functions it calls, made once:
+        # lambda x, a, s, tanh: ((y := a * tanh(s * x)),)
+        parameters = ", ".join(self.inputs + self.calls)
+        body = "".join(f"({out} := {text}), " for out, text in outputs)
+        code = compile(f"lambda {parameters}: ({body})", f"<kernel {name}>", "eval")
+        self._python = eval(code, {"__builtins__": {}})
+        self._functions: dict = {}  # namespace -> the functions the text calls, in it
         self._device = None  # the cupy.ElementwiseKernel, made on first use; False if it failed
 
     def source(self) -> str:
@@ -92,11 +97,10 @@ class Kernel:
         """The outputs evaluated as Python, each operation one array operation of args[0]'s
         namespace (what the kernel computes, unfused)."""
         xp = array_namespace(args[0])
-        scope = {f: FUNCTIONS[f][0](xp) for f in self._calls}
-        scope.update(zip(self.inputs, args, strict=True))
-        for out, code in self._python:
-            scope[out] = eval(code, {"__builtins__": {}}, scope)
-        results = tuple(scope[out] for out, _ in self.outputs)
+        functions = self._functions.get(xp)
+        if functions is None:
+            functions = self._functions[xp] = tuple(FUNCTIONS[f][0](xp) for f in self.calls)
+        results = self._python(*args, *functions)
         return results[0] if len(results) == 1 else results
 
     def _build(self):
@@ -107,7 +111,7 @@ class Kernel:
             ", ".join(f"T {out}" for out, _ in self.outputs),
             self.source(),
             f"lenet5x_{self.name}",
-            preamble="\n".join(FUNCTIONS[f][1] for f in sorted(self._calls) if FUNCTIONS[f][1]),
+            preamble="\n".join(FUNCTIONS[f][1] for f in self.calls if FUNCTIONS[f][1]),
         )
         return self._device
 

@@ -151,7 +151,7 @@ def _host_program(kernel, ctype: str) -> str:
     body.append(kernel.source() + ";")
     newline = "\\n"
     body += [f'printf("%.17g{newline}", (double){out});' for out in outputs]
-    preamble = "\n".join(fused.FUNCTIONS[f][1] for f in sorted(kernel._calls))
+    preamble = "\n".join(fused.FUNCTIONS[f][1] for f in kernel.calls)
     loop = "\n        ".join(body)
     return f"""
 #include <cmath>
