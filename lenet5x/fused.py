@@ -67,6 +67,10 @@ class Kernel:
         specs = [spec.partition(":") for spec in inputs.split()]
         self.inputs = tuple(n for n, _, _ in specs)
         self.input_types = tuple(t or "T" for _, _, t in specs)
+        names = self.inputs + tuple(out for out, _ in outputs)
+        for n in names:  # CuPy's own: the loop index i, the size n, names that start with _
+            if n in ("i", "n") or n.startswith("_") or names.count(n) > 1 or n in FUNCTIONS:
+                raise ValueError(f"kernel {name}: {n!r} cannot name an input or output")
         known, calls = set(self.inputs), set()
         for out, text in outputs:
             calls |= _check_common_syntax(text, known, f"kernel {name}, output {out}")

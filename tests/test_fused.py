@@ -40,6 +40,14 @@ def test_kernel_text_outside_the_common_syntax_is_refused(text, problem):
         fused.Kernel("bad", "x", (("y", text),))
 
 
+@pytest.mark.parametrize(
+    "inputs, output", [("x i", "y"), ("x _raw", "y"), ("x y", "y"), ("x x", "y"), ("x", "exp")]
+)
+def test_names_cupy_or_the_kernel_uses_itself_are_refused(inputs, output):
+    with pytest.raises(ValueError, match="cannot name an input or output"):
+        fused.Kernel("bad", inputs, ((output, "x"),))
+
+
 def test_a_later_output_reads_an_earlier_one_not_a_later_one():
     fused.Kernel("chain", "x", (("y", "x * x"), ("z", "y + x")))
     with pytest.raises(ValueError, match="z is neither"):
