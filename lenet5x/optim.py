@@ -68,6 +68,12 @@ class FlatVectors:
         self._known[name] = (tuple(views), vector)
         return views
 
+    def split_into(self, arrays: dict, like: dict, vector, name: str, prefix: str = "") -> dict:
+        """A copy of `arrays` where, for each key of `like` in order, arrays[prefix + key] is the
+        next view of `vector`, shaped like like[key] (split, remembered under `name`)."""
+        views = self.split(vector, [a.shape for a in like.values()], name)
+        return {**arrays, **{prefix + k: v for k, v in zip(like, views, strict=True)}}
+
 
 class SDLM:
     """Stochastic Diagonal Levenberg-Marquardt (sec. III-B, appendix C).
@@ -103,17 +109,14 @@ class SDLM:
         """New state with per-parameter rates for `epoch` from h (key -> per-pattern h_kk)."""
         eta = scheduled_rate(self.schedule, epoch)
         rates = eta / (self.mu + self.flat.join(h.values()))
-        views = self.flat.split(rates, [v.shape for v in h.values()], "rates")
-        return {f"rate/{k}": v for k, v in zip(h, views, strict=True)}
+        return self.flat.split_into({}, h, rates, "rates", "rate/")
 
     def step(self, params, grads, state, batch_size: int, epoch: int):
-        keys = list(grads)
-        p = self.flat.join([params[k] for k in keys], "params")
-        rates = self.flat.join([state[f"rate/{k}"] for k in keys], "rates")
+        p = self.flat.join([params[k] for k in grads], "params")
+        rates = self.flat.join([state[f"rate/{k}"] for k in grads], "rates")
         g = self.flat.join(grads.values())
         p = fused.SDLM_UPDATE(p, rates, g)  # p - rates * g: one kernel on a GPU
-        views = self.flat.split(p, [grads[k].shape for k in keys], "params")
-        return {**params, **dict(zip(keys, views, strict=True))}, state
+        return self.flat.split_into(params, grads, p, "params"), state
 
     @staticmethod
     def rates(state) -> dict:
@@ -142,22 +145,20 @@ class SGD:
 
     def step(self, params, grads, state, batch_size: int, epoch: int):
         lr = scheduled_rate(self.schedule, epoch)
-        keys, shapes = list(grads), [g.shape for g in grads.values()]
+        keys = list(grads)
         p = self.flat.join([params[k] for k in keys], "params")
         g = self.flat.join(grads.values()) / batch_size
         if self.weight_decay:
             g = g + self.weight_decay * (p * weight_mask(grads, p))
-        new_state = dict(state)
+        new_state = state
         if self.momentum:
             velocity = g
             if f"velocity/{keys[0]}" in state:
                 old = self.flat.join([state[f"velocity/{k}"] for k in keys], "velocity")
                 velocity = self.momentum * old + g
-            views = self.flat.split(velocity, shapes, "velocity")
-            new_state.update({f"velocity/{k}": v for k, v in zip(keys, views, strict=True)})
+            new_state = self.flat.split_into(state, grads, velocity, "velocity", "velocity/")
             g = g + self.momentum * velocity if self.nesterov else velocity
-        views = self.flat.split(p - lr * g, shapes, "params")
-        return {**params, **dict(zip(keys, views, strict=True))}, new_state
+        return self.flat.split_into(params, grads, p - lr * g, "params"), new_state
 
 
 class Adam:
@@ -183,7 +184,7 @@ class Adam:
 
     def step(self, params, grads, state, batch_size: int, epoch: int):
         lr = scheduled_rate(self.schedule, epoch)
-        keys, shapes = list(grads), [g.shape for g in grads.values()]
+        keys = list(grads)
         b1, b2 = self.beta1, self.beta2
         t = self._steps_before(state) + 1
         g = self.flat.join(grads.values())  # summed over the batch: the mean is g / batch_size
@@ -196,8 +197,8 @@ class Adam:
             m0 = self.flat.join([state[f"m/{key}"] for key in keys], "m")
             v0 = self.flat.join([state[f"v/{key}"] for key in keys], "v")
         xp = array_namespace(g)
+        decay = lr * self.weight_decay
         if launch_bound(g):  # one kernel on a GPU (fused.py), the same numbers
-            decay = lr * self.weight_decay
             mask = weight_mask(grads, p) if decay else 0.0
             moments = (0.0, 0.0) if m0 is None else (m0, v0)
             constants = (b1, c1, b2, c2, correction, self.eps, decay, rate)
@@ -207,8 +208,8 @@ class Adam:
             if m0 is not None:
                 m, v = b1 * m0 + m, b2 * v0 + v
             update = m / (xp.sqrt(v) * correction + self.eps)
-            if self.weight_decay:
-                p = p - (lr * self.weight_decay) * (p * weight_mask(grads, p))
+            if decay:
+                p = p - decay * (p * weight_mask(grads, p))
             p = p - rate * update
 
         counter = (
@@ -217,10 +218,8 @@ class Adam:
         self._count = (counter, t)
         new_state = {**state, "step": counter}
         for name, vector in (("m", m), ("v", v)):
-            views = self.flat.split(vector, shapes, name)
-            new_state.update({f"{name}/{k}": x for k, x in zip(keys, views, strict=True)})
-        views = self.flat.split(p, shapes, "params")
-        return {**params, **dict(zip(keys, views, strict=True))}, new_state
+            new_state = self.flat.split_into(new_state, grads, vector, name, f"{name}/")
+        return self.flat.split_into(params, grads, p, "params"), new_state
 
     def _steps_before(self, state) -> int:
         """The steps taken so far: state["step"], read on the host only after a restore."""
