@@ -32,6 +32,8 @@ import numpy
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from step_profile import make_step  # noqa: E402  (a script beside this one)
 
 METADATA = {"shape", "dtype", "device", "ndim", "size", "__array_namespace__"}
 GENERIC = {"func": "(elementwise)", "wrapper": "(elementwise)"}  # array-api-strict's wrapper names
@@ -95,34 +97,13 @@ class OperationCounter:
 
 
 def one_step(architecture: str, batch: int):
-    """A training step closure on array-api-strict: one shard of `batch` synthetic images."""
+    """A training step closure on array-api-strict: one shard of `batch` synthetic images, as
+    benchmarks/step_profile.py builds it, run once (the first step builds what later steps
+    reuse: masks, index tables, the optimizer's state)."""
     from lenet5x.backend import resolve
-    from lenet5x.data import DeviceData
-    from lenet5x.model import build_model
-    from lenet5x.optim import SDLM, Adam
-    from lenet5x.step import TrainStep
 
-    backend = resolve("array_api_strict", "float32")
-    xp = backend.xp
-    rng = numpy.random.default_rng(0)
-    images = rng.integers(0, 256, (batch, 32, 32)).astype(numpy.uint8)
-    data = DeviceData(backend, images, rng.integers(0, 10, batch), 1 / 255, 0.0)
-    model = build_model({"architecture": architecture})
-    params = model.init(rng, backend)
-    idx = backend.asarray(numpy.arange(batch), dtype=xp.int64)
-    if architecture == "classic":
-        optimizer = SDLM()
-        x, labels = data.batch(idx)
-        state = optimizer.set_curvature({}, model.hessian_diagonal(params, x, labels), 0)
-    else:
-        optimizer, state = Adam([(None, 1e-3)]), {}
-    step = TrainStep(model, optimizer, data, workers=1)
-    box = {"params": params, "state": state}
-
-    def run():
-        box["params"], box["state"], _, _ = step(box["params"], box["state"], idx, 0)
-
-    run()  # the first step builds what later steps reuse (masks, the optimizer's state)
+    run, *_ = make_step(architecture, resolve("array_api_strict", "float32"), batch)
+    run()
     return run
 
 

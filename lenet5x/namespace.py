@@ -8,7 +8,8 @@ up once per type; the table holds one entry per array library in use.
 launch_bound(x) says whether an operation on x is a kernel launch from the host (CuPy), for the
 places that pick between two array-API paths by what they cost: fewer operations on a GPU, less
 memory traffic on a CPU (im2col.col2im, ConvMaxPool's and ReLU's gradients, subsample.sum_2x2,
-DeviceData's batches). `gpu_paths` makes every array take the GPU's paths: for tests of those
+DeviceData's batches, and the fused kernels of the scaled tanh, the subsampling and Adam:
+fused.py). `gpu_paths` makes every array take the GPU's paths: for tests of those
 paths on the CPU (the `paths` fixture), and for counting a GPU's operations
 (benchmarks/op_count.py).
 """

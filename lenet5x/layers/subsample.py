@@ -62,6 +62,7 @@ class Subsampling:
     def __init__(self, channels, init="paper", average=False, coef_init=None):
         self.channels, self.init_scheme, self.average = channels, init, average
         self.coef_init = coef_init
+        self.scale = 0.25 if average else 1.0  # of each block's sum
 
     def out_shape(self, in_shape):
         return _check_even(self, in_shape)
@@ -77,7 +78,7 @@ class Subsampling:
         s = sum_2x2(x)
         coef, bias = params["coef"][:, None, None, None], params["bias"][:, None, None, None]
         if launch_bound(s):  # one kernel on a GPU (fused.py), the same numbers
-            s, a = fused.SUBSAMPLING(s, 0.25 if self.average else 1.0, coef, bias)
+            s, a = fused.SUBSAMPLING(s, self.scale, coef, bias)
             return a, (s, in_block_order(x))
         if self.average:
             s *= 0.25
@@ -93,16 +94,16 @@ class Subsampling:
             return None, grads
         coef = params["coef"][:, None, None, None]
         if launch_bound(dy):
-            dx = fused.SUBSAMPLING_BACKWARD(dy, coef, 0.25 if self.average else 1.0)
+            dx = fused.SUBSAMPLING_BACKWARD(dy, coef, self.scale)
         else:
-            dx = dy * (coef * 0.25 if self.average else coef)
+            dx = dy * (coef * self.scale if self.average else coef)
         return spread_2x2(dx, block_order), grads
 
     def backward2(self, params, cache, d2y, dy=None, need_dx=True):
         xp = array_namespace(d2y)
         s, block_order = cache
         h = {"coef": xp.sum(d2y * (s * s), axis=(1, 2, 3)), "bias": xp.sum(d2y, axis=(1, 2, 3))}
-        coef = params["coef"] * 0.25 if self.average else params["coef"]
+        coef = params["coef"] * self.scale if self.average else params["coef"]
         coef2 = coef * coef
         d2x = spread_2x2(d2y * coef2[:, None, None, None], block_order) if need_dx else None
         return d2x, h
