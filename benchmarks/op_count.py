@@ -108,7 +108,7 @@ def one_step(architecture: str, batch: int):
 
 
 def count(architecture: str, batch: int) -> OperationCounter:
-    from lenet5x.namespace import gpu_paths
+    from lenet5x.arrays import gpu_paths
 
     counter = OperationCounter()
     with gpu_paths():

@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 def make_step(architecture: str, backend, batch: int):
     """(run one step, the model, the optimizer, the data) on `batch` synthetic images."""
+    from lenet5x.config import ModelConfig
     from lenet5x.data import DeviceData
     from lenet5x.model import build_model
     from lenet5x.optim import SDLM, Adam
@@ -44,7 +45,7 @@ def make_step(architecture: str, backend, batch: int):
     count = 4 * batch
     images = rng.integers(0, 256, (count, 32, 32)).astype(numpy.uint8)
     data = DeviceData(backend, images, rng.integers(0, 10, count), 1 / 255, 0.0)
-    model = build_model({"architecture": architecture})
+    model = build_model(ModelConfig(architecture=architecture))
     params = model.init(rng, backend)
     if architecture == "classic":
         optimizer = SDLM()

@@ -56,11 +56,12 @@ def measure_lenet5x(args) -> dict:
     import numpy
 
     from lenet5x.backend import keep_freed_host_memory, resolve
+    from lenet5x.config import DataConfig, ModelConfig
     from lenet5x.data import DeviceData, load_dataset
-    from lenet5x.evaluation import evaluate
     from lenet5x.model import build_model
     from lenet5x.optim import SDLM, Adam
     from lenet5x.parallel import default_workers, one_blas_thread, single_threaded_blas
+    from lenet5x.scoring import score
     from lenet5x.step import TrainStep
 
     backend = resolve(args.device_backend, "float32")
@@ -68,10 +69,16 @@ def measure_lenet5x(args) -> dict:
         keep_freed_host_memory()
     xp = backend.xp
     normalize = "paper" if args.model == "classic" else "standardize"
-    host = load_dataset("mnist", args.data_dir, normalize=normalize, train_subset=args.train_size)
+    data = DataConfig(dir=str(args.data_dir), normalize=normalize, train_subset=args.train_size)
+    host = load_dataset(data)
     train = DeviceData(backend, host.train_images, host.train_labels, host.scale, host.offset)
     test = DeviceData(backend, host.test_images, host.test_labels, host.scale, host.offset)
-    model = build_model({"architecture": args.model})
+    # the models of torch_models(): the classic one with eq. 8 and summing S2/S4, as there
+    config = {
+        "classic": ModelConfig(loss="mse", subsampling="sum"),
+        "modern": ModelConfig("modern"),
+    }
+    model = build_model(config[args.model])
     params = model.init(numpy.random.default_rng(0), backend)
     if args.model == "classic":
         optimizer = SDLM()
@@ -112,7 +119,7 @@ def measure_lenet5x(args) -> dict:
         for _ in range(2):
             backend.synchronize()
             t0 = time.perf_counter()
-            evaluate(model, box["params"], test, 1000, eval_workers)
+            score(model, box["params"], test, 1000, eval_workers)
             backend.synchronize()
             eval_times.append(time.perf_counter() - t0)
     result["eval_images_per_second"] = len(test) / min(eval_times)
@@ -214,11 +221,12 @@ def measure_torch(args) -> dict:
     import numpy
     import torch
 
+    from lenet5x.config import DataConfig
     from lenet5x.data import load_dataset
 
     device = "cuda" if args.device_backend == "cupy" else "cpu"
     torch.manual_seed(0)
-    host = load_dataset("mnist", args.data_dir, train_subset=args.train_size)
+    host = load_dataset(DataConfig(dir=str(args.data_dir), train_subset=args.train_size))
     images = torch.tensor(
         host.train_images[:, None].astype(numpy.float32) * host.scale + host.offset, device=device
     )

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy
 
+from .errors import UserError
+
 BACKENDS = ("auto", "numpy", "cupy", "array_api_strict")
 CUPY_HINT = (
     "install the CUDA extra that matches your driver, e.g. pip install 'lenet5x[cuda12]' "
@@ -18,7 +20,7 @@ CUPY_HINT = (
 )
 
 
-class BackendError(RuntimeError):
+class BackendError(UserError):
     """A backend was asked for that cannot be used here; the message says how to fix it."""
 
 
@@ -158,7 +160,7 @@ def keep_freed_host_memory() -> None:
     """Ask glibc's malloc to keep large freed blocks instead of returning them to the OS.
 
     A training step allocates the same large temporaries every time; by default glibc unmaps them
-    on free and the next step pays page faults to get them back (15-30% of a NumPy step here).
+    on free and the next step pays page faults to get them back (docs/speed.md).
     This only changes the allocator's thresholds; elsewhere than glibc it does nothing.
     """
     import ctypes

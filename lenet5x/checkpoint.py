@@ -1,7 +1,8 @@
 """Checkpoints: one .npz of plain arrays plus a JSON metadata string; no pickle, written atomically.
 
-Layout: "param/<key>" (model parameters and constants), "opt/<key>" (optimizer state), and "meta"
-(a 0-d unicode array holding JSON: format, epoch, step, config, partial-epoch sums, ...).
+Layout: "param/<key>" (model parameters and constants), "opt/<key>" (the optimizer state's
+arrays), and "meta" (a 0-d unicode array holding JSON: format, epoch, step, config, the dataset,
+partial-epoch sums, and under "optimizer" the state's host numbers, such as SDLM's damping mu).
 Loading uses numpy.load(allow_pickle=False), so a crafted file cannot run code; before a resume,
 the metadata is checked against the run's configuration and every array against the shapes the
 configured model and optimizer expect (check_resume, check_arrays).
@@ -11,61 +12,33 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy
 
 from .backend import to_numpy
+from .errors import UserError, shown
+from .files import atomic_write
 
-FORMAT = "lenet5x-checkpoint/1"
+FORMAT = "lenet5x-checkpoint/2"
+OLD_FORMAT = "lenet5x-checkpoint/1"  # before the optimizer's host numbers moved into "optimizer"
 # what --resume may change: the rest of the configuration must be the checkpoint's own
 RESUMABLE = ("train.epochs", "train.backend", "train.progress", "train.out", "data.dir")
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint cannot be read or does not fit the model (one-line message)."""
 
 
 def save_checkpoint(path, params: dict, opt_state: dict, meta: dict) -> None:
-    """Write atomically: a temporary file in the same directory, fsync, then rename over `path`.
-
-    If anything fails (full disk, killed process) the previous file at `path` is untouched; an
-    OSError naming `path` is raised (a killed process leaves only a stray ".checkpoint.npz.*.tmp").
-    """
-    path = Path(path)
+    """Write atomically (files.atomic_write): a failure leaves the previous file at `path` as it
+    was and raises an OSError naming `path`. opt_state's arrays go to "opt/<key>", its host
+    numbers (int, float, None) to meta["optimizer"]."""
     arrays = {f"param/{k}": to_numpy(v) for k, v in params.items()}
-    arrays.update({f"opt/{k}": to_numpy(v) for k, v in opt_state.items()})
-    arrays["meta"] = numpy.array(json.dumps({"format": FORMAT, **meta}))
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as handle:
-            numpy.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        _fsync_dir(path.parent)
-    except OSError as error:
-        raise OSError(error.errno, error.strerror or str(error), str(path)) from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    scalars = {k: v for k, v in opt_state.items() if v is None or isinstance(v, (int, float))}
+    arrays.update({f"opt/{k}": to_numpy(v) for k, v in opt_state.items() if k not in scalars})
+    arrays["meta"] = numpy.array(json.dumps({"format": FORMAT, **meta, "optimizer": scalars}))
+    atomic_write(path, lambda handle: numpy.savez(handle, **arrays))
 
 
 def load_checkpoint(path) -> tuple[dict, dict, dict]:
@@ -111,14 +84,33 @@ def load_checkpoint(path) -> tuple[dict, dict, dict]:
         meta = json.loads(str(arrays.pop("meta")))
     except (ValueError, RecursionError):
         raise CheckpointError(f"{path}: corrupted checkpoint metadata") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") not in (FORMAT, OLD_FORMAT):
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise CheckpointError(
-            f"{path}: unsupported checkpoint format {found!r} (expected {FORMAT})"
+            f"{path}: unsupported checkpoint format {shown(found)} (expected {FORMAT})"
         )
     params = {k[len("param/") :]: v for k, v in arrays.items() if k.startswith("param/")}
     state = {k[len("opt/") :]: v for k, v in arrays.items() if k.startswith("opt/")}
-    return params, state, meta
+    if meta["format"] == OLD_FORMAT:
+        meta["optimizer"] = _old_scalars(meta, state)
+    if not isinstance(meta.get("optimizer"), dict):
+        raise CheckpointError(f"{path}: corrupted checkpoint metadata (no optimizer state)")
+    return params, {**state, **meta["optimizer"]}, meta
+
+
+def _old_scalars(meta: dict, state: dict) -> dict:
+    """The optimizer's host numbers of a lenet5x-checkpoint/1 file, which kept SDLM's in the
+    metadata and Adam's step count as the array "step"."""
+    if "step" in state:
+        steps = state.pop("step")
+        return {"steps": int(steps) if steps.shape == () and steps.dtype.kind in "fiu" else None}
+    if meta.get("sdlm_mu") is not None:
+        return {
+            "mu": meta["sdlm_mu"],
+            "retries_left": meta.get("damping_retries_left"),
+            "last_train_error": meta.get("last_train_error"),
+        }
+    return {}
 
 
 def _flat(tree, prefix="") -> dict:
@@ -146,13 +138,13 @@ def check_resume(path, meta: dict, config: dict, steps: int) -> None:
         key = differ[0]
         whose = "a different model" if key.startswith("model.") else "a run configured differently"
         raise CheckpointError(
-            f"{path}: saved by {whose} ({key} is {saved.get(key)!r} there, "
-            f"{wanted.get(key)!r} in config.yaml); was it copied from another run?"
+            f"{path}: saved by {whose} ({key} is {shown(saved.get(key))} there, "
+            f"{shown(wanted.get(key))} in config.yaml); was it copied from another run?"
         )
     epoch, step, partial = meta.get("epoch"), meta.get("step"), meta.get("partial")
     if not _count(epoch) or not _count(step) or step > steps:
         raise CheckpointError(
-            f"{path}: corrupted position (epoch {epoch!r}, step {step!r} of {steps})"
+            f"{path}: corrupted position (epoch {shown(epoch)}, step {shown(step)} of {steps})"
         )
     sums = ("loss", "errors", "seen", "seconds")
     if step and not (
@@ -160,18 +152,10 @@ def check_resume(path, meta: dict, config: dict, steps: int) -> None:
         and all(_number(partial.get(k)) for k in sums)
         and partial["seen"] >= step
     ):
-        raise CheckpointError(f"{path}: corrupted partial-epoch sums {partial!r}")
+        raise CheckpointError(f"{path}: corrupted partial-epoch sums {shown(partial)}")
     best = meta.get("best_error")
     if best is not None and not _number(best):
-        raise CheckpointError(f"{path}: corrupted best_error {best!r}")
-    mu, retries = meta.get("sdlm_mu"), meta.get("damping_retries_left")
-    if mu is not None and not (_number(mu) and mu > 0):
-        raise CheckpointError(f"{path}: corrupted sdlm_mu {mu!r}")
-    if retries is not None and not _count(retries):
-        raise CheckpointError(f"{path}: corrupted damping_retries_left {retries!r}")
-    last = meta.get("last_train_error")
-    if last is not None and not (_number(last) and 0 <= last <= 1):
-        raise CheckpointError(f"{path}: corrupted last_train_error {last!r}")
+        raise CheckpointError(f"{path}: corrupted best_error {shown(best)}")
 
 
 def _count(value) -> bool:
@@ -180,20 +164,6 @@ def _count(value) -> bool:
 
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def state_shapes(optimizer: str, momentum: float, shapes: dict, trainable) -> dict:
-    """Shapes of the optimizer state in a checkpoint (always saved after at least one step).
-
-    shapes: parameter key -> shape; trainable: the keys that get gradients.
-    """
-    prefixes = {"sdlm": ("rate",), "sgd": ("velocity",) if momentum else (), "adam": ("m", "v")}[
-        optimizer
-    ]
-    expected = {f"{p}/{k}": tuple(shapes[k]) for p in prefixes for k in trainable}
-    if optimizer == "adam":
-        expected["step"] = ()
-    return expected
 
 
 def check_arrays(path, loaded: dict, expected: dict, what: str = "parameters") -> None:
@@ -230,3 +200,14 @@ def check_constants(path, loaded: dict, own: dict) -> None:
 def check_params(path, loaded: dict, expected: dict) -> None:
     """Parameters against the model's own (expected: key -> array): keys, shapes, finite numbers."""
     check_arrays(path, loaded, {k: tuple(v.shape) for k, v in expected.items()})
+
+
+def check_state(path, optimizer, loaded: dict, shapes: dict, name: str) -> None:
+    """A checkpoint's optimizer state against what `optimizer` keeps: its arrays (key -> the
+    shapes of the trainable parameters, `shapes`) and its host numbers (Optimizer.scalars)."""
+    arrays = {k: v for k, v in loaded.items() if k not in optimizer.scalars}
+    expected = optimizer.state_shapes(shapes)
+    check_arrays(path, arrays, expected, what=f"{name} optimizer arrays")
+    problem = optimizer.check_scalars({k: loaded.get(k) for k in optimizer.scalars})
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")

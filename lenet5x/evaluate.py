@@ -1,4 +1,4 @@
-"""Score a trained LeNet-5 on the test set: python -m lenet5x.evaluate RUN_DIR_or_CHECKPOINT
+"""Score a trained LeNet-5 on the test set: python -m lenet5x.evaluate MODEL
 
 Prints the test error, the accuracy of each class and the confusion matrix; writes the confusion
 matrix (confusion.png) and the misclassified test digits with their true and predicted labels
@@ -15,16 +15,16 @@ from pathlib import Path
 
 import numpy
 
-from .cli import OneLineParser
+from .cli import BACKENDS, OneLineParser, run_command
 from .data import DeviceData
-from .evaluation import evaluate
 from .parallel import default_workers, single_threaded_blas
-from .restore import guarded, load_data, restore
+from .restore import Restored, load_data, restore
+from .scoring import Scores, score
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None, prog: str = "python -m lenet5x.evaluate") -> argparse.Namespace:
     parser = OneLineParser(
-        prog="python -m lenet5x.evaluate",
+        prog=prog,
         description="Test error, per-class accuracy, confusion matrix and misclassified digits of a "
         "trained model.",
         epilog="Examples:\n  python -m lenet5x.evaluate runs/lenet5-20261123-101500\n"
@@ -33,17 +33,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument(
         "checkpoint",
-        metavar="RUN_DIR_or_CHECKPOINT",
-        help="a run directory (its best.npz, else checkpoint.npz) or a .npz checkpoint",
+        metavar="MODEL",
+        help="a shipped network (lenet5, modern), a run directory or a .npz checkpoint",
     )
     parser.add_argument(
         "--data-dir", metavar="DIR", help="where the IDX files are (default: as in training)"
     )
+    parser.add_argument("--backend", choices=BACKENDS, default="auto", help="array backend")
     parser.add_argument(
-        "--backend", choices=["auto", "numpy", "cupy"], default="auto", help="array backend"
-    )
-    parser.add_argument(
-        "--out", metavar="DIR", help="folder for the PNGs (default: the checkpoint's folder)"
+        "--out",
+        metavar="DIR",
+        help="folder for the PNGs (default: the checkpoint's folder; for a shipped network, here)",
     )
     parser.add_argument(
         "--test-subset", type=int, metavar="N", help="only the first N test images (default: all)"
@@ -57,6 +57,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--no-plots", action="store_true", help="the tables only (no matplotlib needed)"
+    )
+    parser.add_argument(
+        "--other-data",
+        action="store_true",
+        help="score on a test set other than the one the model was trained with",
     )
     args = parser.parse_args(argv)
     if args.test_subset is not None and args.test_subset < 1:
@@ -107,50 +112,54 @@ def margin(outputs: numpy.ndarray, loss_name: str) -> numpy.ndarray:
 def run(args) -> int:
     restored = restore(args.checkpoint, args.backend)
     if not args.no_plots:
-        from .plots import figure
+        from .figures import figure
 
         figure(1, 1)  # fail now, not after the evaluation, when matplotlib is missing
-    host = load_data(restored, args.data_dir, args.test_subset)
+    host = load_data(restored, args.data_dir, args.test_subset, args.other_data)
     test = DeviceData(restored.backend, host.test_images, host.test_labels, host.scale, host.offset)
     batch = restored.config.train.eval_batch_size
     workers = default_workers(restored.backend.name, batch)
     with single_threaded_blas(workers > 1):
-        scores = evaluate(restored.model, restored.params, test, batch, workers)
-    labels, predictions = (
-        host.test_labels.astype(numpy.int64),
-        scores.predictions.astype(numpy.int64),
-    )
-    wrong = numpy.flatnonzero(predictions != labels)
-    matrix = confusion_matrix(labels, predictions, len(host.classes))
-
-    print(f"{restored.note}")
+        scores = score(restored.model, restored.params, test, batch, workers)
+    labels = host.test_labels.astype(numpy.int64)
+    matrix = confusion_matrix(labels, scores.predictions.astype(numpy.int64), len(host.classes))
+    wrong = int(scores.count - numpy.trace(matrix))
+    print(restored.note)
     print(
         f"{restored.model.description} | {restored.backend.name} | {host.name} test set, "
         f"{scores.count:,} images"
     )
     print(
-        f"test error {scores.error:.2%} ({len(wrong)} of {scores.count:,} misclassified), "
+        f"test error {scores.error:.2%} ({wrong} of {scores.count:,} misclassified), "
         f"mean loss {scores.loss:.4f}\n"
     )
     print(class_table(matrix, host.classes) + "\n")
     print(matrix_table(matrix, host.classes))
-    if args.no_plots:
-        return 0
+    if not args.no_plots:
+        out = Path(args.out) if args.out else restored.out_dir
+        written = draw(restored, host, scores, matrix, out, args.max_shown)
+        print("\n" + "\n".join(f"wrote {p}" for p in written))
+    return 0
 
-    from .plots import plot_confusion, plot_digit_grid
 
-    out = Path(args.out) if args.out else restored.run_dir
+def draw(restored: Restored, host, scores: Scores, matrix, out: Path, max_shown: int) -> list:
+    """confusion.png and misclassified.png (the most confident mistakes first) in `out`."""
+    from .figures import plot_confusion, plot_digit_grid
+
+    labels, predictions = host.test_labels.astype(numpy.int64), scores.predictions
+    wrong = numpy.flatnonzero(predictions != labels)
     name = restored.label
     dataset = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}.get(host.name, host.name)
     title = (
         f"{dataset} test set: {scores.error:.2%} error ({len(wrong)} of {scores.count:,}), {name}"
     )
     written = [plot_confusion(matrix, host.classes, out / "confusion.png", title)]
+    if not len(wrong):
+        print("no misclassified test digits: misclassified.png not written")
+        return written
     # the most confident mistakes first: they say most about what the network got wrong
-    shown = wrong[
-        numpy.argsort(-margin(scores.outputs[wrong], restored.model.loss.name), kind="stable")
-    ]
-    shown = shown[: args.max_shown]
+    order = numpy.argsort(-margin(scores.outputs[wrong], restored.model.loss.name), kind="stable")
+    shown = wrong[order][:max_shown]
     border = (host.test_images.shape[1] - 28) // 2
     digits = host.test_images[shown, border : border + 28, border : border + 28]
     captions = [f"{host.classes[labels[i]]}\u2192{host.classes[predictions[i]]}" for i in shown]
@@ -158,17 +167,13 @@ def run(args) -> int:
     grid_title = (
         f"{len(wrong)} misclassified {dataset} test images (true\u2192predicted){more}, {name}"
     )
-    if len(wrong):
-        written.append(plot_digit_grid(digits, captions, out / "misclassified.png", grid_title))
-    else:
-        print("no misclassified test digits: misclassified.png not written")
-    print("\n" + "\n".join(f"wrote {p}" for p in written))
-    return 0
+    written.append(plot_digit_grid(digits, captions, out / "misclassified.png", grid_title))
+    return written
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    return guarded(lambda: run(args))
+def main(argv=None, prog: str = "python -m lenet5x.evaluate") -> int:
+    args = parse_args(argv, prog)
+    return run_command(lambda: run(args))
 
 
 if __name__ == "__main__":

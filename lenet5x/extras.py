@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import importlib
 
+from .errors import UserError
+
 INSTALL = "pip install 'lenet5x[plots]'"
 
 
-class MissingExtra(ImportError):
+class MissingExtra(ImportError, UserError):
     """An optional library is not installed; the message names the extra that provides it."""
 
 

@@ -1,4 +1,4 @@
-"""What the network learned: python -m lenet5x.features CHECKPOINT [--index N | --image FILE]
+"""What the network learned: python -m lenet5x.features MODEL [--index N | --image FILE]
 
 Writes two pictures into --out (default: the checkpoint's directory):
   kernels.png       the learned C1 kernels (6 of 5x5), blue negative, red positive, one scale;
@@ -20,24 +20,26 @@ from pathlib import Path
 import numpy
 
 from .backend import to_numpy
-from .cli import OneLineParser
+from .cli import BACKENDS, OneLineParser, run_command
 from .data import DataError
 from .data.loading import pad_images
+from .data.photos import prepare_file
 from .im2col import plain_order
-from .images import prepare_file
-from .restore import Restored, guarded, input_normalization, load_data, network_input, restore
+from .restore import Restored, input_normalization, load_data, network_input, restore
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None, prog: str = "python -m lenet5x.features") -> argparse.Namespace:
     parser = OneLineParser(
-        prog="python -m lenet5x.features",
+        prog=prog,
         description="Draw the learned C1 kernels and the feature maps of one digit (C1, S2, C3, S4).",
         epilog="Examples:\n  python -m lenet5x.features runs/lenet5-20261123-101500 --index 7\n"
         "  python -m lenet5x.features runs/modern --image my_seven.jpg --out pictures",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "checkpoint", metavar="CHECKPOINT", help="a .npz checkpoint or a run directory"
+        "checkpoint",
+        metavar="MODEL",
+        help="a shipped network (lenet5, modern), a run directory or a .npz checkpoint",
     )
     digit = parser.add_mutually_exclusive_group()
     digit.add_argument("--index", type=int, default=0, metavar="N", help="test image N (default 0)")
@@ -47,11 +49,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--data-dir", metavar="DIR", help="where the IDX files are (default: as in training)"
     )
+    parser.add_argument("--backend", choices=BACKENDS, default="auto", help="array backend")
     parser.add_argument(
-        "--backend", choices=["auto", "numpy", "cupy"], default="auto", help="array backend"
+        "--out",
+        metavar="DIR",
+        help="folder for the PNGs (default: the checkpoint's folder; for a shipped network, here)",
     )
     parser.add_argument(
-        "--out", metavar="DIR", help="folder for the PNGs (default: the checkpoint's folder)"
+        "--other-data",
+        action="store_true",
+        help="take --index from a test set other than the one the model was trained with",
     )
     args = parser.parse_args(argv)
     if args.index < 0:
@@ -95,7 +102,7 @@ def rbf_code(
 
 def run(args) -> int:
     restored = restore(args.checkpoint, args.backend)
-    from .plots import figure, plot_feature_maps, plot_kernels
+    from .figures import figure, plot_feature_maps, plot_kernels
 
     figure(1, 1)  # fail now when matplotlib is missing
     classes = restored.classes
@@ -105,7 +112,7 @@ def run(args) -> int:
         what = Path(args.image).name
         scale, offset = input_normalization(restored, args.data_dir)
     else:
-        host = load_data(restored, args.data_dir)
+        host = load_data(restored, args.data_dir, other_data=args.other_data)
         if args.index >= len(host.test_labels):
             raise DataError(
                 f"--index {args.index}: the test set has {len(host.test_labels)} images"
@@ -120,7 +127,7 @@ def run(args) -> int:
     maps = [(name, v) for name, v in outputs if v.ndim == 3 and v.shape[1] > 1]
     code = rbf_code(restored, dict(outputs), out)
 
-    out_dir = Path(args.out) if args.out else restored.run_dir
+    out_dir = Path(args.out) if args.out else restored.out_dir
     weight = to_numpy(restored.params["C1.weight"])
     k = weight.shape[-1]
     written = [
@@ -142,9 +149,9 @@ def run(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    return guarded(lambda: run(args))
+def main(argv=None, prog: str = "python -m lenet5x.features") -> int:
+    args = parse_args(argv, prog)
+    return run_command(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Elementwise chains as one GPU kernel: activations' passes, criteria, optimizer updates.
 
-On a GPU a LeNet-5 step is bound by kernel launches, not arithmetic (README, Speed): the scaled
+On a GPU a LeNet-5 step is bound by kernel launches, not arithmetic (docs/speed.md): the scaled
 tanh's backward pass is four array operations, so four launches, for one multiply-add's worth of
 work per number. A `Kernel` here is such a chain written once, as one expression per output in
 the syntax common to Python and C (names, + - * /, parentheses and the calls in FUNCTIONS):
@@ -12,13 +12,9 @@ the syntax common to Python and C (names, + - * /, parentheses and the calls in 
   kernels' own text on NumPy and array-api-strict, through every gradient and second-derivative
   check, with no GPU.
 
-The layers and Adam call a kernel on their GPU paths (namespace.launch_bound: CuPy arrays, and
-under `gpu_paths()` for the tests and benchmarks/op_count.py); their CPU paths keep portable,
-in-place code, which moves less memory. Each kernel computes what the CPU path computes,
-operation for operation (tests/test_fused.py). The criteria, the RBF layer and SDLM, whose code
-was already the same operations as the kernel's text, call their kernels on every backend. A
-kernel that CuPy cannot compile warns once and is evaluated as Python on CuPy instead: correct,
-not fused.
+The layers, the criteria and the optimizers call their kernels on every backend: one code path.
+A kernel that CuPy cannot compile warns once and is evaluated as Python on CuPy instead:
+correct, not fused.
 """
 
 from __future__ import annotations
@@ -29,7 +25,7 @@ import warnings
 
 from array_api_compat import is_cupy_array
 
-from .namespace import array_namespace
+from .arrays import array_namespace
 
 ENABLED = os.environ.get("LENET5X_FUSED", "1") != "0"
 
@@ -184,8 +180,9 @@ SUBSAMPLING_BACKWARD = Kernel("subsampling_backward", "g c q", (("dx", "g * (c *
 # -- the RBF output (layers/rbf.py, eq. 7), on every backend: the same operations as unfused code
 # y_i = |x - w_i|^2 = -2 w_i . x + |x|^2 + |w_i|^2 from the three terms; dx = x (2 sum_i dy_i)
 # + (-2 w^T dy).
-RBF_DISTANCES = Kernel("rbf_distances", "m q w2", (("y", "m + q + w2"),))
-RBF_BACKWARD = Kernel("rbf_backward", "x s two mw", (("dx", "x * (two * s) + mw"),))
+# (m = w x, c = -2; wt = w^T dy, c = -2; a power of two, so c * m is exact)
+RBF_DISTANCES = Kernel("rbf_distances", "m c q w2", (("y", "c * m + q + w2"),))
+RBF_BACKWARD = Kernel("rbf_backward", "x s two c wt", (("dx", "x * (two * s) + c * wt"),))
 
 # -- the criteria (losses.py), on every backend: the same operations as unfused code -------------
 # softmax cross-entropy: s = o - max, e = exp(s), z = sum e; dE/do = e / z - onehot

@@ -3,21 +3,17 @@
 The columns are the input's windows: for each output (or each 2x2 block of outputs, below) the
 window of input pixels under it. im2col gathers them with one `take` of precomputed positions,
 whatever the kernel size; with the batch last each gathered position is a run of N contiguous
-numbers. col2im, its adjoint, adds every column entry back onto the pixel it came from, by one
-of two paths with the same sums (namespace.launch_bound chooses):
-
-- size*size strided slice-additions into the output: the least memory traffic (a CPU);
-- one `take` of each pixel's entries through an index table padded with a zero slot, then one
-  sum: four operations whatever the kernel size (a GPU, where each operation is a kernel launch
-  from the host, and small batches, where each slice-addition costs more in NumPy's overhead
-  than in arithmetic).
+numbers. col2im, its adjoint, adds every column entry back onto the pixel it came from: one
+`take` of each pixel's entries through an index table padded with a zero slot, then one sum
+over them (four operations whatever the kernel size, and no writes into an array, which JAX
+does not allow).
 
 The positions are computed once per shape, on the device. Nothing here leaves the array API.
 """
 
 from __future__ import annotations
 
-from .namespace import array_namespace, constant, device, launch_bound
+from .arrays import array_namespace, constant
 
 
 def _window_positions(xp, dev, h: int, w: int, size: int, stride: int):
@@ -47,8 +43,8 @@ def _pixel_entries(xp, dev, h: int, w: int, size: int, stride: int):
     that may read the pixel (an index into the windows' order above; K = ceil(size / stride)),
     the absent ones pointing one past the last entry (a zero slot). K*K is 25 for 5x5 windows
     at stride 1, 9 for 6x6 at stride 2. Candidates first: the sum over them is then a sum of
-    K*K contiguous blocks (NumPy sums over a middle axis with a short inner one 4-6 times
-    slower)."""
+    K*K contiguous blocks (NumPy sums over a middle axis with a short inner one much more
+    slowly)."""
     mh, mw = (h - size) // stride + 1, (w - size) // stride + 1
     bi, a, row_ok = _reads_along(xp, dev, h, size, stride, mh)
     bj, b, col_ok = _reads_along(xp, dev, w, size, stride, mw)
@@ -59,13 +55,6 @@ def _pixel_entries(xp, dev, h: int, w: int, size: int, stride: int):
     entry = (a * size + b) * (mh * mw) + bi * mw + bj
     entry = xp.where(row_ok & col_ok, entry, size * size * mh * mw)
     return xp.reshape(xp.permute_dims(entry, (1, 3, 0, 2)), (-1,))
-
-
-# On a CPU col2im takes the `take` path for batches up to this size. The classic C3's backward
-# pass, one thread, 2-core Intel Xeon, memory kept as training keeps it: 170 us against 331 us
-# by slices at batch 8, 331 against 421 at 16, 614 against 689 at 32, 1310 against 1245 at 64
-# (the take's copies outgrow the slices' overhead).
-TAKE_BATCH = 32
 
 
 def _index(kind: str, h: int, w: int, size: int, stride: int, like):
@@ -85,26 +74,19 @@ def windows(x, size: int, stride: int):
     return xp.reshape(picked, (c * size * size, -1))
 
 
-def windows_adjoint(cols, shape, size: int, stride: int, by_index: bool | None = None):
+def windows_adjoint(cols, shape, size: int, stride: int):
     """Adjoint of windows: (C*size*size, mh*mw*N) -> (C, H, W, N), shape = (C, H, W, N).
-    by_index picks the path (module docstring); None lets launch_bound and the batch choose."""
+
+    Each pixel's K*K candidate entries (_pixel_entries) are taken, absent ones from the zero slot
+    appended to the entries, and summed in the order of the windows' places (a, b), as
+    size*size slice-additions in row-major order would add them."""
     xp = array_namespace(cols)
     c, h, w, n = shape
     mh, mw = (h - size) // stride + 1, (w - size) // stride + 1
-    if by_index is None:
-        by_index = n <= TAKE_BATCH or launch_bound(cols)
-    if by_index:
-        table = _index("scatter", h, w, size, stride, cols)
-        entries = xp.reshape(cols, (c, size * size * mh * mw, n))
-        picked = xp.take(xp.concat([entries, zeros((c, 1, n), cols)], axis=1), table, axis=1)
-        return xp.reshape(xp.sum(xp.reshape(picked, (c, -1, h * w * n)), axis=1), shape)
-    x = xp.zeros(shape, dtype=cols.dtype, device=device(cols))
-    cols = xp.reshape(cols, (c, size * size, mh, mw, n))
-    span_h, span_w = stride * (mh - 1) + 1, stride * (mw - 1) + 1
-    for a in range(size):
-        for b in range(size):
-            x[:, a : a + span_h : stride, b : b + span_w : stride, :] += cols[:, a * size + b, ...]
-    return x
+    table = _index("scatter", h, w, size, stride, cols)
+    entries = xp.reshape(cols, (c, size * size * mh * mw, n))
+    picked = xp.take(xp.concat([entries, zeros((c, 1, n), cols)], axis=1), table, axis=1)
+    return xp.reshape(xp.sum(xp.reshape(picked, (c, -1, h * w * n)), axis=1), shape)
 
 
 def zeros(shape: tuple, like):
@@ -125,23 +107,25 @@ def im2col(x, k: int):
     return windows(x, k, 1)
 
 
-def col2im(cols, shape: tuple[int, int, int, int], k: int, by_index: bool | None = None):
+def col2im(cols, shape: tuple[int, int, int, int], k: int):
     """Adjoint of im2col. cols: (C*k*k, Ho*Wo*N) -> (C, H, W, N) with shape = (C, H, W, N)."""
     c, h, w, n = shape
     if h == k and w == k:
         return array_namespace(cols).reshape(cols, shape)
-    return windows_adjoint(cols, shape, k, 1, by_index)
+    return windows_adjoint(cols, shape, k, 1)
 
 
 def pad(x, p: int):
-    """Zero-pad the two spatial axes of x: (C, H, W, N) -> (C, H+2p, W+2p, N)."""
+    """Zero-pad the two spatial axes of x: (C, H, W, N) -> (C, H+2p, W+2p, N), by concatenation
+    (no writes into an array)."""
     if p == 0:
         return x
     xp = array_namespace(x)
     c, h, w, n = x.shape
-    out = xp.zeros((c, h + 2 * p, w + 2 * p, n), dtype=x.dtype, device=device(x))
-    out[:, p : p + h, p : p + w, :] = x
-    return out
+    side = zeros((c, h, p, n), x)
+    rows = xp.concat([side, x, side], axis=2)
+    band = zeros((c, p, w + 2 * p, n), x)
+    return xp.concat([band, rows, band], axis=1)
 
 
 def unpad(x, p: int):
@@ -156,7 +140,7 @@ def unpad(x, p: int):
 # patch covers the block. Taking that patch once per block makes the columns 2.8 times smaller
 # than k*k per output (36/4 = 9 numbers per output, not 25) and gives the matmul four times the
 # output rows, a better shape for a BLAS: the same products, at 1.44 times the multiply-adds,
-# faster (C1 and C3 at batch 128: a quarter less time forward and backward). The weight matrix
+# faster (docs/speed.md, "Layout"). The weight matrix
 # holds each kernel four times, shifted by the output's place (di, dj) in its block.
 
 
@@ -166,9 +150,9 @@ def blocked_im2col(x, k: int):
     return windows(x, k + 1, 2)
 
 
-def blocked_col2im(cols, shape: tuple[int, int, int, int], k: int, by_index: bool | None = None):
+def blocked_col2im(cols, shape: tuple[int, int, int, int], k: int):
     """Adjoint of blocked_im2col: (C*(k+1)^2, (Ho/2)*(Wo/2)*N) -> (C, H, W, N)."""
-    return windows_adjoint(cols, shape, k + 1, 2, by_index)
+    return windows_adjoint(cols, shape, k + 1, 2)
 
 
 def shift_matrix(k: int, like):
@@ -183,7 +167,7 @@ def shift_matrix(k: int, like):
         a, b = place // p, place % p
         return xp.astype((a == r // k + shift // 2) & (b == r % k + shift % 2), like.dtype)
 
-    # the dtype itself in the key: str(dtype) costs 3 us
+    # the dtype itself in the key, not its name (str(dtype) is slow on a hot path)
     return constant(("shift", k, like.dtype), like, make)
 
 

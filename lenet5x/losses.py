@@ -18,7 +18,7 @@ eq. 27). None where there is no RBF.
 from __future__ import annotations
 
 from . import fused
-from .namespace import array_namespace, constant
+from .arrays import array_namespace, constant
 
 
 def one_hot(labels, classes: int, dtype):
@@ -63,7 +63,7 @@ class MAPCriterion:
     Curvature: y_{D_p} is a squared error (its curvature 2 is kept), the log term is a function
     of the distances y, taken by Gauss-Newton as sum_i p_i (1 - p_i) (dy_i/dx)^2. Its other part,
     -2 sum_i p_i, is dropped: kept, it cancels the 2 once y_{D_p} < j (a learned pattern), every
-    h_kk collapses, every rate jumps to eta/mu, and pass 2 kills the network (README, steps 4i and 5).
+    h_kk collapses, every rate jumps to eta/mu, and pass 2 kills the network (docs/reproducing.md, steps 4i and 5).
     """
 
     name = "map"

@@ -8,12 +8,12 @@ Inputs are (C, H, W, N): channels, height, width, batch (the batch is last, see 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy
 
 from . import paper
+from .config import ModelConfig
 from .layers import (
     BatchNorm,
     Conv2D,
@@ -174,80 +174,21 @@ class Model:
         return self.loss.predict(out)
 
 
-ARCHITECTURES = ("classic", "modern")
-
-
-def build_model(config: Mapping[str, Any] | None = None) -> Model:
-    """Build a LeNet-5 from a plain mapping.
-
-    Keys (all optional; None means the default):
-      architecture: "classic" (the paper, default) or "modern" (ReLU, max-pool, softmax)
-      loss:         "mse" | "map" (classic; default "mse"), "cross_entropy" (modern)
-      map_j:        the MAP criterion's constant j (eq. 9), default 1.0
-      init:         "paper" (uniform +-2.4/F_i), "paper_sqrt" (+-2.4/sqrt(F_i)), "lecun"
-                    (+-sqrt(3/F_i)) or "he";
-                    default "paper" for classic, "he" for modern
-      input_size:   side of the square input, default 32
-      c1_padding:   zero padding of C1, default 0 (28x28 inputs with padding 2 give C1 the same 28x28 maps)
-      batch_norm:   modern only: batch normalization after each pooling block, default False
-      subsampling:  classic only: "sum" (sec. II-B, default) or "average" (sec. II-A) of each 2x2 block
-      subsampling_coef: classic only: the value every S2/S4 coefficient starts at; default None
-                    draws them like weights of fan-in 4
-    """
-    config = {k: v for k, v in dict(config or {}).items() if v is not None}
-    known = {
-        "architecture",
-        "loss",
-        "map_j",
-        "init",
-        "input_size",
-        "c1_padding",
-        "batch_norm",
-        "subsampling",
-        "subsampling_coef",
-    }
-    unknown = set(config) - known
-    if unknown:
-        raise ValueError(f"unknown model setting(s): {', '.join(sorted(unknown))}")
-    arch = config.get("architecture", "classic")
-    size, padding = int(config.get("input_size", 32)), int(config.get("c1_padding", 0))
-    if size + 2 * padding != 32:
-        raise ValueError(
-            f"input_size + 2 * c1_padding must be 32 for 28x28 C1 maps, not {size}, {padding}"
-        )
-    if arch == "classic":
-        if config.get("batch_norm"):
-            raise ValueError("batch_norm is offered for the modern architecture only")
-        loss, map_j = config.get("loss", "mse"), float(config.get("map_j", 1.0))
-        pooling = config.get("subsampling", "sum")
-        if pooling not in ("sum", "average"):
-            raise ValueError(f"subsampling must be sum or average, not {pooling!r}")
-        coef = config.get("subsampling_coef")
+def build_model(config: ModelConfig | None = None) -> Model:
+    """The LeNet-5 that a ModelConfig describes; without one, the paper's LeNet-5 exactly as
+    configs/lenet5.yaml trains it (MAP with j = 10, weights +-2.4/sqrt(F_i), averaging S2/S4
+    with coefficients starting at 1)."""
+    m = config or ModelConfig()
+    size, padding = m.input_size, m.c1_padding
+    if m.architecture == "classic":
+        average = m.subsampling == "average"
         return _classic(
-            loss, map_j, config.get("init", "paper"), size, padding, pooling == "average", coef
+            make_loss(m.loss, m.map_j), m.init, size, padding, average, m.subsampling_coef
         )
-    if arch == "modern":
-        return _modern(
-            config.get("loss", "cross_entropy"),
-            config.get("init", "he"),
-            size,
-            padding,
-            bool(config.get("batch_norm", False)),
-        )
-    raise ValueError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHITECTURES)}")
+    return _modern(make_loss(m.loss), m.init, size, padding, m.batch_norm)
 
 
-def _classic(
-    loss: str,
-    map_j: float,
-    init: str,
-    size: int = 32,
-    padding: int = 0,
-    average: bool = False,
-    coef: float | None = None,
-) -> Model:
-    if loss not in ("mse", "map"):
-        raise ValueError(f"the classic model's RBF output takes loss mse or map, not {loss!r}")
+def _classic(loss, init: str, size: int, padding: int, average: bool, coef: float | None) -> Model:
     layers = [
         # C1 and C3 hand their maps to S2 and S4 in 2x2-block order (conv.py): the same function
         ("C1", Conv2D(1, 6, 5, padding=padding, init=init, block_order=True)),
@@ -265,14 +206,10 @@ def _classic(
         ("F6_f", ScaledTanh()),
         ("RBF", EuclideanRBF(84, 10)),
     ]
-    return Model(layers, make_loss(loss, map_j), (1, size, size), "LeNet-5 (LeCun et al. 1998)")
+    return Model(layers, loss, (1, size, size), "LeNet-5 (LeCun et al. 1998)")
 
 
-def _modern(
-    loss: str, init: str, size: int = 32, padding: int = 0, batch_norm: bool = False
-) -> Model:
-    if loss != "cross_entropy":
-        raise ValueError(f"the modern model's linear output takes loss cross_entropy, not {loss!r}")
+def _modern(loss, init: str, size: int, padding: int, batch_norm: bool) -> Model:
     # max(relu(a)) == relu(max(a)): pooling first runs ReLU on a quarter of the values.
     # Each convolution and its pooling (C1 and P2, C3 and P4) are one layer (convpool.py): the
     # same function, computed faster.
@@ -291,7 +228,7 @@ def _modern(
         ("OUT", FullyConnected(84, 10, init=init)),
     ]
     name = "LeNet-5, modern (ReLU, max-pool" + (", batch norm" if batch_norm else "") + ", softmax)"
-    return Model(layers, make_loss(loss), (1, size, size), name)
+    return Model(layers, loss, (1, size, size), name)
 
 
 __all__ = ["Model", "build_model"]

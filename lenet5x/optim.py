@@ -1,9 +1,19 @@
 """Optimizers: SDLM (the paper's), SGD with momentum and weight decay, and Adam(W).
 
-All are functional: `init_state(params)` gives a flat dict of arrays, and
-`step(params, grads, state, batch_size, epoch)` returns new (params, state). `grads` are the
-gradients of the loss *summed* over the mini-batch (model.backward); each optimizer says how it
-combines them. Only keys present in `grads` (the trainable ones) are touched.
+All are functional and share one small protocol (Optimizer), so the training loop never asks
+which one it holds:
+
+    init_state(params)                        -> state
+    before_pass(state, epoch, curvature)      -> state   (SDLM: h_kk on 500 patterns, eq. 21)
+    step(params, grads, state, batch, epoch)  -> params, state
+    after_pass(start, state, train_error)     -> state, redo, note   (SDLM: the damping redo)
+    pass_record(state, epoch)                 -> what to log for the pass (SDLM's rates)
+
+`state` is a flat dict: arrays on the device ("rate/C1.weight", "m/...", ...) and host numbers
+(SDLM's damping mu, Adam's step count), all of it saved in a checkpoint (checkpoint.py keeps the
+numbers in its metadata). `grads` are the gradients of the loss *summed* over the mini-batch
+(model.backward); each optimizer says how it combines them. Only keys present in `grads` (the
+trainable ones) are touched.
 
 Each step works on all parameters as one flat vector (FlatVectors): a few array operations per
 step instead of a few per parameter array, which on a GPU are a kernel launch each.
@@ -15,7 +25,7 @@ import math
 from collections.abc import Sequence
 
 from . import fused, paper
-from .namespace import array_namespace, constant, launch_bound
+from .arrays import array_namespace, constant
 
 Schedule = Sequence[tuple[int | None, float]]
 
@@ -75,7 +85,45 @@ class FlatVectors:
         return {**arrays, **{prefix + k: v for k, v in zip(like, views, strict=True)}}
 
 
-class SDLM:
+class Optimizer:
+    """What every optimizer has; SGD and Adam keep the defaults around a pass, SDLM does not."""
+
+    #: host numbers kept in the state (the rest of the state is arrays)
+    scalars: tuple[str, ...] = ()
+
+    def init_state(self, params) -> dict:
+        return {}
+
+    def before_pass(self, state: dict, epoch: int, curvature) -> dict:
+        """Called before pass `epoch` starts from its first step; curvature(count) -> h (key ->
+        the diagonal second derivatives per pattern on `count` training patterns,
+        model.hessian_diagonal), for an optimizer that wants them."""
+        return state
+
+    def after_pass(self, start: dict | None, state: dict, train_error: float):
+        """After a whole pass: (state to go on with, whether to redo the pass from its start,
+        a line saying why). start: the state the pass began with, None if it was resumed midway."""
+        return state, False, ""
+
+    def pass_record(self, state: dict, epoch: int) -> dict:
+        """Metrics to log for pass `epoch` (plain numbers)."""
+        return {}
+
+    def state_shapes(self, shapes: dict) -> dict:
+        """The state's arrays in a checkpoint (always saved after a step): key -> shape, given
+        the trainable parameters' shapes."""
+        return {}
+
+    def check_scalars(self, values: dict) -> str | None:
+        """What is wrong with the host numbers of a loaded state, or None."""
+        return None
+
+
+# a pass whose training error is above DEAD and over twice the last pass's has killed the network
+DEAD = 0.5  # (chance is 90%)
+
+
+class SDLM(Optimizer):
     """Stochastic Diagonal Levenberg-Marquardt (sec. III-B, appendix C).
 
     Each parameter k has its own rate eps_k = eta / (mu + h_kk) (eq. 21), where h_kk is the
@@ -89,27 +137,37 @@ class SDLM:
     (a pass moves the weights as far as B single-pattern updates would), and batch size 1 is the
     paper's on-line rule exactly. Biases and subsampling coefficients get their own rates like
     every other parameter (a bias is a weight whose input is always 1).
+
+    Damping (not in the paper): a pass that kills the network (training error above 50% and over
+    twice the last pass's) is redone from its start with mu ten times larger, Levenberg-
+    Marquardt's own answer to a failed step, at most `damping_retries` times in a run. The state
+    carries mu in force, the retries left and the last pass's training error.
     """
 
-    needs_curvature = True
+    scalars = ("mu", "retries_left", "last_train_error")
 
     def __init__(
         self,
         schedule: Schedule = paper.SDLM_SCHEDULE,
         mu: float = paper.SDLM_MU,
         hessian_samples: int = paper.SDLM_HESSIAN_SAMPLES,
+        damping_retries: int = 0,
     ):
         self.schedule, self.mu, self.hessian_samples = tuple(schedule), mu, hessian_samples
+        self.damping_retries = damping_retries
         self.flat = FlatVectors()
 
     def init_state(self, params) -> dict:
-        return {}
+        return {"mu": self.mu, "retries_left": self.damping_retries, "last_train_error": None}
 
     def set_curvature(self, state, h, epoch: int) -> dict:
         """New state with per-parameter rates for `epoch` from h (key -> per-pattern h_kk)."""
         eta = scheduled_rate(self.schedule, epoch)
-        rates = eta / (self.mu + self.flat.join(h.values()))
-        return self.flat.split_into({}, h, rates, "rates", "rate/")
+        rates = eta / (state.get("mu", self.mu) + self.flat.join(h.values()))
+        return self.flat.split_into(state, h, rates, "rates", "rate/")
+
+    def before_pass(self, state, epoch, curvature):
+        return self.set_curvature(state, curvature(self.hessian_samples), epoch)
 
     def step(self, params, grads, state, batch_size: int, epoch: int):
         p = self.flat.join([params[k] for k in grads], "params")
@@ -118,16 +176,64 @@ class SDLM:
         p = fused.SDLM_UPDATE(p, rates, g)  # p - rates * g: one kernel on a GPU
         return self.flat.split_into(params, grads, p, "params"), state
 
+    def after_pass(self, start, state, train_error):
+        last = state["last_train_error"]
+        died = last is not None and train_error > DEAD and train_error > 2 * last
+        if died and start is not None and state["retries_left"]:
+            mu = state["mu"] * 10
+            redo = {**start, "mu": mu, "retries_left": state["retries_left"] - 1}
+            note = (
+                f"training error {train_error:.1%}, the network died; "
+                f"redoing this epoch from its start with SDLM damping mu = {mu:g}"
+            )
+            return redo, True, note
+        return {**state, "last_train_error": train_error}, False, ""
+
+    def pass_record(self, state, epoch):
+        return {
+            "sdlm_rates": layer_rates(self.rates(state)),
+            "eta": scheduled_rate(self.schedule, epoch),
+            "sdlm_mu": state["mu"],
+        }
+
+    def state_shapes(self, shapes):
+        return {f"rate/{k}": s for k, s in shapes.items()}
+
+    def check_scalars(self, values):
+        mu, retries, last = (values.get(k) for k in self.scalars)
+        if not (_number(mu) and mu > 0):
+            return f"corrupted SDLM damping mu {mu!r}"
+        if not (isinstance(retries, int) and not isinstance(retries, bool) and retries >= 0):
+            return f"corrupted damping retry count {retries!r}"
+        if last is not None and not (_number(last) and 0 <= last <= 1):
+            return f"corrupted last training error {last!r}"
+        return None
+
     @staticmethod
     def rates(state) -> dict:
         """key -> per-parameter rate array (for logging and the paper's built-in check)."""
         return {k[len("rate/") :]: v for k, v in state.items() if k.startswith("rate/")}
 
 
-class SGD:
-    """w <- w - lr (v), v <- momentum v + mean gradient + weight_decay w (weights only)."""
+def layer_rates(rates: dict) -> dict:
+    """Per-parameter rates (key -> array) -> {layer: [mean, min, max]} as host floats."""
+    per_layer: dict[str, list] = {}
+    for key, value in rates.items():
+        per_layer.setdefault(key.split(".", 1)[0], []).append(value)
+    summary = {}
+    for layer, parts in per_layer.items():
+        xp = array_namespace(parts[0])
+        v = xp.concat([xp.reshape(p, (-1,)) for p in parts])
+        summary[layer] = [float(xp.mean(v)), float(xp.min(v)), float(xp.max(v))]
+    return summary
 
-    needs_curvature = False
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class SGD(Optimizer):
+    """w <- w - lr (v), v <- momentum v + mean gradient + weight_decay w (weights only)."""
 
     def __init__(
         self,
@@ -139,9 +245,6 @@ class SGD:
         self.schedule, self.momentum, self.weight_decay = tuple(schedule), momentum, weight_decay
         self.nesterov = nesterov
         self.flat = FlatVectors()
-
-    def init_state(self, params) -> dict:
-        return {}
 
     def step(self, params, grads, state, batch_size: int, epoch: int):
         lr = scheduled_rate(self.schedule, epoch)
@@ -160,11 +263,17 @@ class SGD:
             g = g + self.momentum * velocity if self.nesterov else velocity
         return self.flat.split_into(params, grads, p - lr * g, "params"), new_state
 
+    def state_shapes(self, shapes):
+        return {f"velocity/{k}": s for k, s in shapes.items()} if self.momentum else {}
 
-class Adam:
-    """Adam (Kingma & Ba 2015) on the mean gradient; weight_decay is decoupled (AdamW) on weights."""
 
-    needs_curvature = False
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015) on the mean gradient; weight_decay is decoupled (AdamW) on weights.
+
+    The state holds the moments m and v and the number of steps taken, a host integer: the bias
+    corrections need no device scalar and no synchronization."""
+
+    scalars = ("steps",)
 
     def __init__(
         self,
@@ -177,58 +286,39 @@ class Adam:
         self.schedule, self.beta1, self.beta2, self.eps = tuple(schedule), beta1, beta2, eps
         self.weight_decay = weight_decay
         self.flat = FlatVectors()
-        self._count = (None, 0)  # (the last state's "step" array, its value, known on the host)
 
     def init_state(self, params) -> dict:
-        return {}
+        return {"steps": 0}
 
     def step(self, params, grads, state, batch_size: int, epoch: int):
         lr = scheduled_rate(self.schedule, epoch)
         keys = list(grads)
         b1, b2 = self.beta1, self.beta2
-        t = self._steps_before(state) + 1
+        t = state.get("steps", 0) + 1
         g = self.flat.join(grads.values())  # summed over the batch: the mean is g / batch_size
         c1, c2 = (1 - b1) / batch_size, (1 - b2) / batch_size**2
-        # bias corrections from the step count kept on the host: no device scalars, no sync
         correction, rate = 1 / math.sqrt(1 - b2**t), lr / (1 - b1**t)
         p = self.flat.join([params[key] for key in keys], "params")
-        m0 = v0 = None
+        moments = (0.0, 0.0)  # m and v before the first step
         if f"m/{keys[0]}" in state:
-            m0 = self.flat.join([state[f"m/{key}"] for key in keys], "m")
-            v0 = self.flat.join([state[f"v/{key}"] for key in keys], "v")
-        xp = array_namespace(g)
+            moments = tuple(self.flat.join([state[f"{n}/{k}"] for k in keys], n) for n in "mv")
         decay = lr * self.weight_decay
-        if launch_bound(g):  # one kernel on a GPU (fused.py), the same numbers
-            mask = weight_mask(grads, p) if decay else 0.0
-            moments = (0.0, 0.0) if m0 is None else (m0, v0)
-            constants = (b1, c1, b2, c2, correction, self.eps, decay, rate)
-            m, v, p = fused.ADAM_UPDATE(g, *moments, p, mask, *constants)
-        else:
-            m, v = c1 * g, c2 * (g * g)
-            if m0 is not None:
-                m, v = b1 * m0 + m, b2 * v0 + v
-            update = m / (xp.sqrt(v) * correction + self.eps)
-            if decay:
-                p = p - decay * (p * weight_mask(grads, p))
-            p = p - rate * update
-
-        counter = (
-            state["step"] + 1 if "step" in state else xp.ones((), dtype=g.dtype, device=g.device)
-        )
-        self._count = (counter, t)
-        new_state = {**state, "step": counter}
+        mask = weight_mask(grads, p) if decay else 0.0
+        constants = (b1, c1, b2, c2, correction, self.eps, decay, rate)
+        m, v, p = fused.ADAM_UPDATE(g, *moments, p, mask, *constants)  # one kernel on a GPU
+        new_state = {**state, "steps": t}
         for name, vector in (("m", m), ("v", v)):
             new_state = self.flat.split_into(new_state, grads, vector, name, f"{name}/")
         return self.flat.split_into(params, grads, p, "params"), new_state
 
-    def _steps_before(self, state) -> int:
-        """The steps taken so far: state["step"], read on the host only after a restore."""
-        if "step" not in state:
-            return 0
-        counter, value = self._count
-        if counter is not state["step"]:
-            value = round(float(state["step"]))  # one device-to-host copy, after a resume
-        return value
+    def state_shapes(self, shapes):
+        return {f"{n}/{k}": s for n in "mv" for k, s in shapes.items()}
+
+    def check_scalars(self, values):
+        steps = values.get("steps")
+        if not (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0):
+            return f"corrupted Adam step count {steps!r}"
+        return None
 
 
 def weight_mask(grads, like):
@@ -246,12 +336,13 @@ def weight_mask(grads, like):
     return constant(("weight mask", shapes, like.dtype), like, make)
 
 
-def make_optimizer(name: str, schedule: Schedule, **options):
-    """'sdlm', 'sgd' or 'adam' with its options (see each class)."""
-    if name == "sdlm":
-        return SDLM(schedule, **options)
-    if name == "sgd":
-        return SGD(schedule, **options)
-    if name == "adam":
-        return Adam(schedule, **options)
-    raise ValueError(f"unknown optimizer {name!r}: use sdlm, sgd or adam")
+def make_optimizer(config) -> Optimizer:
+    """The optimizer a config.OptimizerConfig describes."""
+    o = config
+    if o.name == "sdlm":
+        return SDLM(o.schedule, o.mu, o.hessian_samples, o.damping_retries)
+    if o.name == "sgd":
+        return SGD(o.schedule, o.momentum, o.weight_decay, o.nesterov)
+    if o.name == "adam":
+        return Adam(o.schedule, o.beta1, o.beta2, o.eps, o.weight_decay)
+    raise ValueError(f"unknown optimizer {o.name!r}: use sdlm, sgd or adam")

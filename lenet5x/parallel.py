@@ -22,26 +22,21 @@ def available_cores() -> int:
 
 
 def default_workers(backend_name: str, batch_size: int) -> int:
-    """All cores for NumPy batches large enough to share (>= 128); one thread otherwise.
-
-    At 64 the shards' threads lose more to the GIL (the Python between operations, and NumPy's
-    stacking, run one thread at a time) than they gain: 4.1-4.3 ms per modern step in one thread
-    with a multi-threaded BLAS against 4.8 ms in two shards, on 2 cores; at 128, 7.1 against 7.3
-    (classic: 8.0 against 9.2)."""
+    """All cores for NumPy batches large enough to share (>= 128); one thread otherwise: below
+    that the shards' threads lose more to the GIL (the Python between operations runs one thread
+    at a time) than they gain (docs/speed.md, "Threads")."""
     return available_cores() if backend_name == "numpy" and batch_size >= 128 else 1
 
 
 def one_blas_thread(backend_name: str, workers: int, batch_size: int) -> bool:
     """Whether BLAS should keep to one thread: with several workers (one core each), and on NumPy
-    for batches under 64, whose small products cost more to split than they gain (batch 16:
-    3.2 s against 4.0 s per 20,000 images on 2 cores, and 5 times slower with two runs at once)."""
+    for batches under 64, whose small products cost more to split than they gain (docs/speed.md,
+    "Threads")."""
     return workers > 1 or (backend_name == "numpy" and batch_size < 64)
 
 
 # NumPy work is cut into shards of at most this many images: past it a pass's arrays outgrow the
-# caches. Per image, one thread, classic forward and backward: 64-65 us in shards of 128 or 256,
-# 75 us in 512; scoring the 10,000 test images in two threads: 0.14 s in shards of 250, 0.23 s
-# in batches of 1000 (2-core Intel Xeon).
+# caches (docs/speed.md, "Threads").
 CPU_SHARD = 256
 
 

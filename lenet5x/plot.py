@@ -12,13 +12,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli import OneLineParser
-from .restore import guarded
+from .cli import OneLineParser, run_command
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None, prog: str = "python -m lenet5x.plot") -> argparse.Namespace:
     parser = OneLineParser(
-        prog="python -m lenet5x.plot",
+        prog=prog,
         description="Draw the loss and error curves of one run, or overlay several runs.",
         epilog="Examples:\n  python -m lenet5x.plot runs/lenet5-20261123-101500\n"
         "  python -m lenet5x.plot runs/lenet5-* runs/modern-* --labels paper,modern --out compare.png",
@@ -58,7 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def run(args) -> int:
-    from .plots import plot_runs
+    from .figures import plot_runs
     from .rundir import RunDirError
 
     for run_dir in map(Path, args.runs):
@@ -76,9 +75,9 @@ def run(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    return guarded(lambda: run(args))
+def main(argv=None, prog: str = "python -m lenet5x.plot") -> int:
+    args = parse_args(argv, prog)
+    return run_command(lambda: run(args))
 
 
 if __name__ == "__main__":

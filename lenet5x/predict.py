@@ -1,4 +1,4 @@
-"""Read your own handwriting: python -m lenet5x.predict CHECKPOINT IMAGE...
+"""Read your own handwriting: python -m lenet5x.predict MODEL IMAGE...
 
 Each PNG/JPEG photo or scan of one handwritten digit is made into a 32x32 input the way MNIST was
 made (images.py: grayscale, inverted when the paper is light, cropped to the ink, fitted into
@@ -19,29 +19,29 @@ from pathlib import Path
 
 import numpy
 
-from .cli import OneLineParser
+from .cli import BACKENDS, OneLineParser, run_command
 from .data.loading import pad_images
-from .images import prepare_file
-from .restore import guarded, input_normalization, network_input, restore, scores
+from .data.photos import prepare_file
+from .restore import input_normalization, network_input, restore, scores
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None, prog: str = "python -m lenet5x.predict") -> argparse.Namespace:
     parser = OneLineParser(
-        prog="python -m lenet5x.predict",
+        prog=prog,
         description="Predict the digit in photos or scans of handwriting (one digit per image).",
         epilog="Examples:\n  python -m lenet5x.predict runs/lenet5-20261123-101500 my_seven.jpg\n"
-        "  python -m lenet5x.predict runs/modern/best.npz digits/*.png --show seen/",
+        "  python -m lenet5x.predict lenet5 digits/*.png --show seen/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "checkpoint", metavar="CHECKPOINT", help="a .npz checkpoint or a run directory"
+        "checkpoint",
+        metavar="MODEL",
+        help="a shipped network (lenet5, modern), a run directory or a .npz checkpoint",
     )
     parser.add_argument(
         "images", nargs="+", metavar="IMAGE", help="PNG or JPEG files, one digit each"
     )
-    parser.add_argument(
-        "--backend", choices=["auto", "numpy", "cupy"], default="auto", help="array backend"
-    )
+    parser.add_argument("--backend", choices=BACKENDS, default="auto", help="array backend")
     parser.add_argument(
         "--show",
         nargs="?",
@@ -87,7 +87,7 @@ def table(names, prepared, values: numpy.ndarray, predicted, kind: str, classes)
 def run(args) -> int:
     restored = restore(args.checkpoint, args.backend)
     if args.show is not None:
-        from .plots import figure
+        from .figures import figure
 
         figure(1, 1)  # fail before the work when matplotlib is missing
     prepared = [prepare_file(path) for path in args.images]
@@ -95,7 +95,7 @@ def run(args) -> int:
     size = restored.config.data.input_size
     seen = pad_images(numpy.stack([p.digit for p in prepared]), size)  # (N, 32, 32) uint8
     out, _ = restored.model.forward(restored.params, network_input(restored, seen, scale, offset))
-    values, kind = scores(restored, out)
+    values, kind = scores(restored, out), restored.score_kind
     predicted = numpy.asarray(restored.backend.to_numpy(restored.model.loss.predict(out)))
     classes = restored.classes
     what = (
@@ -108,7 +108,7 @@ def run(args) -> int:
     if args.show is None:
         return 0
 
-    from .plots import plot_prediction
+    from .figures import plot_prediction
 
     out_dir, used = Path(args.show), set()
     for path, p, image, v, c in zip(args.images, prepared, seen, values, predicted, strict=True):
@@ -124,9 +124,9 @@ def run(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    return guarded(lambda: run(args))
+def main(argv=None, prog: str = "python -m lenet5x.predict") -> int:
+    args = parse_args(argv, prog)
+    return run_command(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -13,15 +13,20 @@ import shlex
 import time
 from pathlib import Path
 
+from .errors import UserError, WriteError
+from .files import atomic_write
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: runs are not locked
+    fcntl = None
+
 RUN_FILES = ("checkpoint.npz", "metrics.jsonl", "config.yaml", "best.npz", "curves.png")
+LOCK = ".lock"  # held (flock) by the process that trains in the directory
 
 
-class RunDirError(Exception):
+class RunDirError(UserError):
     """The run directory cannot be used (one-line message saying what to do)."""
-
-
-class WriteError(Exception):
-    """Writing into the run directory failed mid-run (disk full, I/O error); earlier files are intact."""
 
 
 def metrics_path(run_dir: Path) -> Path:
@@ -68,14 +73,35 @@ def choose_run_dir(out: str | None, name: str, resume: bool) -> Path:
     return run_dir
 
 
-def create_run_dir(run_dir: Path) -> None:
+def create_run_dir(run_dir: Path):
+    """Create the run directory and lock it for this process; returns the open lock file, which
+    holds the lock until it is closed or the process ends, however it ends (the OS releases it,
+    so a killed run never leaves a stale lock). RunDirError if another process trains there."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(run_dir / LOCK, "a+")
     except OSError as error:
         raise RunDirError(
             f"cannot create run directory {run_dir} ({error.strerror}); "
             "pass --out to a writable directory"
         ) from None
+    if fcntl is None:
+        return handle
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise RunDirError(
+            f"{run_dir}: a training run ({owner}) is running in this directory; wait for it "
+            "to finish or stop it, or choose another --out"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 @contextlib.contextmanager
@@ -115,6 +141,5 @@ def truncate_metrics(run_dir, completed_epochs: int) -> None:
     records = [r for r in read_metrics(run_dir) if r.get("epoch", 0) <= completed_epochs]
     path = metrics_path(Path(run_dir))
     if path.exists():
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-        os.replace(tmp, path)
+        text = "".join(json.dumps(r) + "\n" for r in records)
+        atomic_write(path, lambda handle: handle.write(text.encode()))

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy
 import pytest
 
+from lenet5x.arrays import gpu_paths
 from lenet5x.backend import BackendError, resolve
-from lenet5x.namespace import gpu_paths
 
 MNIST_DIR = Path(
     os.environ.get(

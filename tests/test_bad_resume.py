@@ -17,6 +17,7 @@ import pytest
 from reliability import SMOKE, refused, tmpfs, train, write_dataset
 
 from lenet5x.backend import resolve
+from lenet5x.config import ModelConfig
 from lenet5x.model import build_model
 
 
@@ -147,7 +148,7 @@ def flip(data: bytes) -> bytes:
 def modern_model(arrays: dict, meta: dict) -> None:
     """The arrays and configuration of a `modern` LeNet-5 (another architecture)."""
     meta["config"]["model"].update(architecture="modern", loss="cross_entropy", init="he")
-    params = build_model(meta["config"]["model"]).init(
+    params = build_model(ModelConfig(**meta["config"]["model"])).init(
         numpy.random.default_rng(0), resolve("numpy")
     )
     arrays.clear()
@@ -176,6 +177,10 @@ def drop(key):
 
 def set_meta(key, value):
     return lambda arrays, meta: meta.__setitem__(key, value)
+
+
+def set_optimizer(key, value):
+    return lambda arrays, meta: meta["optimizer"].__setitem__(key, value)
 
 
 def set_array(key, index, value):
@@ -256,12 +261,16 @@ CHECKPOINT_CASES = {  # id -> (how the good run's checkpoint is broken, needle)
         f"{CKPT}: corrupted position",
     ),
     "corrupted-damping": (
-        lambda r: rewrite(r, set_meta("sdlm_mu", "lots")),
-        f"{CKPT}: corrupted sdlm_mu 'lots'",
+        lambda r: rewrite(r, set_optimizer("mu", "lots")),
+        f"{CKPT}: corrupted SDLM damping mu 'lots'",
     ),
     "corrupted-retries": (
-        lambda r: rewrite(r, set_meta("damping_retries_left", -1)),
-        f"{CKPT}: corrupted damping_retries_left -1",
+        lambda r: rewrite(r, set_optimizer("retries_left", -1)),
+        f"{CKPT}: corrupted damping retry count -1",
+    ),
+    "no-optimizer-numbers": (
+        lambda r: rewrite(r, lambda a, m: m.pop("optimizer")),
+        f"{CKPT}: corrupted checkpoint metadata (no optimizer state)",
     ),
 }
 

@@ -10,6 +10,7 @@ import pytest
 from numerical import jacobian_columns, relative_error, sample_columns
 
 from lenet5x.backend import resolve, to_numpy
+from lenet5x.config import ConfigError, ModelConfig, load_config
 from lenet5x.layers import BatchNorm
 from lenet5x.model import build_model
 
@@ -93,7 +94,7 @@ def test_running_statistics_follow_the_batches(backend, rng):
 
 def test_modern_bn_model_gradients(rng):
     backend = resolve("numpy", "float64")
-    model = build_model({"architecture": "modern", "batch_norm": True})
+    model = build_model(ModelConfig(architecture="modern", batch_norm=True))
     params = model.init(rng, backend)
     x = backend.asarray(rng.normal(size=(1, 32, 32, 3)))
     labels = backend.asarray(numpy.array([1, 5, 7]), dtype=backend.xp.int64)
@@ -114,7 +115,7 @@ def _bn_step(backend):
     from lenet5x.optim import Adam
 
     rng = numpy.random.default_rng(11)
-    model = build_model({"architecture": "modern", "batch_norm": True})
+    model = build_model(ModelConfig(architecture="modern", batch_norm=True))
     params = model.init(rng, backend)
     x = backend.asarray(rng.normal(size=(1, 32, 32, 4)))
     labels = backend.asarray(rng.integers(0, 10, size=4), dtype=backend.xp.int64)
@@ -144,7 +145,7 @@ def test_modern_bn_step_on_array_api_strict_equals_numpy():
 
 
 def test_padding_lets_28x28_inputs_in():
-    model = build_model({"architecture": "classic", "input_size": 28, "c1_padding": 2})
+    model = build_model(ModelConfig(architecture="classic", c1_padding=2))
     assert model.shapes[0] == (1, 28, 28) and model.shapes[1] == (6, 28, 28)
-    with pytest.raises(ValueError, match="must be 32"):
-        build_model({"architecture": "classic", "input_size": 28})
+    with pytest.raises(ConfigError, match="must be 32"):
+        load_config(None, ["data.input_size=28"])

@@ -8,9 +8,9 @@ import numpy
 import pytest
 
 from lenet5x.backend import to_numpy
+from lenet5x.config import DataConfig, DistortionConfig
 from lenet5x.data import DataError, DeviceData, load_dataset, read_idx_images, read_idx_labels
 from lenet5x.data.distort import (
-    DistortionRanges,
     apply_affine,
     draw_inverse_maps,
     draw_pool_pass,
@@ -112,7 +112,7 @@ def test_standardization_counted_in_chunks_matches_numpy():
 
 def test_device_batches_follow_indices(backend, paths, mnist_dir):
     """Gathered from uint8 images, or (gpu-paths) from the split kept ready as network input."""
-    host = load_dataset("mnist", mnist_dir, train_subset=50, test_subset=10)
+    host = load_dataset(DataConfig(dir=str(mnist_dir), train_subset=50, test_subset=10))
     data = DeviceData(backend, host.train_images, host.train_labels, host.scale, host.offset)
     idx = backend.asarray(numpy.array([7, 3, 41]), dtype=backend.xp.int64)
     assert (data.ready is not None) == paths or backend.name == "cupy"
@@ -124,22 +124,14 @@ def test_device_batches_follow_indices(backend, paths, mnist_dir):
 
 
 def test_validation_split_is_disjoint_and_seeded(mnist_dir):
-    a = load_dataset(
-        "mnist",
-        mnist_dir,
+    config = DataConfig(
+        dir=str(mnist_dir),
         train_subset=1000,
         test_subset=10,
         validation_size=100,
         validation_seed=3,
     )
-    b = load_dataset(
-        "mnist",
-        mnist_dir,
-        train_subset=1000,
-        test_subset=10,
-        validation_size=100,
-        validation_seed=3,
-    )
+    a, b = load_dataset(config), load_dataset(config)
     assert len(a.train_labels) == 900 and len(a.validation_labels) == 100
     numpy.testing.assert_array_equal(a.validation_images, b.validation_images)
     train_rows = {row.tobytes() for row in a.train_images}
@@ -162,7 +154,7 @@ def test_integer_translation_shifts_pixels(backend, rng):
 
 
 def test_drawn_distortions_respect_ranges():
-    ranges = DistortionRanges(probability=0.5, translate=2.0, scale=0.1, squeeze=0.1, shear=0.2)
+    ranges = DistortionConfig(probability=0.5, translate=2.0, scale=0.1, squeeze=0.1, shear=0.2)
     maps = draw_inverse_maps(numpy.random.default_rng(0), 2000, ranges)
     identity = numpy.all(maps == [1, 0, 0, 1, 0, 0], axis=1)
     assert 0.4 < identity.mean() < 0.6
@@ -173,7 +165,7 @@ def test_drawn_distortions_respect_ranges():
 
 def test_a_pool_pass_draws_from_the_originals_and_the_fixed_copies():
     n, copies = 200, 1800  # the paper's proportions: 60,000 originals, 540,000 copies
-    pool = draw_inverse_maps(numpy.random.default_rng(0), copies, DistortionRanges(probability=1))
+    pool = draw_inverse_maps(numpy.random.default_rng(0), copies, DistortionConfig(probability=1))
     seen_copies = set()
     for epoch in range(3):
         images, maps = draw_pool_pass(numpy.random.default_rng([1, epoch]), pool, n)

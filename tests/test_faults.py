@@ -11,14 +11,18 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import pty
 import re
 import resource
 import shutil
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 
 import numpy
@@ -57,19 +61,25 @@ def uninterrupted(tmp_path_factory, dataset):
 def test_interrupt_mid_epoch_saves_and_resumes_exactly(signum, tmp_path, dataset, uninterrupted):
     out = tmp_path / "run"
     args = command(*ONLINE, "--data-dir", dataset, "--out", out, "--set", "train.progress=true")
+    terminal, stderr_end = pty.openpty()  # stderr is a terminal: the progress bar shows
+    fcntl.ioctl(stderr_end, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # 120 wide
     proc = subprocess.Popen(
-        args, cwd=tmp_path, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        args, cwd=tmp_path, env=environment(), stdout=subprocess.PIPE, stderr=stderr_end
     )
+    os.close(stderr_end)
     seen = b""
     while not re.search(rb"\| *[1-9]\d*/200 \[", seen):  # the progress bar shows steps done
-        chunk = os.read(proc.stderr.fileno(), 4096)
+        chunk = read_terminal(terminal)
         assert chunk, (
             f"the run ended before it could be interrupted: {seen.decode(errors='replace')}"
         )
         seen += chunk
     proc.send_signal(signum)
-    _, rest = proc.communicate(timeout=120)
-    stderr = (seen + rest).decode(errors="replace")
+    proc.communicate(timeout=120)
+    while chunk := read_terminal(terminal):
+        seen += chunk
+    os.close(terminal)
+    stderr = seen.decode(errors="replace").replace("\r\n", "\n")
     assert proc.returncode == 130, stderr
     assert f"checkpoint saved. Resume with: python -m lenet5x.train --resume {out}" in stderr
     assert "Traceback" not in stderr
@@ -90,6 +100,14 @@ def test_interrupt_mid_epoch_saves_and_resumes_exactly(signum, tmp_path, dataset
         json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()
     ]
     assert epochs == [1, 2]
+
+
+def read_terminal(fd: int) -> bytes:
+    """What a pseudo-terminal's program wrote since the last read; b"" once it has closed it."""
+    try:
+        return os.read(fd, 4096)
+    except OSError:  # EIO: the other end is closed
+        return b""
 
 
 WRITER = """
@@ -179,9 +197,12 @@ def one_epoch(tmp_path_factory):
         base / "run",
         "--epochs",
         1,
+        "--set",
+        "data.validation_size=16",  # best.npz too: both checkpoints must survive a full disk
         cwd=base,
     )
     assert result.returncode == 0, result.stderr
+    assert (base / "run" / "best.npz").is_file()
     return base / "run"
 
 

@@ -23,6 +23,7 @@ from array_api_compat import device as device_of
 from conftest import HAVE_GPU
 
 from lenet5x.backend import resolve, to_numpy
+from lenet5x.config import ModelConfig
 from lenet5x.model import build_model
 from lenet5x.optim import SDLM
 
@@ -46,7 +47,7 @@ def sdlm_step(backend, architecture: str, seed: int = 7, n: int = 8) -> dict[str
     'rate/', 'param/' (after the step) and 'update/' (param after - before, in float64 on the host).
     Checks on the way that every result lives on the backend's device."""
     rng = numpy.random.default_rng(seed)  # host randomness only: the same numbers on every backend
-    model = build_model({"architecture": architecture})
+    model = build_model(ModelConfig(architecture=architecture))
     params = model.init(rng, backend)
     x = backend.asarray(rng.uniform(-0.1, 1.175, size=(1, 32, 32, n)))  # the paper's input range
     labels = backend.asarray(rng.integers(0, 10, size=n), dtype=backend.xp.int64)

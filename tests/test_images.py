@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy
 import pytest
 
-from lenet5x.images import FIELD, ImageError, mnist_style, prepare_file, read_grayscale
+from lenet5x.data.photos import FIELD, ImageError, mnist_style, prepare_file, read_grayscale
 
 PIL = pytest.importorskip("PIL.Image")
 

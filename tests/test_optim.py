@@ -4,8 +4,6 @@ run, a pass started again)."""
 
 from __future__ import annotations
 
-import math
-
 import numpy
 import pytest
 
@@ -46,7 +44,7 @@ def test_flat_adam_equals_adam_per_array(decay, paths):
         params, state = adam.step(
             params, {k: backend.asarray(g) for k, g in grads.items()}, state, 8, 0
         )
-    assert math.isclose(float(to_numpy(state["step"])), 3.0)
+    assert state["steps"] == 3
     for k in shapes:
         assert params[k].shape == shapes[k] and state[f"m/{k}"].shape == shapes[k]
         numpy.testing.assert_allclose(to_numpy(params[k]), expected[k], rtol=1e-12, err_msg=k)

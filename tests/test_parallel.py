@@ -6,8 +6,8 @@ import numpy
 import pytest
 
 from lenet5x.backend import resolve, to_numpy
+from lenet5x.config import DataConfig, ModelConfig
 from lenet5x.data import DeviceData, load_dataset
-from lenet5x.evaluation import evaluate
 from lenet5x.model import build_model
 from lenet5x.optim import SDLM
 from lenet5x.parallel import (
@@ -18,6 +18,7 @@ from lenet5x.parallel import (
     shard_count,
     split,
 )
+from lenet5x.scoring import score
 from lenet5x.step import TrainStep
 
 
@@ -31,7 +32,7 @@ def test_split_covers_everything_in_order():
 def test_sharded_gradients_equal_whole_batch(architecture):
     backend = resolve("numpy", "float64")
     rng = numpy.random.default_rng(5)
-    model = build_model({"architecture": architecture})
+    model = build_model(ModelConfig(architecture=architecture))
     params = model.init(rng, backend)
     x_host = rng.normal(size=(1, 32, 32, 7))
     labels_host = rng.integers(0, 10, size=7)
@@ -59,12 +60,12 @@ def test_sharded_gradients_equal_whole_batch(architecture):
 
 def test_threaded_evaluation_equals_the_sequential_one(mnist_dir):
     backend = resolve("numpy", "float64")
-    model = build_model({"architecture": "modern"})
+    model = build_model(ModelConfig(architecture="modern"))
     params = model.init(numpy.random.default_rng(2), backend)
-    host = load_dataset("mnist", mnist_dir, normalize="standardize", test_subset=250)
+    host = load_dataset(DataConfig(dir=str(mnist_dir), normalize="standardize", test_subset=250))
     test = DeviceData(backend, host.test_images, host.test_labels, host.scale, host.offset)
-    alone = evaluate(model, params, test, batch_size=60)
-    shared = evaluate(model, params, test, batch_size=60, workers=3)
+    alone = score(model, params, test, batch_size=60)
+    shared = score(model, params, test, batch_size=60, workers=3)
     assert shared.count == alone.count == 250
     numpy.testing.assert_array_equal(shared.predictions, alone.predictions)
     numpy.testing.assert_allclose(shared.outputs, alone.outputs, rtol=1e-13)
@@ -98,7 +99,7 @@ def test_a_step_in_many_shards_equals_the_step_in_one(architecture, monkeypatch)
     rng = numpy.random.default_rng(8)
     images = rng.integers(0, 256, size=(40, 32, 32)).astype(numpy.uint8)
     data = DeviceData(backend, images, rng.integers(0, 10, size=40), 1 / 255, 0.0)
-    model = build_model({"architecture": architecture})
+    model = build_model(ModelConfig(architecture=architecture))
     params = model.init(rng, backend)
     idx = backend.asarray(rng.permutation(40)[:16], dtype=backend.xp.int64)
     h = {k: backend.xp.ones_like(params[k]) for k in model.trainable_keys}

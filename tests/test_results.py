@@ -54,8 +54,8 @@ def digit_files(tmp_path_factory, mnist_dir, smoke_run):
     """The first test images that the smoke model gets right, as PNG files: every other one as MNIST
     has it (28x28, light on black), the rest as a 'scan' (dark on light paper, 4x larger, off-centre)."""
     from lenet5x.data import DeviceData
-    from lenet5x.evaluation import evaluate as score
     from lenet5x.restore import load_data, restore
+    from lenet5x.scoring import score as score
 
     restored = restore(smoke_run, "numpy")
     host = load_data(restored, mnist_dir, test_subset=40)
@@ -105,11 +105,12 @@ def test_evaluate_prints_the_scores_and_draws_them(smoke_run, mnist_dir, tmp_pat
         == 0
     )
     out = capsys.readouterr().out
-    assert "best.npz" in out  # a run directory: its best checkpoint, and it says so
+    # a run directory without a validation split: its final weights, and it says so
+    assert "checkpoint.npz (the run's final weights: no validation split chose a best epoch)" in out
     records = [json.loads(line) for line in (smoke_run / "metrics.jsonl").read_text().splitlines()]
-    best = min(records, key=lambda r: r["test_error"])
+    final = records[-1]
     assert (
-        f"test error {best['test_error']:.2%}" in out
+        f"test error {final['test_error']:.2%}" in out
     )  # the test images of training: the same error
     assert "accuracy" in out and "true \\ predicted" in out
     rows = [
@@ -143,7 +144,9 @@ def test_predict_reads_mnist_digits_from_png_files(smoke_run, digit_files, capsy
 def test_predict_show_draws_what_the_network_saw(smoke_run, digit_files, tmp_path, capsys):
     paths, _ = digit_files
     assert (
-        predict.main([str(smoke_run / "best.npz"), *map(str, paths[:2]), "--show", str(tmp_path)])
+        predict.main(
+            [str(smoke_run / "checkpoint.npz"), *map(str, paths[:2]), "--show", str(tmp_path)]
+        )
         == 0
     )
     for path in paths[:2]:
@@ -168,10 +171,11 @@ def test_modern_feature_maps_show_c1_before_its_pooling():
     """The modern C1 and P2 (C3 and P4) are one layer each; the pictures still show both stages."""
     from types import SimpleNamespace
 
+    from lenet5x.config import ModelConfig
     from lenet5x.model import build_model
 
     backend = resolve("numpy", "float64")
-    model = build_model({"architecture": "modern"})
+    model = build_model(ModelConfig(architecture="modern"))
     params = model.init(numpy.random.default_rng(0), backend)
     x = backend.asarray(numpy.random.default_rng(1).normal(size=(1, 32, 32, 1)))
     stages = features.stage_outputs(SimpleNamespace(model=model, params=params), x)
@@ -207,7 +211,7 @@ def test_user_mistakes_are_one_line_errors(smoke_run, digit_files, tmp_path, cap
     assert predict.main([str(smoke_run), str(tmp_path / "notes.txt")]) == 2
     assert "notes.txt: not an image" in one_line_error(capsys)
     broken = tmp_path / "broken.npz"
-    broken.write_bytes((smoke_run / "best.npz").read_bytes()[:500])
+    broken.write_bytes((smoke_run / "checkpoint.npz").read_bytes()[:500])
     assert predict.main([str(broken), str(digit_files[0][0])]) == 2
     assert "not a readable lenet5x checkpoint" in one_line_error(capsys)
     assert plot.main([str(tmp_path)]) == 2

@@ -13,10 +13,12 @@ curvature of every position it is shared over.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy
 
 from lenet5x.backend import resolve, to_numpy
-from lenet5x.config import load_config, model_settings
+from lenet5x.config import load_config
 from lenet5x.data import DeviceData, load_dataset
 from lenet5x.model import build_model
 from lenet5x.optim import SDLM
@@ -27,7 +29,7 @@ PAPER_LOW, PAPER_HIGH = 7e-5, 0.016
 def first_pass_rates(config, train: DeviceData, seed: int) -> dict[str, numpy.ndarray]:
     """eps_k before the first pass: h_kk on `hessian_samples` random training patterns."""
     backend = train.backend
-    model = build_model(model_settings(config))
+    model = build_model(config.model)
     params = model.init(numpy.random.default_rng(seed), backend)
     o = config.optimizer
     sdlm = SDLM(o.schedule, o.mu, o.hessian_samples)
@@ -40,7 +42,7 @@ def first_pass_rates(config, train: DeviceData, seed: int) -> dict[str, numpy.nd
 def test_first_pass_rates_land_in_the_papers_range(mnist_dir):
     config = load_config()  # the training default, configs/lenet5.yaml
     backend = resolve("numpy", "float32")
-    host = load_dataset("mnist", mnist_dir, normalize=config.data.normalize)
+    host = load_dataset(dataclasses.replace(config.data, dir=str(mnist_dir)))
     train = DeviceData(backend, host.train_images, host.train_labels, host.scale, host.offset)
     for seed in (0, 1):
         rates = first_pass_rates(config, train, seed)

@@ -10,30 +10,16 @@ gathers (xp.take), so the same code runs on NumPy and CuPy.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy
 
-from ..namespace import array_namespace, device
+from ..arrays import array_namespace, device
 
 
-@dataclasses.dataclass(frozen=True)
-class DistortionRanges:
-    probability: float = (
-        0.9  # share of training patterns distorted each pass (the paper: 540k/600k)
-    )
-    translate: float = 1.0  # pixels, uniform in +-translate, each axis
-    scale: float = 0.05  # uniform relative scaling 1 +- scale
-    squeeze: float = 0.05  # horizontal factor 1 + q, vertical 1 / (1 + q), q uniform in +-squeeze
-    shear: float = 0.1  # horizontal shear x += shear * y, uniform in +-shear
-
-
-def draw_inverse_maps(
-    rng: numpy.random.Generator, count: int, ranges: DistortionRanges
-) -> numpy.ndarray:
+def draw_inverse_maps(rng: numpy.random.Generator, count: int, ranges) -> numpy.ndarray:
     """(count, 6) rows (a, b, c, d, tx, ty): source = [[a, b], [c, d]] @ (target - centre - t) + centre.
 
-    Rows of undistorted patterns are the identity (1, 0, 0, 1, 0, 0).
+    ranges: a config.DistortionConfig (probability, translate, scale, squeeze, shear). Rows of
+    undistorted patterns are the identity (1, 0, 0, 1, 0, 0).
     """
     s = 1.0 + rng.uniform(-ranges.scale, ranges.scale, count)
     q = 1.0 + rng.uniform(-ranges.squeeze, ranges.squeeze, count)

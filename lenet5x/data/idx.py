@@ -7,17 +7,20 @@ dimension, then the uint8 data. Every problem becomes a one-line DataError namin
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import zlib
 from pathlib import Path
 
 import numpy
 
+from ..errors import UserError
+
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
 
 
-class DataError(Exception):
+class DataError(UserError):
     """A data file is missing, unreadable or not what it should be (message is one line)."""
 
 
@@ -88,6 +91,14 @@ def read_idx_labels(path, classes: int = 10) -> numpy.ndarray:
         bad = int(numpy.argmax(labels >= classes))
         raise _bad(path, f"label {int(labels[bad])} at index {bad} is outside 0-{classes - 1}")
     return labels
+
+
+def digest(array: numpy.ndarray, magic: int) -> str:
+    """SHA-256 of the IDX file (uncompressed) that holds `array`: its header, then its bytes."""
+    header = magic.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    sha = hashlib.sha256(header)
+    sha.update(numpy.ascontiguousarray(array).data)
+    return sha.hexdigest()
 
 
 def read_pair(images_path, labels_path) -> tuple[numpy.ndarray, numpy.ndarray]:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
+from pathlib import Path
 
 import numpy
 
 from .. import paper
-from ..namespace import launch_bound
-from .idx import DataError, read_pair
-from .sources import DATASETS, locate_or_download
+from ..arrays import launch_bound
+from ..config import DataConfig
+from .idx import IMAGES_MAGIC, LABELS_MAGIC, DataError, digest, read_pair
+from .sources import DATASETS, FILES, known_as, locate_or_download
 
 
 @dataclasses.dataclass
@@ -26,6 +29,7 @@ class HostDataset:
     offset: float
     validation_images: numpy.ndarray | None = None
     validation_labels: numpy.ndarray | None = None
+    identity: dict | None = None  # which files these are (check_identity), for checkpoints
 
     @property
     def background(self) -> float:
@@ -74,59 +78,76 @@ def normalization(kind: str, train_images: numpy.ndarray) -> tuple[float, float]
     raise DataError(f"unknown normalization {kind!r}: use paper or standardize")
 
 
-def load_dataset(
-    name="mnist",
-    data_dir=None,
-    input_size=32,
-    normalize="paper",
-    train_subset=None,
-    test_subset=None,
-    validation_size=0,
-    validation_seed=0,
-    mirrors=None,
-    log=None,
-) -> HostDataset:
-    """Read (or fetch) a dataset and preprocess it on the host.
+def load_dataset(config=None, mirrors=None, log=None) -> HostDataset:
+    """Read (or fetch) the dataset a config.DataConfig names and preprocess it on the host.
 
-    train_subset / test_subset: keep only the first that many examples (None = all).
-    validation_size: hold out that many training examples (chosen with validation_seed).
+    The files' contents are checked against the published ones (check_identity); the first
+    train_subset / test_subset examples are kept (None = all); validation_size training
+    examples are held out (chosen with validation_seed). log: where notes go (default stderr).
     """
-    paths = locate_or_download(name, data_dir, mirrors=mirrors, log=log)
+    d = config or DataConfig()
+    log = log or _to_stderr
+    paths = locate_or_download(d.dataset, d.dir, mirrors=mirrors, log=log)
     train_x, train_y = read_pair(paths["train-images-idx3-ubyte"], paths["train-labels-idx1-ubyte"])
     test_x, test_y = read_pair(paths["t10k-images-idx3-ubyte"], paths["t10k-labels-idx1-ubyte"])
-    if train_subset:
-        train_x, train_y = train_x[:train_subset], train_y[:train_subset]
-    if test_subset:
-        test_x, test_y = test_x[:test_subset], test_y[:test_subset]
+    arrays = dict(zip(FILES, (train_x, train_y, test_x, test_y), strict=True))
+    identity = check_identity(d.dataset, paths, arrays, log)
+    if d.train_subset:
+        train_x, train_y = train_x[: d.train_subset], train_y[: d.train_subset]
+    if d.test_subset:
+        test_x, test_y = test_x[: d.test_subset], test_y[: d.test_subset]
     val_x = val_y = None
-    if validation_size:
-        if validation_size >= len(train_y):
+    if d.validation_size:
+        if d.validation_size >= len(train_y):
             raise DataError(
-                f"validation size {validation_size} leaves no training data ({len(train_y)} examples)"
+                f"data.validation_size: {d.validation_size} leaves no training data "
+                f"({len(train_y)} examples)"
             )
-        order = numpy.random.default_rng(validation_seed).permutation(len(train_y))
+        order = numpy.random.default_rng(d.validation_seed).permutation(len(train_y))
         val_idx, train_idx = (
-            numpy.sort(order[:validation_size]),
-            numpy.sort(order[validation_size:]),
+            numpy.sort(order[: d.validation_size]),
+            numpy.sort(order[d.validation_size :]),
         )
-        val_x, val_y = train_x[val_idx], train_y[val_idx]
+        val_x, val_y = pad_images(train_x[val_idx], d.input_size), train_y[val_idx]
         train_x, train_y = train_x[train_idx], train_y[train_idx]
-    train_x, test_x = pad_images(train_x, input_size), pad_images(test_x, input_size)
-    if val_x is not None:
-        val_x = pad_images(val_x, input_size)
-    scale, offset = normalization(normalize, train_x)
+    train_x, test_x = pad_images(train_x, d.input_size), pad_images(test_x, d.input_size)
+    scale, offset = normalization(d.normalize, train_x)
+    classes = DATASETS[d.dataset].classes
     return HostDataset(
-        name,
-        train_x,
-        train_y.copy(),
-        test_x,
-        test_y.copy(),
-        DATASETS[name].classes,
-        scale,
-        offset,
-        val_x,
-        None if val_y is None else val_y.copy(),
-    )
+        d.dataset, train_x, train_y.copy(), test_x, test_y.copy(), classes, scale, offset,
+        val_x, None if val_y is None else val_y.copy(), identity,
+    )  # fmt: skip
+
+
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def check_identity(name: str, paths: dict, arrays: dict, log) -> dict:
+    """Which dataset the four files hold, by the SHA-256 of their contents (sources.DATASETS).
+
+    Files of another known dataset under this name are refused (DataError); files no known
+    dataset has are accepted with a note. Returns {"name", "verified", "sha256": {stem: hex}},
+    what a checkpoint records of its data.
+    """
+    sums = {
+        stem: digest(a, IMAGES_MAGIC if a.ndim == 3 else LABELS_MAGIC) for stem, a in arrays.items()
+    }
+    for stem, sha in sums.items():
+        other = known_as(stem, sha)
+        if other is not None and other != name:
+            raise DataError(
+                f"{paths[stem]}: this is {other}'s {stem} file, not {name}'s; point --data-dir "
+                f"at the {name} files, or train on {other} with --set data.dataset={other}"
+            )
+    verified = all(DATASETS[name].sha256.get(stem) == sha for stem, sha in sums.items())
+    if not verified:
+        folder = Path(paths[FILES[0]]).parent
+        log(
+            f"note: {folder} does not hold the published {name} files (their contents "
+            "differ); using them as they are"
+        )
+    return {"name": name, "verified": verified, "sha256": sums}
 
 
 class DeviceData:
@@ -138,10 +159,11 @@ class DeviceData:
     batch(indices) gathers on the device and returns the network input (1, S, S, B) in the
     compute dtype, normalized, and the labels (B,).
 
-    Where each operation is a kernel launch from the host (a GPU: namespace.launch_bound), the
+    Where each operation is a kernel launch from the host (a GPU: arrays.launch_bound), the
     split is also kept ready as network input, (1, S, S, N) normalized in the compute dtype
     (4 bytes a pixel: 245 MB for MNIST's training set in float32), so that a batch is one gather
-    instead of five operations.
+    instead of five operations. On a CPU gathering the uint8 images costs less (docs/speed.md,
+    "CPU twins").
     """
 
     def __init__(

@@ -55,7 +55,7 @@ def paper_sqrt_uniform(rng: numpy.random.Generator, shape, fan_in: int) -> numpy
 
     Appendix A divides by F_i because the standard deviation of a weighted sum grows linearly
     with F_i when the inputs are highly correlated, and like sqrt(F_i) when they are independent.
-    With 1/F_i the signal shrinks layer after layer in this network (see README, "Reproducing").
+    With 1/F_i the signal shrinks layer after layer in this network (docs/reproducing.md, step 1).
     """
     bound = 2.4 / fan_in**0.5
     return rng.uniform(-bound, bound, size=shape)

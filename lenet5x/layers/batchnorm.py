@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy
 
-from ..namespace import array_namespace
+from ..arrays import array_namespace
 
 
 class BatchNorm:
@@ -63,7 +65,7 @@ class BatchNorm:
         inv_std = 1.0 / xp.sqrt(var + self.eps)
         xhat = centred * self._column(inv_std, x)
         y = xhat * self._column(params["gamma"], x) + self._column(params["beta"], x)
-        count = x.size // x.shape[0]
+        count = math.prod(x.shape) // x.shape[0]
         return y, {
             "xhat": xhat,
             "inv_std": inv_std,

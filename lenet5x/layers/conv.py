@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy
 
+from ..arrays import array_namespace
 from ..im2col import (
     blocked_col2im,
     blocked_im2col,
@@ -17,7 +18,6 @@ from ..im2col import (
     unpad,
     zeros,
 )
-from ..namespace import array_namespace
 from .base import init_weights
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from .. import fused
+from ..arrays import array_namespace, constant, launch_bound
 from ..im2col import pad
-from ..namespace import array_namespace, constant, launch_bound
 from .conv import Conv2D
 from .pool import MaxPool2x2, row_maxima, to_first_maximum
 
@@ -22,10 +22,11 @@ class ConvMaxPool:
     2x2 slices are taken. Otherwise the two layers run in turn.
 
     Ties go to the first maximum of the block in row-major order, as in MaxPool2x2. The gradient
-    finds it by one of two paths with the same result: elementwise comparisons of the four rows
-    (pool.to_first_maximum: NumPy's argmax over a middle axis is five times slower), or, where
-    each operation is a kernel launch (namespace.launch_bound), one argmax and one kernel that
-    routes the gradient by it (fused.py; two operations instead of thirteen).
+    finds it by one of two paths with the same result (tests/test_layers.py): one argmax and one
+    kernel that routes the gradient by it (fused.py; two operations), or, on a CPU
+    (arrays.launch_bound false), elementwise comparisons of the four rows (pool.to_first_maximum:
+    thirteen operations, yet NumPy's argmax over a middle axis is so slow that a whole modern
+    step is much faster this way; docs/speed.md, "CPU twins").
     """
 
     def __init__(self, in_channels, out_channels, kernel=5, padding=0, init="he"):

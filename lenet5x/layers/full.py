@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy
 
-from ..namespace import array_namespace
+from ..arrays import array_namespace
 from .base import Parameterless, init_weights
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..namespace import array_namespace
+from ..arrays import array_namespace
 from .base import Parameterless
 
 
@@ -28,7 +28,7 @@ def block_maximum(x00, x01, x10, x11):
 def to_first_maximum(g, top, bottom, x00, x01, x10, x11):
     """g split over the four places, all of it at the first maximum in row-major order (ties to
     the first row, then to the first column): (g00, g01, g10, g11), each shaped like g. The 0/1
-    masks are multiplied in: NumPy's `where` with a scalar is ten times slower."""
+    masks are multiplied in, which NumPy does faster than `where` with a scalar."""
     xp = array_namespace(g)
     upper = g * xp.astype(top >= bottom, g.dtype)
     lower = g - upper

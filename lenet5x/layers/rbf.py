@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import fused, paper
-from ..namespace import array_namespace
+from ..arrays import array_namespace
 
 
 class EuclideanRBF:
@@ -23,7 +23,6 @@ class EuclideanRBF:
 
     def __init__(self, in_features=84, classes=10):
         self.in_features, self.classes = in_features, classes
-        self._made = None  # (prototypes, what _fixed derives from them)
 
     def out_shape(self, in_shape):
         if tuple(in_shape) != (self.in_features,):
@@ -38,28 +37,19 @@ class EuclideanRBF:
             )
         return {"prototypes": backend.asarray(prototypes)}
 
-    def _fixed(self, w):
-        """(-2 w (10, 84), its transpose, |w_i|^2 (10, 1)) for the prototypes w: constants, made
-        once per prototypes array (a checkpoint's or a device's own)."""
-        if self._made is None or self._made[0] is not w:
-            xp = array_namespace(w)
-            minus_2w = -2.0 * w
-            self._made = (w, minus_2w, minus_2w.T, xp.sum(w * w, axis=1)[:, None])
-        return self._made[1:]
-
     def forward(self, params, x, train=False):
         xp = array_namespace(x)
-        minus_2w, _, w_squared = self._fixed(params["prototypes"])
-        # |x - w_i|^2 = -2 w_i . x + |x|^2 + |w_i|^2
-        y = fused.RBF_DISTANCES(minus_2w @ x, xp.sum(x * x, axis=0)[None, :], w_squared)
-        return y, x
+        w = params["prototypes"]
+        # |x - w_i|^2 = -2 w_i . x + |x|^2 + |w_i|^2 (-2 is a power of two: -2 (w x) == (-2 w) x)
+        q, w2 = xp.sum(x * x, axis=0)[None, :], xp.sum(w * w, axis=1)[:, None]
+        return fused.RBF_DISTANCES(w @ x, -2.0, q, w2), x
 
     def backward(self, params, cache, dy, need_dx=True):
         xp = array_namespace(dy)
         x = cache
-        _, minus_2w_t, _ = self._fixed(params["prototypes"])
         # dE/dx = sum_i dy_i 2 (x - w_i) = x (2 sum_i dy_i) - 2 w^T dy
-        return fused.RBF_BACKWARD(x, xp.sum(dy, axis=0)[None, :], 2.0, minus_2w_t @ dy), {}
+        wt_dy = params["prototypes"].T @ dy
+        return fused.RBF_BACKWARD(x, xp.sum(dy, axis=0)[None, :], 2.0, -2.0, wt_dy), {}
 
     def backward2(self, params, cache, d2y, dy=None, need_dx=True):
         xp = array_namespace(d2y)

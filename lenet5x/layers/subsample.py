@@ -5,25 +5,21 @@ from __future__ import annotations
 import numpy
 
 from .. import fused
+from ..arrays import array_namespace
 from ..im2col import in_block_order
-from ..namespace import array_namespace, launch_bound
 from .base import Parameterless, init_weights
 
 
 def sum_2x2(x):
-    """(C, H, W, N) -> (C, H/2, W/2, N): the sum of each non-overlapping 2x2 block.
-
-    Three additions of strided views (NumPy: twice as fast as a sum over two middle axes), or
-    where each operation is a kernel launch (namespace.launch_bound) that one sum. Maps in block
-    order, (C, 2, 2, H/2, W/2, N) (im2col.in_block_order), are summed over their axes 1 and 2.
+    """(C, H, W, N) -> (C, H/2, W/2, N): the sum of each non-overlapping 2x2 block, one sum over
+    two axes. Maps in block order, (C, 2, 2, H/2, W/2, N) (im2col.in_block_order), as the classic
+    model's C1 and C3 hand them over, are summed over their axes 1 and 2.
     """
     xp = array_namespace(x)
     if in_block_order(x):
         return xp.sum(x, axis=(1, 2))
-    if launch_bound(x):
-        c, h, w, n = x.shape
-        return xp.sum(xp.reshape(x, (c, h // 2, 2, w // 2, 2, n)), axis=(2, 4))
-    return x[:, 0::2, 0::2, :] + x[:, 1::2, 0::2, :] + x[:, 0::2, 1::2, :] + x[:, 1::2, 1::2, :]
+    c, h, w, n = x.shape
+    return xp.sum(xp.reshape(x, (c, h // 2, 2, w // 2, 2, n)), axis=(2, 4))
 
 
 def spread_2x2(g, block_order: bool = False):
@@ -75,15 +71,8 @@ class Subsampling:
         return {"coef": backend.asarray(coef), "bias": backend.asarray(numpy.zeros(self.channels))}
 
     def forward(self, params, x, train=False):
-        s = sum_2x2(x)
         coef, bias = params["coef"][:, None, None, None], params["bias"][:, None, None, None]
-        if launch_bound(s):  # one kernel on a GPU (fused.py), the same numbers
-            s, a = fused.SUBSAMPLING(s, self.scale, coef, bias)
-            return a, (s, in_block_order(x))
-        if self.average:
-            s *= 0.25
-        a = s * coef
-        a += bias
+        s, a = fused.SUBSAMPLING(sum_2x2(x), self.scale, coef, bias)  # s: the scaled block sums
         return a, (s, in_block_order(x))
 
     def backward(self, params, cache, dy, need_dx=True):
@@ -92,11 +81,7 @@ class Subsampling:
         grads = {"coef": xp.sum(dy * s, axis=(1, 2, 3)), "bias": xp.sum(dy, axis=(1, 2, 3))}
         if not need_dx:
             return None, grads
-        coef = params["coef"][:, None, None, None]
-        if launch_bound(dy):
-            dx = fused.SUBSAMPLING_BACKWARD(dy, coef, self.scale)
-        else:
-            dx = dy * (coef * self.scale if self.average else coef)
+        dx = fused.SUBSAMPLING_BACKWARD(dy, params["coef"][:, None, None, None], self.scale)
         return spread_2x2(dx, block_order), grads
 
     def backward2(self, params, cache, d2y, dy=None, need_dx=True):

@@ -20,7 +20,7 @@ class Scores:
     outputs: numpy.ndarray  # (count, K) network outputs (host): RBF distances or logits
 
 
-def evaluate(model, params, data, batch_size: int = 1000, workers: int = 1) -> Scores:
+def score(model, params, data, batch_size: int = 1000, workers: int = 1) -> Scores:
     """Forward passes in evaluation mode over a DeviceData split, in order; one host copy at the
     end. workers > 1 scores that many batches at once in threads (CPU; see parallel.py). On
     NumPy a batch holds at most parallel.CPU_SHARD images (the same scores, sooner)."""

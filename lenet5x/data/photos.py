@@ -23,14 +23,15 @@ from pathlib import Path
 
 import numpy
 
-from .extras import need
+from ..errors import UserError
+from ..extras import need
 
 BOX = 20  # the digit fits this box (MNIST)
 FIELD = 28  # inside this field, centred by mass (MNIST)
 MAX_SIDE = 1000  # larger pictures are first reduced to this many pixels on their long side
 
 
-class ImageError(Exception):
+class ImageError(UserError):
     """A file is not a readable picture of a digit (one-line message)."""
 
 

@@ -1,17 +1,18 @@
-"""array_namespace(x), remembered per array type.
+"""What every array computation here shares: the namespace of an array, constants made once per
+device, and the switch between a GPU's and a CPU's path where both pay.
 
-array_api_compat.array_namespace inspects its arguments against every library it knows, which
-costs more than a small layer's whole pass at batch size 1 (the paper's on-line SDLM). The
-namespace depends only on the array's type here (NumPy, CuPy, array-api-strict), so it is looked
-up once per type; the table holds one entry per array library in use.
+array_namespace(x) is array_api_compat.array_namespace(x) remembered per array type: the lookup
+inspects its arguments against every library it knows, which costs more than a small layer's
+whole pass at batch size 1 (the paper's on-line SDLM).
 
-launch_bound(x) says whether an operation on x is a kernel launch from the host (CuPy), for the
-places that pick between two array-API paths by what they cost: fewer operations on a GPU, less
-memory traffic on a CPU (im2col.col2im, ConvMaxPool's and ReLU's gradients, subsample.sum_2x2,
-DeviceData's batches, and the fused kernels of the scaled tanh, the subsampling and Adam:
-fused.py). `gpu_paths` makes every array take the GPU's paths: for tests of those
-paths on the CPU (the `paths` fixture), and for counting a GPU's operations
-(benchmarks/op_count.py).
+constant(key, like, make) is an index table, 0/1 matrix or zero block made once per key, array
+library and device.
+
+launch_bound(x) says whether each operation on x is a kernel launch from the host (CuPy), for
+the places that keep two array-API paths because each is much faster where it is used
+(docs/speed.md, "CPU twins"): ConvMaxPool's gradient routing and DeviceData's batches.
+`gpu_paths` makes every array take the GPU's paths: for tests of those paths on the CPU (the
+`paths` fixture), and for counting a GPU's operations (benchmarks/op_count.py).
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ def constant(key: tuple, like, make):
     """An array that depends only on `key` and like's device (index tables, 0/1 matrices, class
     numbers): make(xp, device) once per key and device, the same array after that."""
     dev = device(like)
-    full = (*key, str(dev))
+    if dev is None:  # a traced array (jax.jit): made in the trace, never kept beyond it
+        return make(array_namespace(like), dev)
+    full = (*key, type(like), str(dev))
     made = _CONSTANTS.get(full)
     if made is None:
         made = _CONSTANTS[full] = make(array_namespace(like), dev)

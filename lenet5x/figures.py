@@ -2,12 +2,11 @@
 
 Matplotlib is imported inside the functions and only through its object interface (Figure and
 the Agg canvas, never pyplot): nothing opens a window, and training without the extra still runs.
-Every file is written to a temporary name and renamed, so a viewer never sees half a picture.
+Every file is written atomically (files.py), so a viewer never sees half a picture.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy
 
 from .extras import need
+from .files import atomic_write
 from .rundir import RunDirError, read_metrics
 
 # (metrics key prefix, line style when several runs share a colour, legend name)
@@ -33,21 +33,20 @@ def figure(width: float, height: float):
 
 
 def save(fig, path) -> Path:
-    """Write `fig` as PNG to `path` atomically (temporary file in the same directory, then rename)."""
+    """Write `fig` as PNG to `path` atomically (files.atomic_write)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # open(): the usual file permissions
-    try:
-        with open(tmp, "wb") as handle:
-            fig.savefig(handle, format="png")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda handle: fig.savefig(handle, format="png"))
 
 
 # -- training curves -------------------------------------------------------------------------------
+
+
+def chosen_epoch(metrics: Sequence[dict]) -> dict:
+    """The record of the epoch a run's tools use: the lowest validation error where the run had a
+    validation split (best.npz), else the last (the final weights, checkpoint.npz)."""
+    validated = [r for r in metrics if r.get("val_error") is not None]
+    return min(validated, key=lambda r: r["val_error"]) if validated else metrics[-1]
 
 
 def plot_runs(
@@ -56,69 +55,24 @@ def plot_runs(
     """Loss (left) and error rates (right) per epoch of one or more runs, on log scales.
 
     One run: a colour per split (train dashed, test solid, validation dotted). Several runs: a
-    colour per run, the same line style per split. Reads each run's metrics.jsonl.
-    references: {label: test error in %} drawn as grey horizontal lines (e.g. the paper's figures).
+    colour per run, the same line style per split. Reads each run's metrics.jsonl. A circle marks
+    each run's chosen epoch (chosen_epoch). references: {label: test error in %} drawn as grey
+    horizontal lines (e.g. the paper's figures).
     """
     runs = [Path(r) for r in run_dirs]
     labels = list(labels) if labels else [r.resolve().name for r in runs]
-    records = []
-    for run in runs:
-        metrics = read_metrics(run)
+    records = [read_metrics(run) for run in runs]
+    for run, metrics in zip(runs, records, strict=True):
         if not metrics:
             raise RunDirError(
                 f"{run}: no records in metrics.jsonl; is it a run that finished an epoch?"
             )
-        records.append(metrics)
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
-
     fig = figure(11, 4.2)
     loss_ax, err_ax = fig.subplots(1, 2)
     single = len(runs) == 1
-    split_colours = {"train": "C0", "test": "C3", "val": "C2"}
     for i, (label, metrics) in enumerate(zip(labels, records, strict=True)):
-        for key, style, name in SPLITS:
-            colour = split_colours[key] if single else f"C{i % 10}"
-            line = "-" if single else style
-            for ax, field, scale in (
-                (loss_ax, f"{key}_loss", 1.0),
-                (err_ax, f"{key}_error", 100.0),
-            ):
-                if field == "train_error" and any("train_error_full" in r for r in metrics):
-                    field = "train_error_full"  # the whole training set after the pass, if measured
-                points = [
-                    (r["epoch"], r[field] * scale) for r in metrics if r.get(field) is not None
-                ]
-                if not points:
-                    continue
-                epochs, values = zip(*points, strict=True)
-                ax.plot(
-                    epochs,
-                    values,
-                    line,
-                    color=colour,
-                    marker="o",
-                    markersize=3,
-                    label=name if single else f"{label} {name}",
-                )
-        best = min(metrics, key=lambda r: r.get("val_error", r["test_error"]))
-        colour = split_colours["test"] if single else f"C{i % 10}"
-        err_ax.plot(
-            best["epoch"],
-            best["test_error"] * 100,
-            "o",
-            markersize=9,
-            markerfacecolor="none",
-            color=colour,
-        )
-        err_ax.annotate(
-            f"{best['test_error']:.2%}",
-            (best["epoch"], best["test_error"] * 100),
-            color=colour,
-            textcoords="offset points",
-            xytext=(8, -3),
-            va="center",
-            fontsize=8,
-        )
+        colour = None if single else f"C{i % 10}"
+        _draw_run(loss_ax, err_ax, metrics, label if not single else None, colour)
     for k, (name, value) in enumerate((references or {}).items()):
         shade = ("0.2", "0.55", "0.75")[k % 3]
         err_ax.axhline(
@@ -127,22 +81,56 @@ def plot_runs(
     loss_title = "loss per pattern" if single else "loss per pattern (each run's own criterion)"
     loss_ax.set(title=loss_title, xlabel="epoch", yscale="log")
     err_ax.set(title="error rate", xlabel="epoch", yscale="log")
+    _style_axes(loss_ax, err_ax)
+    if single:
+        chosen = chosen_epoch(records[0])
+        which = "lowest validation error" if "val_error" in chosen else "final epoch"
+        fig.suptitle(
+            f"{labels[0]}: test error {chosen['test_error']:.2%} at its {which} ({chosen['epoch']})"
+        )
+    else:
+        fig.suptitle("comparison: " + ", ".join(labels))
+    return save(fig, path)
+
+
+SPLIT_COLOURS = {"train": "C0", "test": "C3", "val": "C2"}  # one run: a colour per split
+
+
+def _draw_run(loss_ax, err_ax, metrics: list, label: str | None, colour: str | None) -> None:
+    """One run's curves (label None: the only run, a colour per split) and its chosen epoch."""
+    for key, style, name in SPLITS:
+        for ax, field, scale in ((loss_ax, f"{key}_loss", 1.0), (err_ax, f"{key}_error", 100.0)):
+            if field == "train_error" and any("train_error_full" in r for r in metrics):
+                field = "train_error_full"  # the whole training set after the pass, if measured
+            points = [(r["epoch"], r[field] * scale) for r in metrics if r.get(field) is not None]
+            if not points:
+                continue
+            epochs, values = zip(*points, strict=True)
+            ax.plot(
+                epochs, values, "-" if label is None else style, color=colour or SPLIT_COLOURS[key],
+                marker="o", markersize=3, label=name if label is None else f"{label} {name}",
+            )  # fmt: skip
+    chosen = chosen_epoch(metrics)
+    point = (chosen["epoch"], chosen["test_error"] * 100)
+    colour = colour or SPLIT_COLOURS["test"]
+    err_ax.plot(*point, "o", markersize=9, markerfacecolor="none", color=colour)
+    err_ax.annotate(
+        f"{chosen['test_error']:.2%}", point, color=colour, textcoords="offset points",
+        xytext=(8, -3), va="center", fontsize=8,
+    )  # fmt: skip
+
+
+def _style_axes(loss_ax, err_ax) -> None:
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
     for ax, unit in ((loss_ax, ""), (err_ax, "%")):
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _, unit=unit: f"{v:.3g}{unit}"))
         ax.yaxis.set_minor_formatter(FuncFormatter(partial(_minor_label, ax=ax, unit=unit)))
     for ax in (loss_ax, err_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.margins(x=0.12)  # room for the best error's label
+        ax.margins(x=0.12)  # room for the chosen epoch's label
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    if single:
-        best = min(records[0], key=lambda r: r.get("val_error", r["test_error"]))
-        fig.suptitle(
-            f"{labels[0]}: test error {best['test_error']:.2%} at its best epoch ({best['epoch']})"
-        )
-    else:
-        fig.suptitle("comparison: " + ", ".join(labels))
-    return save(fig, path)
 
 
 def _minor_label(value: float, _, ax, unit: str) -> str:

@@ -1,0 +1,37 @@
+"""What can go wrong in a run, by what the user should do about it; cli.py maps each to an exit status.
+
+Every error here carries one line that names the file or key and says what to do. The modules
+that find the problem define their own subclass (config.ConfigError, data.DataError, ...), so a
+message says where it came from and a caller can catch one kind.
+"""
+
+from __future__ import annotations
+
+import reprlib
+
+
+class UserError(Exception):
+    """Bad input: a config, flag, file, path or backend that cannot be used (exit status 2)."""
+
+
+class WriteError(Exception):
+    """A write failed mid-run (disk full, I/O error); the files written before are intact (exit 1)."""
+
+
+class Diverged(Exception):
+    """The loss became NaN or infinite; the last good checkpoint is kept (exit 3)."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM stopped the run after saving a checkpoint (exit 130)."""
+
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxdict = 2, 4, 4
+_SHOWN.maxstring = _SHOWN.maxother = 40
+
+
+def shown(value) -> str:
+    """A short repr of a value read from a file, for a one-line message: a value from YAML may be
+    a graph of aliases whose full repr would be billions of characters ("billion laughs")."""
+    return _SHOWN.repr(value)
