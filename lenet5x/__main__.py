@@ -1,5 +1,7 @@
+"""python -m lenet5x: the same as the `lenet5x` command (cli.main)."""
+
 import sys
 
-from .train import main
+from .cli import main
 
 sys.exit(main())

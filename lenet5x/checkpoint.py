@@ -30,15 +30,16 @@ class CheckpointError(UserError):
     """A checkpoint cannot be read or does not fit the model (one-line message)."""
 
 
-def save_checkpoint(path, params: dict, opt_state: dict, meta: dict) -> None:
+def save_checkpoint(path, params: dict, opt_state: dict, meta: dict, compressed=False) -> None:
     """Write atomically (files.atomic_write): a failure leaves the previous file at `path` as it
     was and raises an OSError naming `path`. opt_state's arrays go to "opt/<key>", its host
-    numbers (int, float, None) to meta["optimizer"]."""
+    numbers (int, float, None) to meta["optimizer"]. compressed: zip-deflated (shipped weights)."""
     arrays = {f"param/{k}": to_numpy(v) for k, v in params.items()}
     scalars = {k: v for k, v in opt_state.items() if v is None or isinstance(v, (int, float))}
     arrays.update({f"opt/{k}": to_numpy(v) for k, v in opt_state.items() if k not in scalars})
     arrays["meta"] = numpy.array(json.dumps({"format": FORMAT, **meta, "optimizer": scalars}))
-    atomic_write(path, lambda handle: numpy.savez(handle, **arrays))
+    save = numpy.savez_compressed if compressed else numpy.savez
+    atomic_write(path, lambda handle: save(handle, **arrays))
 
 
 def load_checkpoint(path) -> tuple[dict, dict, dict]:

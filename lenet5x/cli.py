@@ -50,3 +50,50 @@ def run_command(body: Callable[[], int | None]) -> int:
 def _fail(line: str, status: int) -> int:
     print(line, file=sys.stderr)
     return status
+
+
+COMMANDS = {  # lenet5x NAME: the module lenet5x.NAME, whose main(argv, prog) runs it
+    "train": "train LeNet-5 (the paper's with SDLM by default; --config modern, ...)",
+    "evaluate": "test error, per-class accuracy, confusion matrix, misclassified digits",
+    "predict": "read handwritten digits from photos or scans",
+    "features": "draw the learned C1 kernels and the feature maps of one digit",
+    "plot": "draw the loss and error curves of runs",
+    "demo": "draw a digit in the browser and watch the network read it",
+    "export": "make a shipped-weights file from a run",
+}
+
+
+def usage() -> str:
+    from . import __version__
+
+    lines = [
+        f"usage: lenet5x COMMAND [ARGS...]   (lenet5x {__version__}; LeNet-5, LeCun et al. 1998)",
+        "",
+        "commands:",
+        *(f"  {name:<9} {what}" for name, what in COMMANDS.items()),
+        "",
+        "lenet5x COMMAND --help says more; python -m lenet5x.COMMAND is the same command.",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """The `lenet5x` command (and python -m lenet5x): dispatch to a command's own main."""
+    import importlib
+
+    from . import __version__
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if argv[0] == "--version":
+        print(f"lenet5x {__version__}")
+        return 0
+    if argv[0] not in COMMANDS:
+        return _fail(
+            f"error: unknown command {argv[0]!r}: one of {', '.join(COMMANDS)} (see lenet5x --help)",
+            2,
+        )
+    module = importlib.import_module(f"lenet5x.{argv[0]}")
+    return module.main(argv[1:], prog=f"lenet5x {argv[0]}")

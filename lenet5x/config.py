@@ -407,6 +407,18 @@ def apply_override(data: dict, assignment: str) -> None:
         node = node[key]
 
 
+# the command line's flags and the Python API's keyword arguments for the keys most often set
+SHORT_KEYS = {
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "seed": "train.seed",
+    "dtype": "train.dtype",
+    "backend": "train.backend",
+    "data_dir": "data.dir",
+    "out": "train.out",
+}
+
+
 def overrides_from(values: dict) -> list[str]:
     """{"train.epochs": 2, "data": {"train_subset": 5000}} -> ["train.epochs=2",
     "data.train_subset=5000"]: dotted keys or nested dicts, as `--set` takes them."""

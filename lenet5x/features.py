@@ -19,13 +19,11 @@ from pathlib import Path
 
 import numpy
 
+from .api import Network
 from .backend import to_numpy
 from .cli import BACKENDS, OneLineParser, run_command
 from .data import DataError
-from .data.loading import pad_images
-from .data.photos import prepare_file
-from .im2col import plain_order
-from .restore import Restored, input_normalization, load_data, network_input, restore
+from .restore import load_data, restore
 
 
 def parse_args(argv=None, prog: str = "python -m lenet5x.features") -> argparse.Namespace:
@@ -66,37 +64,16 @@ def parse_args(argv=None, prog: str = "python -m lenet5x.features") -> argparse.
     return args
 
 
-def stage_outputs(restored: Restored, x) -> list[tuple[str, numpy.ndarray]]:
-    """x: (1, S, S, 1) network input -> [(stage name, host output without the batch axis)], from the
-    input on. A stage is a layer with its activation ("C1" and "C1_f"): maps (C, H, W), vectors (F,)."""
-    stages = [("input", x)]
-    for name, layer in restored.model.layers:
-        own = {
-            k.split(".", 1)[1]: v for k, v in restored.params.items() if k.split(".", 1)[0] == name
-        }
-        shown = layer.maps(own, x) if hasattr(layer, "maps") else None  # C1 before its pooling
-        x, _ = layer.forward(own, x, False)
-        base = name.split("_")[0]
-        if stages[-1][0] == base:
-            stages[-1] = (base, x)
-        else:
-            stages.append((base, x if shown is None else shown))
-    # C1 and C3 hand their maps on in 2x2-block order (conv.py)
-    return [(name, to_numpy(plain_order(v))[..., 0]) for name, v in stages]
-
-
-def rbf_code(
-    restored: Restored, outputs: dict, scores: numpy.ndarray
-) -> list[tuple[str, numpy.ndarray]]:
+def rbf_code(net: Network, stages: dict) -> list[tuple[str, numpy.ndarray]]:
     """The classic model's F6 output (84 = a 7x12 picture, Fig. 3) beside the RBF prototypes of its
-    two nearest classes; nothing for a model without an RBF layer. scores: (K,) squared distances."""
-    if "RBF.prototypes" not in restored.params or "F6" not in outputs:
+    two nearest classes; nothing for a model without an RBF layer."""
+    if net.prototypes is None:
         return []
-    prototypes = to_numpy(restored.params["RBF.prototypes"])
-    nearest = numpy.argsort(scores)[:2]
-    classes = restored.classes
-    return [("F6 output", outputs["F6"].reshape(12, 7))] + [
-        (f"class {classes[c]}, d={scores[c]:.1f}", prototypes[c].reshape(12, 7)) for c in nearest
+    distances = stages["RBF"]
+    nearest = numpy.argsort(distances)[:2]
+    return [("F6 output", stages["F6"].reshape(12, 7))] + [
+        (f"class {net.classes[c]}, d={distances[c]:.1f}", net.prototypes[c].reshape(12, 7))
+        for c in nearest
     ]
 
 
@@ -105,44 +82,26 @@ def run(args) -> int:
     from .figures import figure, plot_feature_maps, plot_kernels
 
     figure(1, 1)  # fail now when matplotlib is missing
-    classes = restored.classes
-    size = restored.config.data.input_size
+    net = Network(restored, args.data_dir)
     if args.image:
-        digit = pad_images(prepare_file(args.image).digit[None], size)
-        what = Path(args.image).name
-        scale, offset = input_normalization(restored, args.data_dir)
+        digit, what = net.predict_photo(args.image).input, Path(args.image).name
     else:
         host = load_data(restored, args.data_dir, other_data=args.other_data)
         if args.index >= len(host.test_labels):
-            raise DataError(
-                f"--index {args.index}: the test set has {len(host.test_labels)} images"
-            )
-        digit = host.test_images[args.index : args.index + 1]
-        what = f"test image {args.index} (a {classes[int(host.test_labels[args.index])]})"
-        scale, offset = host.scale, host.offset
-    x = network_input(restored, digit, scale, offset)
-    outputs = stage_outputs(restored, x)
-    out = outputs[-1][1]  # (K,)
-    predicted = classes[int(to_numpy(restored.model.loss.predict(out[:, None]))[0])]
-    maps = [(name, v) for name, v in outputs if v.ndim == 3 and v.shape[1] > 1]
-    code = rbf_code(restored, dict(outputs), out)
-
+            raise DataError(f"--index {args.index}: the test set has {len(host.test_labels)} images")
+        digit = host.test_images[args.index]
+        what = f"test image {args.index} (a {net.classes[int(host.test_labels[args.index])]})"
+    stages = net.features(digit)
+    predicted = net.classes[int(net.predict(digit)[0])]
+    maps = [(name, v) for name, v in stages.items() if v.ndim == 3 and v.shape[1] > 1]
     out_dir = Path(args.out) if args.out else restored.out_dir
     weight = to_numpy(restored.params["C1.weight"])
     k = weight.shape[-1]
+    kernels = f"learned C1 kernels ({weight.shape[0]} of {k}x{k}; red positive, blue negative)"
+    title = f"{what} through {restored.label}: predicted {predicted}"
     written = [
-        plot_kernels(
-            weight,
-            out_dir / "kernels.png",
-            f"learned C1 kernels ({weight.shape[0]} of {k}x{k}; "
-            f"red positive, blue negative), {restored.label}",
-        ),
-        plot_feature_maps(
-            maps,
-            out_dir / "feature_maps.png",
-            f"{what} through {restored.label}: predicted {predicted}",
-            code=code,
-        ),
+        plot_kernels(weight, out_dir / "kernels.png", f"{kernels}, {restored.label}"),
+        plot_feature_maps(maps, out_dir / "feature_maps.png", title, code=rbf_code(net, stages)),
     ]
     print(f"{restored.note}\n{what}: predicted {predicted}")
     print("\n".join(f"wrote {p}" for p in written))

@@ -17,19 +17,8 @@ from pathlib import Path
 import yaml
 
 from .cli import BACKENDS, OneLineParser, run_command
-from .config import config_names
+from .config import SHORT_KEYS, config_names
 from .loop import configure, fit
-
-# the flags that set a configuration key (--set sets any)
-FLAG_KEYS = {
-    "epochs": "train.epochs",
-    "batch_size": "train.batch_size",
-    "seed": "train.seed",
-    "dtype": "train.dtype",
-    "backend": "train.backend",
-    "data_dir": "data.dir",
-    "out": "train.out",
-}
 
 
 def parse_args(argv=None, prog: str = "python -m lenet5x.train") -> argparse.Namespace:
@@ -82,7 +71,7 @@ def parse_args(argv=None, prog: str = "python -m lenet5x.train") -> argparse.Nam
 
 def overrides(args: argparse.Namespace) -> list[str]:
     """The flags as `--set` assignments, then the --set ones (which win)."""
-    given = {key: getattr(args, flag) for flag, key in FLAG_KEYS.items()}
+    given = {key: getattr(args, flag) for flag, key in SHORT_KEYS.items()}
     flags = [f"{key}={json.dumps(value)}" for key, value in given.items() if value is not None]
     if args.no_progress:
         flags.append("train.progress=false")

@@ -169,16 +169,19 @@ def test_features_draws_kernels_and_feature_maps(smoke_run, digit_files, mnist_d
 
 def test_modern_feature_maps_show_c1_before_its_pooling():
     """The modern C1 and P2 (C3 and P4) are one layer each; the pictures still show both stages."""
-    from types import SimpleNamespace
-
-    from lenet5x.config import ModelConfig
+    from lenet5x.api import Network
+    from lenet5x.config import Config, ModelConfig
     from lenet5x.model import build_model
+    from lenet5x.restore import Restored
 
     backend = resolve("numpy", "float64")
-    model = build_model(ModelConfig(architecture="modern"))
+    config = Config(model=ModelConfig(architecture="modern"))
+    model = build_model(config.model)
     params = model.init(numpy.random.default_rng(0), backend)
-    x = backend.asarray(numpy.random.default_rng(1).normal(size=(1, 32, 32, 1)))
-    stages = features.stage_outputs(SimpleNamespace(model=model, params=params), x)
+    meta = {"input_scale": 1 / 255, "input_offset": 0.0}
+    net = Network(Restored(Path("modern.npz"), "", config, model, params, backend, meta))
+    image = numpy.random.default_rng(1).integers(0, 256, (32, 32)).astype(numpy.uint8)
+    stages = list(net.features(image).items())
     shapes = {name: out.shape for name, out in stages}
     assert list(shapes)[:5] == ["input", "C1", "P2", "C3", "P4"]
     assert shapes["C1"] == (6, 28, 28) and shapes["P2"] == (6, 14, 14)

@@ -19,6 +19,7 @@ Photos work best with one dark digit on plain paper, cropped loosely, evenly lit
 from __future__ import annotations
 
 import dataclasses
+import io
 from pathlib import Path
 
 import numpy
@@ -44,39 +45,51 @@ class Prepared:
     inverted: bool  # the picture had a light background and was inverted
 
 
-def read_grayscale(path) -> numpy.ndarray:
-    """An image file (PNG, JPEG, ...) -> (H, W) float64 in [0, 1]; 0 is black.
+def read_grayscale(source) -> numpy.ndarray:
+    """An image (a file's path, or its bytes: PNG, JPEG, ...) -> (H, W) float64 in [0, 1]; 0 is black.
 
     Phone photos are turned upright (EXIF orientation); transparent parts count as white paper;
     pictures larger than MAX_SIDE pixels are reduced (area average) to that size.
     """
-    image_module = need("PIL.Image", "reading images")
-    ops = need("PIL.ImageOps", "reading images")
-    path = Path(path)
-    if not path.exists():
-        raise ImageError(f"{path}: file not found")
-    if path.is_dir():
-        raise ImageError(f"{path}: is a directory, expected an image file")
-    try:
-        with image_module.open(path) as image:
-            image.load()
-            image = ops.exif_transpose(image)
-    except image_module.UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image file Pillow can read (PNG, JPEG, ...)") from None
-    except (OSError, ValueError, image_module.DecompressionBombError) as error:
-        raise ImageError(f"{path}: cannot read the image ({error})") from None
+    image = _open(source)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
-        paper = image_module.new("RGBA", image.size, (255, 255, 255, 255))
-        image = image_module.alpha_composite(paper, image)
+        paper = need("PIL.Image", "reading images").new("RGBA", image.size, (255, 255, 255, 255))
+        image = need("PIL.Image", "reading images").alpha_composite(paper, image)
     if image.mode.startswith("I") or image.mode == "F":  # 16/32-bit grey
         values = numpy.asarray(image, dtype=numpy.float64)
         values = values / (65535.0 if values.max() > 255 else 255.0)
-        image = image_module.fromarray(numpy.clip(values * 255, 0, 255).astype(numpy.uint8))
+        image = need("PIL.Image", "reading images").fromarray(
+            numpy.clip(values * 255, 0, 255).astype(numpy.uint8)
+        )
     image = image.convert("L")
     if max(image.size) > MAX_SIDE:
-        image.thumbnail((MAX_SIDE, MAX_SIDE), image_module.Resampling.BOX)
+        image.thumbnail((MAX_SIDE, MAX_SIDE), need("PIL.Image", "reading images").Resampling.BOX)
     return numpy.asarray(image, dtype=numpy.float64) / 255.0
+
+
+def _open(source):
+    """A path or bytes -> a loaded, upright PIL image; ImageError naming the file otherwise."""
+    image_module = need("PIL.Image", "reading images")
+    ops = need("PIL.ImageOps", "reading images")
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        name, opened = "the image", io.BytesIO(bytes(source))
+        if not source:
+            raise ImageError("the image is empty (0 bytes)")
+    else:
+        path = opened = name = Path(source)
+        if not path.exists():
+            raise ImageError(f"{path}: file not found")
+        if path.is_dir():
+            raise ImageError(f"{path}: is a directory, expected an image file")
+    try:
+        with image_module.open(opened) as image:
+            image.load()
+            return ops.exif_transpose(image)
+    except image_module.UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image file Pillow can read (PNG, JPEG, ...)") from None
+    except (OSError, ValueError, image_module.DecompressionBombError) as error:
+        raise ImageError(f"{name}: cannot read the image ({error})") from None
 
 
 def ink_map(gray: numpy.ndarray) -> tuple[numpy.ndarray, bool]:
@@ -218,11 +231,13 @@ def mnist_style(gray: numpy.ndarray) -> tuple[numpy.ndarray, bool]:
     return numpy.round(digit * 255).astype(numpy.uint8), inverted
 
 
-def prepare_file(path) -> Prepared:
-    """Read an image file and make its MNIST-style digit; errors name the file."""
-    gray = read_grayscale(path)
+def prepare_file(source) -> Prepared:
+    """Read an image (a path, or a file's bytes) and make its MNIST-style digit; errors name the
+    file."""
+    gray = read_grayscale(source)
     try:
         digit, inverted = mnist_style(gray)
     except ImageError as error:
-        raise ImageError(f"{path}: {error}") from None
+        where = "the image" if isinstance(source, (bytes, bytearray, memoryview)) else source
+        raise ImageError(f"{where}: {error}") from None
     return Prepared(gray, digit, inverted)

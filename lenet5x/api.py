@@ -1,0 +1,205 @@
+"""The Python API: a trained network to ask, and a training run to start, in a few names.
+
+    import lenet5x
+    net = lenet5x.load("lenet5")              # shipped, or a run directory, or a .npz checkpoint
+    net.predict(images)                       # (N, 28, 28) or (N, 32, 32), uint8 or floats 0-1
+    net.scores(images), net.score_kind        # RBF distances (lower is closer) or probabilities
+    net.features(image)                       # every layer's maps, as features.png draws them
+    net.predict_photo("my_digit.jpg")         # a photo, prepared as MNIST's digits were
+    run = lenet5x.fit("modern", epochs=2, **{"data.train_subset": 5000})
+
+Images are MNIST-like: white ink on black, one digit centred in each. Everything returned is
+NumPy, whatever backend computed it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy
+
+from .backend import to_numpy
+from .config import SHORT_KEYS, overrides_from
+from .data.loading import pad_images
+from .data.photos import prepare_file
+from .errors import UserError
+from .im2col import plain_order
+from .restore import Restored, input_normalization, network_input, restore, scores
+from .rundir import read_metrics
+
+BATCH = 1000  # images per forward pass (predict, scores)
+
+
+class InputError(UserError, ValueError):
+    """Images the network cannot take (shape, dtype, range): one line that says what it needs."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    """What the network answers for one photo."""
+
+    digit: int  # the predicted class's index
+    label: str  # its name ("7"; for Fashion-MNIST "Sneaker")
+    scores: numpy.ndarray  # (K,) of kind score_kind
+    score_kind: str  # "rbf_distance" (lower is closer) or "probability"
+    inverted: bool  # the photo had a light background and was inverted
+    input: numpy.ndarray  # (S, S) uint8: what the network saw, after the preparation
+
+
+class Network:
+    """A trained LeNet-5 (lenet5x.load): predictions, scores and feature maps for images."""
+
+    def __init__(self, restored: Restored, data_dir=None):
+        self.restored = restored
+        # from the checkpoint; data_dir only for old runs with standardized inputs that lack it
+        self.scale, self.offset = input_normalization(restored, data_dir)
+
+    def __repr__(self) -> str:
+        error = "" if self.test_error is None else f", test error {self.test_error:.2%}"
+        return f"<lenet5x.Network {self.name}: {self.description}{error}>"
+
+    @property
+    def name(self) -> str:
+        return self.restored.label
+
+    @property
+    def description(self) -> str:
+        return self.restored.model.description
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.restored.classes
+
+    @property
+    def score_kind(self) -> str:
+        """"rbf_distance" (the paper's model: lower is closer) or "probability" (softmax)."""
+        return self.restored.score_kind
+
+    @property
+    def test_error(self) -> float | None:
+        """The error on the test set its metadata records (shipped networks), else None."""
+        return self.restored.meta.get("test_error")
+
+    @property
+    def prototypes(self) -> numpy.ndarray | None:
+        """The classic model's fixed RBF prototypes (K, 84) of +1/-1, the 7x12 bitmaps of Fig. 3,
+        or None for a model without an RBF output."""
+        w = self.restored.params.get("RBF.prototypes")
+        return None if w is None else to_numpy(w)
+
+    @property
+    def parameters(self) -> int:
+        """The number of trainable parameters (the paper's LeNet-5: 60,000)."""
+        return sum(self.restored.model.parameter_count(self.restored.params).values())
+
+    def scores(self, images) -> numpy.ndarray:
+        """images (N, 28, 28) or (N, 32, 32) -> (N, K) scores of kind `score_kind`."""
+        pixels = self._pixels(images)
+        parts = []
+        for start in range(0, len(pixels), BATCH):
+            x = network_input(self.restored, pixels[start : start + BATCH], self.scale, self.offset)
+            out, _ = self.restored.model.forward(self.restored.params, x)
+            parts.append(scores(self.restored, out))
+        return numpy.concatenate(parts) if parts else numpy.zeros((0, len(self.classes)))
+
+    def predict(self, images) -> numpy.ndarray:
+        """images (N, 28, 28) or (N, 32, 32) -> (N,) predicted classes (int64)."""
+        values = self.scores(images)
+        best = values.argmax(axis=1) if self.score_kind == "probability" else values.argmin(axis=1)
+        return best.astype(numpy.int64)
+
+    def features(self, image) -> dict[str, numpy.ndarray]:
+        """One image (28, 28) or (32, 32) -> {stage: its output}, in order from "input": maps
+        (C, H, W) for input, C1, S2, C3, S4 (after their squashing function; the modern model's
+        C1 and C3 before their pooling, P2 and P4 after it), vectors for the rest (C5, F6, and
+        RBF or OUT: the class scores before any softmax)."""
+        pixels = self._pixels(image)
+        if len(pixels) != 1:
+            raise InputError(f"features takes one image, got {len(pixels)}")
+        x = network_input(self.restored, pixels, self.scale, self.offset)
+        stages = [("input", x)]
+        groups = self.restored.model.by_layer(self.restored.params)
+        for name, layer in self.restored.model.layers:
+            own = groups[name]
+            before = layer.maps(own, x) if hasattr(layer, "maps") else None  # C1 before pooling
+            x, _ = layer.forward(own, x, False)
+            if name == "flatten":  # C5's output as a vector: the same numbers
+                continue
+            stage = name.split("_")[0]
+            if stages[-1][0] == stage:  # a layer's activation: the stage's output
+                stages[-1] = (stage, x)
+            else:
+                stages.append((stage, x if before is None else before))
+        # C1 and C3 hand their maps on in 2x2-block order (layers/conv.py)
+        return {name: to_numpy(plain_order(v))[..., 0] for name, v in stages}
+
+    def predict_photo(self, photo) -> Prediction:
+        """A photo or scan of one handwritten digit (a path, or the file's bytes), prepared the
+        way MNIST's digits were made (data/photos.py), as `lenet5x predict` does."""
+        prepared = prepare_file(photo)
+        seen = pad_images(prepared.digit[None], self.restored.config.data.input_size)
+        values = self.scores(seen)[0]
+        digit = int(values.argmax() if self.score_kind == "probability" else values.argmin())
+        label = self.classes[digit]
+        return Prediction(digit, label, values, self.score_kind, prepared.inverted, seen[0])
+
+    def _pixels(self, images) -> numpy.ndarray:
+        """Images as uint8 (N, S, S) at the network's input size; floats in [0, 1] are rounded to
+        the nearest of MNIST's 256 grey levels."""
+        array = numpy.asarray(to_numpy(images) if not isinstance(images, numpy.ndarray) else images)
+        if array.ndim == 2:
+            array = array[None]
+        size = self.restored.config.data.input_size
+        if array.ndim != 3 or array.shape[1:] not in ((28, 28), (size, size)):
+            raise InputError(
+                f"images must be (N, 28, 28) or (N, {size}, {size}), white ink on black; "
+                f"got shape {array.shape}"
+            )
+        if array.dtype.kind == "f":
+            if array.size and not (numpy.isfinite(array).all() and 0 <= array.min() and array.max() <= 1):
+                raise InputError("float images must hold values in [0, 1] (or pass uint8 0-255)")
+            array = numpy.round(array * 255).astype(numpy.uint8)
+        elif array.dtype != numpy.uint8:
+            raise InputError(f"images must be uint8 (0-255) or floats in [0, 1], got {array.dtype}")
+        return pad_images(array, size) if array.shape[1:] != (size, size) else array
+
+
+def load(name_or_path="lenet5", backend: str = "auto") -> Network:
+    """A trained network: a shipped one by name ("lenet5": the paper's, "modern"), a run
+    directory (its final weights, or best.npz where a validation split chose one), or a .npz
+    checkpoint; on `backend` ("auto", "numpy", "cupy")."""
+    return Network(restore(name_or_path, backend))
+
+
+@dataclasses.dataclass(frozen=True)
+class FitResult:
+    """What lenet5x.fit returns: the run directory, its per-epoch records and the network."""
+
+    run_dir: Path
+    history: list[dict]  # metrics.jsonl: one record per epoch, from the run's start
+    network: Network  # the trained network, as lenet5x.load(run_dir) gives it
+
+    @property
+    def test_error(self) -> float:
+        return self.history[-1]["test_error"]
+
+
+def fit(config: str = "lenet5", *, resume=None, log=None, **overrides) -> FitResult:
+    """Train as `lenet5x train` does (the same run directory, checkpoints and resume) and return
+    the run's history and network.
+
+    config: a shipped config's name or a YAML file. resume: a run directory to continue (then
+    only epochs, backend, data_dir and train.progress may be given). log: where the lines a
+    run prints go (default: stdout; `lambda line: None` for none). overrides: the command's
+    flags by name (epochs, batch_size, seed, dtype, backend, data_dir, out) and any config key,
+    dotted ("data.train_subset": 5000) or nested ({"data": {"train_subset": 5000}}).
+    """
+    from .loop import configure, say
+    from .loop import fit as run
+
+    settings = {SHORT_KEYS.get(key, key): value for key, value in overrides.items()}
+    resolved, name = configure(None if resume else config, overrides_from(settings), resume)
+    done = run(resolved, name, Path(resume) if resume else None, log=log or say)
+    network = load(done.run_dir, backend=resolved.train.backend)
+    return FitResult(done.run_dir, read_metrics(done.run_dir), network)
