@@ -73,7 +73,7 @@ class Network:
 
     @property
     def score_kind(self) -> str:
-        """"rbf_distance" (the paper's model: lower is closer) or "probability" (softmax)."""
+        """ "rbf_distance" (the paper's model: lower is closer) or "probability" (softmax)."""
         return self.restored.score_kind
 
     @property
@@ -157,7 +157,9 @@ class Network:
                 f"got shape {array.shape}"
             )
         if array.dtype.kind == "f":
-            if array.size and not (numpy.isfinite(array).all() and 0 <= array.min() and array.max() <= 1):
+            if array.size and not (
+                numpy.isfinite(array).all() and 0 <= array.min() and array.max() <= 1
+            ):
                 raise InputError("float images must hold values in [0, 1] (or pass uint8 0-255)")
             array = numpy.round(array * 255).astype(numpy.uint8)
         elif array.dtype != numpy.uint8:

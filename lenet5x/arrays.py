@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 
 from array_api_compat import array_namespace as _lookup
-from array_api_compat import device, is_cupy_array
+from array_api_compat import device, is_cupy_array, is_jax_array, is_torch_array
 
 _BY_TYPE: dict[type, object] = {}
 
@@ -54,9 +54,17 @@ _GPU_PATHS = [False]  # set by gpu_paths()
 
 
 def launch_bound(x) -> bool:
-    """Whether each operation on x costs a kernel launch from the host (CuPy: a GPU), so that
-    fewer, larger operations win over less memory traffic (see the module docstring)."""
-    return _GPU_PATHS[0] or is_cupy_array(x)
+    """Whether each operation on x costs a kernel launch from the host (a GPU: CuPy, a CUDA or
+    MPS tensor, a JAX array on a GPU), so that fewer, larger operations win over less memory
+    traffic (see the module docstring)."""
+    if _GPU_PATHS[0] or is_cupy_array(x):
+        return True
+    if is_torch_array(x):
+        return x.device.type != "cpu"
+    if is_jax_array(x):
+        dev = device(x)
+        return dev is None or dev.platform != "cpu"  # None: traced by jax.jit, compiled whole
+    return False
 
 
 @contextlib.contextmanager

@@ -1,19 +1,29 @@
-"""Backend resolver: a name ("numpy", "cupy", "auto", "array_api_strict") -> array namespace + device.
+"""Backend resolver: a name -> array namespace, device and compute dtype.
 
-This is the only module that imports CuPy. Everything else computes through the namespace
-returned here (``xp``), so the same layer code runs on NumPy, CuPy and array-api-strict.
+    numpy             NumPy on the CPU (array_api_compat.numpy)
+    cupy              CuPy on a CUDA GPU (the `cuda12` / `cuda13` extras)
+    torch             PyTorch tensors as plain arrays (no autograd): CPU, CUDA or Apple's MPS
+                      (the `torch` extra); `device` picks one, default the best available
+    jax               JAX arrays on whatever device JAX finds, CPU or GPU (the `jax` extra)
+    auto              CuPy when it imports and a CUDA device answers, else NumPy
+    array_api_strict  the standard's reference namespace (for tests)
+
+This is the only module that imports CuPy, PyTorch or JAX. Everything else computes through the
+namespace returned here (``xp``), so the same layer code runs on every one of them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import platform
 from typing import Any
 
 import numpy
 
 from .errors import UserError
 
-BACKENDS = ("auto", "numpy", "cupy", "array_api_strict")
+BACKENDS = ("auto", "numpy", "cupy", "torch", "jax", "array_api_strict")
 CUPY_HINT = (
     "install the CUDA extra that matches your driver, e.g. pip install 'lenet5x[cuda12]' "
     "(or [cuda13]), or use --backend numpy"
@@ -28,7 +38,7 @@ class BackendError(UserError):
 class Backend:
     """An array namespace, the device to allocate on, and the dtype to compute in."""
 
-    name: str  # "numpy", "cupy" or "array_api_strict"
+    name: str  # one of BACKENDS but "auto"
     xp: Any  # array-API namespace
     device: Any
     dtype: Any
@@ -44,12 +54,20 @@ class Backend:
         """Copy an array of this backend back to a host NumPy array."""
         return to_numpy(x)
 
-    def synchronize(self) -> None:
-        """Wait for queued device work (a no-op on the CPU); used only around timings."""
+    def synchronize(self, *arrays) -> None:
+        """Wait for queued device work (and, on JAX, for `arrays`); used only around timings."""
         if self.name == "cupy":
             import cupy
 
             cupy.cuda.get_current_stream().synchronize()
+        elif self.name == "torch" and self.device.type in ("cuda", "mps"):
+            import torch
+
+            getattr(torch, self.device.type).synchronize()
+        elif self.name == "jax" and arrays:
+            import jax
+
+            jax.block_until_ready(arrays)
 
 
 def describe_device(backend: Backend) -> str:
@@ -60,9 +78,18 @@ def describe_device(backend: Backend) -> str:
         props = cupy.cuda.runtime.getDeviceProperties(backend.device.id)
         name = props["name"]
         return name.decode() if isinstance(name, bytes) else str(name)
-    import os
-    import platform
+    if backend.name == "torch" and backend.device.type == "cuda":
+        import torch
 
+        return torch.cuda.get_device_name(backend.device)
+    if backend.name == "torch" and backend.device.type == "mps":
+        return "Apple GPU (MPS)"
+    if backend.name == "jax" and backend.device.platform != "cpu":
+        return f"{backend.device.device_kind} ({backend.device.platform})"
+    return describe_cpu()
+
+
+def describe_cpu() -> str:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as handle:
@@ -77,10 +104,15 @@ def describe_device(backend: Backend) -> str:
 
 
 def to_numpy(x) -> numpy.ndarray:
-    """Any supported array (NumPy, CuPy, array-api-strict on any device) -> NumPy array."""
+    """Any supported array (NumPy, CuPy, PyTorch, JAX, array-api-strict on any device) -> a
+    writable NumPy array."""
     module = type(x).__module__
     if module.startswith("cupy"):
         return x.get()
+    if module.startswith("torch"):
+        return x.detach().cpu().numpy()
+    if module.startswith("jax"):
+        return numpy.array(x)  # numpy.asarray would be a read-only view
     if module.startswith("array_api_strict"):
         import array_api_strict
 
@@ -104,13 +136,57 @@ def _cupy_or_error():
     return cupy
 
 
-def resolve(name: str = "auto", dtype: str = "float32", device: Any = None) -> Backend:
-    """Return the Backend for `name`.
+def _torch(device):
+    """(array_api_compat.torch, a torch.device): `device` "cpu", "cuda", "cuda:1" or "mps", or
+    None for the best available (CUDA, then MPS, then the CPU)."""
+    try:
+        import array_api_compat.torch as xp
+        import torch
+    except ImportError as error:
+        raise BackendError(
+            f"PyTorch is not installed ({error}); pip install 'lenet5x[torch]' (for a CPU-only "
+            "build: pip install torch --index-url https://download.pytorch.org/whl/cpu), or use "
+            "--backend numpy"
+        ) from None
+    if device is None:
+        mps = getattr(torch.backends, "mps", None)
+        device = (
+            "cuda" if torch.cuda.is_available() else "mps" if mps and mps.is_available() else "cpu"
+        )
+    try:
+        device = torch.device(device)
+        torch.zeros(1, device=device)
+    except (RuntimeError, AssertionError, TypeError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise BackendError(
+            f"PyTorch cannot use the device {device!s} ({message}); pass --device cpu, cuda or mps"
+        ) from None
+    return xp, device
 
-    name: "numpy", "cupy", "auto" (CuPy when it imports and a CUDA device answers, else NumPy)
-        or "array_api_strict" (for tests).
-    dtype: "float32" or "float64".
-    device: optional device override (e.g. array_api_strict.Device("device1") in tests).
+
+def _jax(device):
+    """(jax.numpy, a jax Device): `device` "cpu" or "gpu", or None for JAX's default. float64
+    and int64 (the index tables) need JAX's 64-bit mode, which is switched on here."""
+    try:
+        import jax
+        import jax.numpy as xp
+    except ImportError as error:
+        raise BackendError(
+            f"JAX is not installed ({error}); pip install 'lenet5x[jax]', or use --backend numpy"
+        ) from None
+    jax.config.update("jax_enable_x64", True)
+    try:
+        return xp, jax.devices(device)[0] if device else jax.devices()[0]
+    except RuntimeError as error:
+        message = str(error).splitlines()[0]
+        raise BackendError(f"JAX has no {device} device ({message}); pass --device cpu") from None
+
+
+def resolve(name: str = "auto", dtype: str = "float32", device: Any = None) -> Backend:
+    """Return the Backend for `name` (one of BACKENDS).
+
+    dtype: "float32" or "float64". device: for torch "cpu", "cuda", "mps" (default: the best
+    available), for jax "cpu" or "gpu", for array_api_strict a Device (tests); others ignore it.
     Raises BackendError with a one-line, actionable message.
     """
     if dtype not in ("float32", "float64"):
@@ -125,12 +201,16 @@ def resolve(name: str = "auto", dtype: str = "float32", device: Any = None) -> B
     if name == "numpy":
         import array_api_compat.numpy as xp
 
-        device = "cpu" if device is None else device
+        device = "cpu"
     elif name == "cupy":
         cupy = _cupy_or_error()
         import array_api_compat.cupy as xp
 
-        device = cupy.cuda.Device(0) if device is None else device
+        device = cupy.cuda.Device(0)
+    elif name == "torch":
+        xp, device = _torch(device)
+    elif name == "jax":
+        xp, device = _jax(device)
     elif name == "array_api_strict":
         import array_api_strict as xp
 
@@ -138,6 +218,13 @@ def resolve(name: str = "auto", dtype: str = "float32", device: Any = None) -> B
     else:
         raise BackendError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
     return Backend(name=name, xp=xp, device=device, dtype=getattr(xp, dtype), note=note)
+
+
+def compile_function(function):
+    """jax.jit(function): the whole function traced once per shape and compiled by XLA."""
+    import jax
+
+    return jax.jit(function)
 
 
 def elementwise_kernel(inputs: str, outputs: str, body: str, name: str, preamble: str = ""):

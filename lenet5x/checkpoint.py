@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from pathlib import Path
 
 import numpy
@@ -23,7 +24,10 @@ from .files import atomic_write
 FORMAT = "lenet5x-checkpoint/2"
 OLD_FORMAT = "lenet5x-checkpoint/1"  # before the optimizer's host numbers moved into "optimizer"
 # what --resume may change: the rest of the configuration must be the checkpoint's own
-RESUMABLE = ("train.epochs", "train.backend", "train.progress", "train.out", "data.dir")
+RESUMABLE = (
+    "train.epochs", "train.backend", "train.device", "train.compile", "train.progress", "train.out",
+    "data.dir",
+)  # fmt: skip
 
 
 class CheckpointError(UserError):
@@ -69,8 +73,13 @@ def load_checkpoint(path) -> tuple[dict, dict, dict]:
             unreadable.format("the file is empty" if not head else "not an .npz archive")
         )
     try:
+        problem = _too_large(path)
+        if problem:
+            raise CheckpointError(unreadable.format(problem))
         with numpy.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
+    except CheckpointError:
+        raise
     except Exception as error:  # an untrusted file: any failure to parse it is the file's fault
         if "pickle" in str(error):  # numpy's own message would suggest loading it unsafely
             raise CheckpointError(
@@ -97,6 +106,32 @@ def load_checkpoint(path) -> tuple[dict, dict, dict]:
     if not isinstance(meta.get("optimizer"), dict):
         raise CheckpointError(f"{path}: corrupted checkpoint metadata (no optimizer state)")
     return params, {**state, **meta["optimizer"]}, meta
+
+
+# The most a checkpoint may unpack to: LeNet-5's is 0.5 MB (with Adam's moments, 1.5 MB).
+MAX_UNPACKED = 64 << 20
+
+
+def _too_large(path) -> str | None:
+    """What makes the archive unpack to more than MAX_UNPACKED bytes (a "zip bomb"), or a member
+    array promise more data than the member holds, or None: checked before anything is read."""
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+        total = sum(m.file_size for m in members)
+        if total > MAX_UNPACKED:
+            return f"it unpacks to {total} bytes, far more than a LeNet-5 checkpoint"
+        for member in members:
+            if not member.filename.endswith(".npy"):
+                continue
+            with archive.open(member) as handle:
+                version = numpy.lib.format.read_magic(handle)
+                read_header = {(1, 0): numpy.lib.format.read_array_header_1_0}.get(
+                    version, numpy.lib.format.read_array_header_2_0
+                )
+                shape, _, dtype = read_header(handle)
+            if math.prod(shape) * dtype.itemsize > member.file_size:
+                return f"{member.filename} promises {shape} {dtype}, more than it holds"
+    return None
 
 
 def _old_scalars(meta: dict, state: dict) -> dict:

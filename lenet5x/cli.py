@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from .errors import Diverged, Interrupted, UserError, WriteError
 
-BACKENDS = ("auto", "numpy", "cupy")  # what --backend offers (backend.resolve knows them)
+BACKENDS = ("auto", "numpy", "cupy", "torch", "jax")  # what --backend offers (backend.py)
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -24,7 +24,7 @@ from typing import Literal, Union
 import yaml
 
 from . import paper
-from .errors import UserError, shown
+from .errors import UserError, printable, shown
 from .files import atomic_write
 
 
@@ -203,7 +203,10 @@ class TrainConfig:
     # as the paper presents its patterns ("in a constant random order", sec. III-B)
     shuffle: Literal["every_pass", "once"] = "every_pass"
     dtype: Literal["float32", "float64"] = "float32"
-    backend: Literal["auto", "numpy", "cupy"] = "auto"  # auto: CuPy with a CUDA GPU, else NumPy
+    # auto: CuPy with a CUDA GPU, else NumPy; torch and jax: their arrays, the same passes
+    backend: Literal["auto", "numpy", "cupy", "torch", "jax"] = "auto"
+    device: str | None = None  # torch: cpu, cuda or mps; jax: cpu or gpu (None: the best there)
+    compile: bool = False  # jax: compile the whole training step with jax.jit
     eval_batch_size: int = 1000  # patterns per evaluation batch (NumPy: at most parallel.CPU_SHARD)
     # CPU threads sharing each batch (None: all cores on NumPy for batches of 128 or more, else 1)
     workers: int | None = None
@@ -213,6 +216,8 @@ class TrainConfig:
 
     def __post_init__(self):
         _check_choices(self)
+        if self.compile and self.backend != "jax":
+            raise ConfigError("compile: offered for the jax backend only (jax.jit of the step)")
         for key in ("epochs", "batch_size", "eval_batch_size", "workers"):
             _positive(key, getattr(self, key))
         _positive("seed", self.seed, allow_zero=True)
@@ -292,6 +297,8 @@ def _coerce_scalar(value, tp, where: str):
     if tp is float:
         if isinstance(value, str) and EXPONENT.fullmatch(value.strip()):
             value = float(value)
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**1023:
+            raise ConfigError(f"{where}: expected a finite number, got {shown(value)}")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
                 raise ConfigError(f"{where}: expected a finite number, got {shown(value)}")
@@ -329,11 +336,7 @@ def build(cls, data, where: str = ""):
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in names]
     if unknown:
-        key = (
-            unknown[0]
-            if isinstance(unknown[0], str) and len(unknown[0]) < 80
-            else shown(unknown[0])
-        )
+        key = printable(unknown[0]) if isinstance(unknown[0], str) else shown(unknown[0])
         path = f"{where}.{key}" if where else key
         raise ConfigError(f"{path}: unknown key (known here: {', '.join(names)})")
     prefix = f"{where}." if where else ""
@@ -378,12 +381,16 @@ def parse_yaml(text: str, source: str):
         raise ConfigError(f"{source}: malformed YAML{where}: {problem}") from None
     except RecursionError:
         raise ConfigError(f"{source}: the YAML is nested too deeply") from None
+    except (ValueError, KeyError, AttributeError, IndexError, TypeError, OverflowError) as error:
+        # PyYAML's constructors raise these for values such as `!!int 0x`, `2001-02-30`, `!!bool x`
+        problem = printable(str(error).splitlines()[0] if str(error) else type(error).__name__)
+        raise ConfigError(f"{source}: a value YAML cannot build ({problem})") from None
 
 
 def apply_override(data: dict, assignment: str) -> None:
     """Apply 'key.path=value' (value parsed as YAML) to the nested dict `data`, in place."""
     if "=" not in assignment:
-        raise ConfigError(f"--set {assignment[:80]}: expected key.path=value")
+        raise ConfigError(f"--set {printable(assignment)}: expected key.path=value")
     path, raw = assignment.split("=", 1)
     keys = path.strip().split(".")
     try:
@@ -395,13 +402,17 @@ def apply_override(data: dict, assignment: str) -> None:
     for i, key in enumerate(keys):
         fields = {f.name: f for f in dataclasses.fields(section_cls)}
         if key not in fields:
-            raise ConfigError(f"--set {path[:80]}: unknown key {'.'.join(keys[: i + 1])[:80]!r}")
+            raise ConfigError(
+                f"--set {printable(path)}: unknown key {printable('.'.join(keys[: i + 1]))!r}"
+            )
         if i == len(keys) - 1:
             node[key] = value
             return
         section_cls = typing.get_type_hints(section_cls)[key]
         if not dataclasses.is_dataclass(section_cls):
-            raise ConfigError(f"--set {path}: {'.'.join(keys[: i + 1])} is not a section")
+            raise ConfigError(
+                f"--set {printable(path)}: {'.'.join(keys[: i + 1])} is not a section"
+            )
         if not isinstance(node.get(key), dict):
             node[key] = {}
         node = node[key]
@@ -414,6 +425,7 @@ SHORT_KEYS = {
     "seed": "train.seed",
     "dtype": "train.dtype",
     "backend": "train.backend",
+    "device": "train.device",
     "data_dir": "data.dir",
     "out": "train.out",
 }
@@ -428,7 +440,9 @@ def overrides_from(values: dict) -> list[str]:
             nested = overrides_from(value)
             assignments += [f"{key}.{a}" for a in nested]
         else:
-            assignments.append(f"{key}={json.dumps(value)}")  # JSON is YAML
+            assignments.append(
+                f"{key}={json.dumps(value, default=str)}"
+            )  # JSON is YAML; Path -> str
     return assignments
 
 

@@ -26,7 +26,17 @@ class Interrupted(Exception):
     """Ctrl-C or SIGTERM stopped the run after saving a checkpoint (exit 130)."""
 
 
-_SHOWN = reprlib.Repr()
+class _Short(reprlib.Repr):
+    """reprlib's short repr, which also copes with a 5000-digit integer (int() refuses to make
+    its decimal digits) and puts control characters (a newline) as escapes."""
+
+    def repr_int(self, value, level):
+        if value.bit_length() > 128:
+            return f"<an integer of {value.bit_length()} bits>"
+        return super().repr_int(value, level)
+
+
+_SHOWN = _Short()
 _SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxdict = 2, 4, 4
 _SHOWN.maxstring = _SHOWN.maxother = 40
 
@@ -35,3 +45,11 @@ def shown(value) -> str:
     """A short repr of a value read from a file, for a one-line message: a value from YAML may be
     a graph of aliases whose full repr would be billions of characters ("billion laughs")."""
     return _SHOWN.repr(value)
+
+
+def printable(text, limit: int = 80) -> str:
+    """User text (a key, a flag's value) for a one-line message: at most `limit` characters,
+    newlines and other control characters escaped."""
+    text = str(text)
+    text = text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -69,6 +69,13 @@ def export(run_dir, name: str, out=None) -> Path:
     meta.update(
         step=0, partial=None, name=name, source=run_dir.name, test_error=final["test_error"]
     )
+    # where the files were on the machine that trained it means nothing elsewhere
+    config = meta["config"]
+    meta["config"] = {
+        **config,
+        "data": {**config["data"], "dir": None},
+        "train": {**config["train"], "out": None},
+    }
     target = Path(out) if out else WEIGHTS / f"{name}.npz"
     save_checkpoint(target, params, {}, meta, compressed=True)
     return target

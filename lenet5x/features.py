@@ -88,7 +88,9 @@ def run(args) -> int:
     else:
         host = load_data(restored, args.data_dir, other_data=args.other_data)
         if args.index >= len(host.test_labels):
-            raise DataError(f"--index {args.index}: the test set has {len(host.test_labels)} images")
+            raise DataError(
+                f"--index {args.index}: the test set has {len(host.test_labels)} images"
+            )
         digit = host.test_images[args.index]
         what = f"test image {args.index} (a {net.classes[int(host.test_labels[args.index])]})"
     stages = net.features(digit)

@@ -62,7 +62,7 @@ from .rundir import (
     writing,
 )
 from .scoring import score
-from .step import TrainStep
+from .step import CompiledStep, TrainStep
 
 # Independent random streams, all derived from the seed: a checkpoint's (epoch, step) is its RNG state.
 STREAM_INIT, STREAM_SHUFFLE, STREAM_HESSIAN, STREAM_DISTORT, STREAM_DISTORT_POOL = 0, 1, 2, 3, 4
@@ -97,6 +97,7 @@ class Run:
     history: tuple[dict, ...] = ()  # this process's records, one per pass
     resumed: bool = False
     lock: Any = None  # the run directory's lock (rundir.create_run_dir), held while training
+    train_step: TrainStep | None = None  # one training update (step.py), made by start
     log: Callable[[str], None] = say
 
     @property
@@ -116,7 +117,14 @@ class PassDone:
 
 
 # what a resumed run may change: the rest of its configuration is its own (checkpoint.RESUMABLE)
-RESUMABLE = ("train.epochs", "train.backend", "train.progress", "data.dir")
+RESUMABLE = (
+    "train.epochs",
+    "train.backend",
+    "train.device",
+    "train.compile",
+    "train.progress",
+    "data.dir",
+)
 
 
 def configure(config=None, overrides=(), resume=None) -> tuple[Config, str]:
@@ -132,8 +140,8 @@ def configure(config=None, overrides=(), resume=None) -> tuple[Config, str]:
     keys = [assignment.split("=", 1)[0].strip() for assignment in overrides]
     if config is not None or any(key not in RESUMABLE for key in keys):
         raise ConfigError(
-            "--resume continues a run as configured: only --epochs, --backend, --data-dir "
-            "and --no-progress may be given with it"
+            "--resume continues a run as configured: only --epochs, --backend, --device, "
+            "--data-dir, --no-progress and train.compile may be given with it"
         )
     out = f"train.out={json.dumps(str(run_dir))}"
     return load_config(run_dir / "config.yaml", [*overrides, out]), run_dir.name
@@ -144,7 +152,7 @@ def prepare(config: Config, name: str, resuming: bool = False, log=say) -> Run:
     created). Raises a UserError (one line) for anything that cannot be used."""
     t = config.train
     run_dir = choose_run_dir(t.out, name, resume=resuming)
-    backend = resolve(t.backend, t.dtype)
+    backend = resolve(t.backend, t.dtype, t.device)
     if backend.note:
         log(backend.note)
     if backend.name == "numpy":
@@ -222,7 +230,9 @@ def start(run: Run) -> Run:
         f"{split} | {run.config.optimizer.name} | batch {t.batch_size} | "
         f"{workers} worker{'s' if workers > 1 else ''} | run dir {run.run_dir}"
     )
-    return dataclasses.replace(run, lock=lock)
+    kind = CompiledStep if t.compile else TrainStep
+    train_step = kind(run.model, run.optimizer, run.train, workers, run.host.background)
+    return dataclasses.replace(run, lock=lock, train_step=train_step)
 
 
 def train_workers(run: Run) -> int:
@@ -306,9 +316,7 @@ def take_steps(run: Run, stop) -> tuple[Run, dict]:
     t, b, xp = run.config.train, run.backend, run.backend.xp
     order, maps = pass_patterns(run, run.epoch)
     order, maps = b.asarray(order, dtype=xp.int64), None if maps is None else b.asarray(maps)
-    train_step = TrainStep(
-        run.model, run.optimizer, run.train, train_workers(run), run.host.background
-    )
+    train_step = run.train_step
     loss = xp.zeros((), dtype=b.dtype, device=b.device)
     errors = xp.zeros((), dtype=xp.int64, device=b.device)
     params, state, step, seen = run.params, run.state, run.step, 0
@@ -335,8 +343,7 @@ def take_steps(run: Run, stop) -> tuple[Run, dict]:
                 break
     finally:
         bar.close()
-        train_step.close()
-    b.synchronize()
+    b.synchronize(loss)
     p = run.partial
     sums = {
         "loss": p["loss"] + float(to_numpy(loss)),
@@ -472,7 +479,7 @@ def epoch_line(record: dict, epochs: int, improved: bool) -> str:
 
 def progress_bar(enabled: bool, total: int, initial: int, desc: str):
     """A tqdm bar on stderr, only where stderr is a terminal (a log file gets no frames)."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # the terminal's bar (tqdm.auto would want Jupyter's widgets)
 
     return tqdm(
         total=total,
@@ -552,6 +559,7 @@ def fit(config: Config, name: str, resume_dir: Path | None = None, log=say) -> R
                 if done is not None:
                     run = end_of_pass(run, done)
     finally:
+        run.train_step.close()
         run.lock.close()
     if run.history:
         last = run.history[-1]

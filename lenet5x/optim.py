@@ -9,6 +9,11 @@ which one it holds:
     after_pass(start, state, train_error)     -> state, redo, note   (SDLM: the damping redo)
     pass_record(state, epoch)                 -> what to log for the pass (SDLM's rates)
 
+A step is three parts, so that its array part can be compiled whole (step.CompiledStep, JAX):
+numbers(state, batch, epoch) computes the step's constants on the host (rates, Adam's bias
+corrections), update(params, grads, state, numbers) is the arrays' update alone, and
+advance(state) the host numbers after it (Adam's step count).
+
 `state` is a flat dict: arrays on the device ("rate/C1.weight", "m/...", ...) and host numbers
 (SDLM's damping mu, Adam's step count), all of it saved in a checkpoint (checkpoint.py keeps the
 numbers in its metadata). `grads` are the gradients of the loss *summed* over the mini-batch
@@ -94,6 +99,24 @@ class Optimizer:
     def init_state(self, params) -> dict:
         return {}
 
+    def step(self, params, grads, state, batch_size: int, epoch: int):
+        """One update of `params` by the summed gradients `grads` of a batch: (params, state)."""
+        numbers = self.numbers(state, batch_size, epoch)
+        params, state = self.update(params, grads, state, numbers)
+        return params, {**state, **self.advance(state)}
+
+    def numbers(self, state: dict, batch_size: int, epoch: int) -> tuple:
+        """The host numbers (Python floats) this step's update needs."""
+        return ()
+
+    def update(self, params, grads, state, numbers: tuple):
+        """The update on the arrays alone: (params, state); no host numbers are read or made."""
+        raise NotImplementedError
+
+    def advance(self, state: dict) -> dict:
+        """The state's host numbers after a step (only those that change)."""
+        return {}
+
     def before_pass(self, state: dict, epoch: int, curvature) -> dict:
         """Called before pass `epoch` starts from its first step; curvature(count) -> h (key ->
         the diagonal second derivatives per pattern on `count` training patterns,
@@ -169,7 +192,7 @@ class SDLM(Optimizer):
     def before_pass(self, state, epoch, curvature):
         return self.set_curvature(state, curvature(self.hessian_samples), epoch)
 
-    def step(self, params, grads, state, batch_size: int, epoch: int):
+    def update(self, params, grads, state, numbers):
         p = self.flat.join([params[k] for k in grads], "params")
         rates = self.flat.join([state[f"rate/{k}"] for k in grads], "rates")
         g = self.flat.join(grads.values())
@@ -246,8 +269,11 @@ class SGD(Optimizer):
         self.nesterov = nesterov
         self.flat = FlatVectors()
 
-    def step(self, params, grads, state, batch_size: int, epoch: int):
-        lr = scheduled_rate(self.schedule, epoch)
+    def numbers(self, state, batch_size, epoch):
+        return scheduled_rate(self.schedule, epoch), batch_size
+
+    def update(self, params, grads, state, numbers):
+        lr, batch_size = numbers
         keys = list(grads)
         p = self.flat.join([params[k] for k in keys], "params")
         g = self.flat.join(grads.values()) / batch_size
@@ -290,26 +316,31 @@ class Adam(Optimizer):
     def init_state(self, params) -> dict:
         return {"steps": 0}
 
-    def step(self, params, grads, state, batch_size: int, epoch: int):
-        lr = scheduled_rate(self.schedule, epoch)
-        keys = list(grads)
-        b1, b2 = self.beta1, self.beta2
+    def numbers(self, state, batch_size, epoch):
+        lr, b1, b2 = scheduled_rate(self.schedule, epoch), self.beta1, self.beta2
         t = state.get("steps", 0) + 1
-        g = self.flat.join(grads.values())  # summed over the batch: the mean is g / batch_size
-        c1, c2 = (1 - b1) / batch_size, (1 - b2) / batch_size**2
+        c1, c2 = (1 - b1) / batch_size, (1 - b2) / batch_size**2  # g is the batch's sum
         correction, rate = 1 / math.sqrt(1 - b2**t), lr / (1 - b1**t)
+        return c1, c2, correction, rate, lr * self.weight_decay
+
+    def update(self, params, grads, state, numbers):
+        keys = list(grads)
+        g = self.flat.join(grads.values())  # summed over the batch: the mean is g / batch_size
         p = self.flat.join([params[key] for key in keys], "params")
         moments = (0.0, 0.0)  # m and v before the first step
         if f"m/{keys[0]}" in state:
             moments = tuple(self.flat.join([state[f"{n}/{k}"] for k in keys], n) for n in "mv")
-        decay = lr * self.weight_decay
-        mask = weight_mask(grads, p) if decay else 0.0
-        constants = (b1, c1, b2, c2, correction, self.eps, decay, rate)
+        c1, c2, correction, rate, decay = numbers
+        mask = weight_mask(grads, p) if self.weight_decay else 0.0
+        constants = (self.beta1, c1, self.beta2, c2, correction, self.eps, decay, rate)
         m, v, p = fused.ADAM_UPDATE(g, *moments, p, mask, *constants)  # one kernel on a GPU
-        new_state = {**state, "steps": t}
+        new_state = state
         for name, vector in (("m", m), ("v", v)):
             new_state = self.flat.split_into(new_state, grads, vector, name, f"{name}/")
         return self.flat.split_into(params, grads, p, "params"), new_state
+
+    def advance(self, state):
+        return {"steps": state.get("steps", 0) + 1}
 
     def state_shapes(self, shapes):
         return {f"{n}/{k}": s for n in "mv" for k, s in shapes.items()}

@@ -42,6 +42,7 @@ def parse_args(argv=None, prog: str = "python -m lenet5x.train") -> argparse.Nam
         choices=BACKENDS,
         help="array backend (default: auto, CuPy with a GPU, else NumPy)",
     )
+    add("--device", help="torch: cpu, cuda or mps; jax: cpu or gpu (default: the best available)")
     add("--epochs", type=int, metavar="N", help="passes over the training set")
     add(
         "--batch-size",

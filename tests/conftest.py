@@ -29,8 +29,31 @@ def _cupy_available() -> bool:
 HAVE_GPU = _cupy_available()
 
 
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+HAVE_TORCH, HAVE_JAX = _importable("torch"), _importable("jax")
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+HAVE = {
+    "torch": HAVE_TORCH,
+    "jax": HAVE_JAX,
+    "browser": Path("/usr/bin/chromedriver").exists() and _importable("selenium"),
+    "fashion-mnist": (FASHION_DIR / "t10k-labels-idx1-ubyte.gz").exists(),
+}
+# CI sets this (.ci/run): what it installed must be there, or the tests that need it would skip
+_missing = [
+    k for k in filter(None, os.environ.get("LENET5X_CI_REQUIRES", "").split(",")) if not HAVE.get(k)
+]
+if _missing:
+    raise pytest.UsageError(f"LENET5X_CI_REQUIRES: not installed here: {', '.join(_missing)}")
+
+
 def backend_params(dtype="float64"):
-    """numpy, array_api_strict on a non-default device, and cupy when a GPU answers."""
+    """numpy, array_api_strict on a non-default device, PyTorch and JAX on the CPU (CI installs
+    both), and cupy when a GPU answers."""
     import array_api_strict
 
     cases = [
@@ -38,6 +61,16 @@ def backend_params(dtype="float64"):
         pytest.param(
             lambda: resolve("array_api_strict", dtype, device=array_api_strict.Device("device1")),
             id="strict-device1",
+        ),
+        pytest.param(
+            lambda: resolve("torch", dtype, device="cpu"),
+            id="torch-cpu",
+            marks=pytest.mark.skipif(not HAVE_TORCH, reason="PyTorch is not installed"),
+        ),
+        pytest.param(
+            lambda: resolve("jax", dtype, device="cpu"),
+            id="jax-cpu",
+            marks=pytest.mark.skipif(not HAVE_JAX, reason="JAX is not installed"),
         ),
         pytest.param(
             lambda: resolve("cupy", dtype),

@@ -48,7 +48,10 @@ def test_col2im_is_the_adjoint_of_im2col(gather, scatter, size, n, backend, rng)
                 slice(b, b + stride * (mw - 1) + 1, stride),
             )
             expected[:, span[0], span[1], :] += entries[:, a, b]
-    numpy.testing.assert_array_equal(to_numpy(back), expected)
+    if backend.name in ("numpy", "array_api_strict"):  # NumPy's sum over the candidates' axis
+        numpy.testing.assert_array_equal(to_numpy(back), expected)
+    else:  # another library's reduction may add in another order
+        numpy.testing.assert_allclose(to_numpy(back), expected, rtol=1e-13, atol=1e-13)
 
 
 @pytest.mark.parametrize("gather, scatter, size", VARIANTS)

@@ -227,3 +227,24 @@ def test_training_step_on_array_api_strict_equals_numpy(config):
         numpy.testing.assert_allclose(
             strict[key], reference[key], rtol=1e-12, atol=1e-12, err_msg=key
         )
+
+
+@pytest.mark.parametrize("library", ["torch", "jax"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        pytest.param(ModelConfig(), id="classic"),
+        pytest.param(ModelConfig(architecture="modern"), id="modern"),
+        pytest.param(ModelConfig(architecture="modern", batch_norm=True), id="modern-bn"),
+    ],
+)
+def test_training_step_on_torch_and_jax_equals_numpy(library, config):
+    """The same hand-written passes on another library's arrays: one whole step, float64."""
+    pytest.importorskip(library)
+    reference = _train_step(resolve("numpy", "float64"), config)
+    other = _train_step(resolve(library, "float64", device="cpu"), config)
+    assert reference.keys() == other.keys()
+    for key in reference:
+        numpy.testing.assert_allclose(
+            other[key], reference[key], rtol=1e-10, atol=1e-10, err_msg=key
+        )

@@ -30,6 +30,8 @@ from ..extras import need
 BOX = 20  # the digit fits this box (MNIST)
 FIELD = 28  # inside this field, centred by mass (MNIST)
 MAX_SIDE = 1000  # larger pictures are first reduced to this many pixels on their long side
+MAX_PIXELS = 40_000_000  # refused beyond this after a JPEG's reduced decoding (a "bomb")
+MAX_BYTES = 64 << 20  # and files beyond this
 
 
 class ImageError(UserError):
@@ -72,24 +74,48 @@ def _open(source):
     """A path or bytes -> a loaded, upright PIL image; ImageError naming the file otherwise."""
     image_module = need("PIL.Image", "reading images")
     ops = need("PIL.ImageOps", "reading images")
+    name, data = _read(source)
+    try:
+        with image_module.open(io.BytesIO(data)) as image:  # no read can go past the real data
+            image.draft("L", (MAX_SIDE, MAX_SIDE))  # a JPEG decodes at a reduced size
+            if image.width * image.height > MAX_PIXELS:
+                raise ImageError(
+                    f"{name}: {image.width}x{image.height} pixels is too large for a photo of "
+                    f"one digit (at most {MAX_PIXELS // 10**6} megapixels)"
+                )
+            image.load()
+            return ops.exif_transpose(image)
+    except ImageError:
+        raise
+    except image_module.UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image file Pillow can read (PNG, JPEG, ...)") from None
+    except Exception as error:  # an untrusted file: whatever Pillow raises is the file's fault
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ImageError(f"{name}: cannot read the image ({first})") from None
+
+
+def _read(source) -> tuple[str, bytes]:
+    """(a name for messages, the bytes) of a path or bytes; at most MAX_BYTES."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        name, opened = "the image", io.BytesIO(bytes(source))
         if not source:
             raise ImageError("the image is empty (0 bytes)")
+        data, name = bytes(source), "the image"
     else:
-        path = opened = name = Path(source)
+        name = path = Path(source)
         if not path.exists():
             raise ImageError(f"{path}: file not found")
         if path.is_dir():
             raise ImageError(f"{path}: is a directory, expected an image file")
-    try:
-        with image_module.open(opened) as image:
-            image.load()
-            return ops.exif_transpose(image)
-    except image_module.UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image file Pillow can read (PNG, JPEG, ...)") from None
-    except (OSError, ValueError, image_module.DecompressionBombError) as error:
-        raise ImageError(f"{name}: cannot read the image ({error})") from None
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_BYTES + 1)
+        except OSError as error:
+            raise ImageError(f"{path}: cannot read ({error.strerror or error})") from None
+    if len(data) > MAX_BYTES:
+        raise ImageError(
+            f"{name}: larger than {MAX_BYTES >> 20} MB; a photo of one digit is smaller"
+        )
+    return str(name), data
 
 
 def ink_map(gray: numpy.ndarray) -> tuple[numpy.ndarray, bool]:
