@@ -3,7 +3,7 @@
     python benchmarks/op_count.py [--batch 256] [--by-file]
 
 On a GPU a small network's step is bound by the host, not the device: every array operation is
-a Python call into CuPy, and every one that computes is a kernel launch (README, Speed). So the
+a Python call into CuPy, and every one that computes is a kernel launch (docs/speed.md). So the
 count of operations per step is a figure that needs no GPU: this script runs one training step
 as a GPU would (one shard, and the paths chosen for a GPU where the code chooses by cost) on
 array-api-strict, where every operation is a Python call, and counts the calls the lenet5x code
@@ -33,7 +33,8 @@ import numpy
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from step_profile import make_step  # noqa: E402  (a script beside this one)
+from markdown_block import written_to  # noqa: E402  (scripts beside this one)
+from step_profile import make_step  # noqa: E402
 
 METADATA = {"shape", "dtype", "device", "ndim", "size", "__array_namespace__"}
 GENERIC = {"func": "(elementwise)", "wrapper": "(elementwise)"}  # array-api-strict's wrapper names
@@ -128,8 +129,16 @@ def main():
     parser.add_argument("--batch", type=int, default=256, help="images in the one shard")
     parser.add_argument("--models", default="classic,modern")
     parser.add_argument("--by-file", action="store_true", help="also break the counts down by file")
+    parser.add_argument(
+        "--write", metavar="FILE", help="also put the table into FILE (docs/speed.md)"
+    )
     args = parser.parse_args()
     counters = {m: count(m, args.batch) for m in args.models.split(",")}
+    with written_to(args.write, "op-count-table"):
+        table(counters, args)
+
+
+def table(counters: dict, args) -> None:
     print(
         f"Array operations per training step (batch {args.batch}, one shard, GPU paths, "
         "array-api-strict):"

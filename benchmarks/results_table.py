@@ -1,10 +1,11 @@
-"""The README's results table, made from run directories (never typed by hand).
+"""The README's results table (between its results-table markers), made from run directories,
+never typed by hand.
 
     python benchmarks/results_table.py runs/lenet5-s0 runs/lenet5-s1 runs/modern-s0 ...
 
 Runs whose configurations are identical apart from the seed (and output settings) form one row:
-test error after the last epoch as mean, min-max spread and count over seeds, the best test error
-seen in any epoch, the training error, seconds per epoch (median), backend and machine. The label
+test error after the last epoch as mean, min-max spread and count over seeds (no epoch is chosen
+on the test set), the training error, seconds per epoch (median), backend and machine. The label
 of a row is the longest common prefix of its run directories' names, without a seed suffix.
 """
 
@@ -17,6 +18,8 @@ import re
 import statistics
 import sys
 from pathlib import Path
+
+from markdown_block import written_to
 
 from lenet5x.config import ConfigError, load_config
 
@@ -64,7 +67,6 @@ def label_of(dirs: list[Path]) -> str:
 def row_of(runs: list[dict]) -> dict:
     last = [r["records"][-1] for r in runs]
     test = [rec["test_error"] * 100 for rec in last]
-    best = [min(x["test_error"] for x in r["records"]) * 100 for r in runs]
     train = [rec.get("train_error_full", rec["train_error"]) * 100 for rec in last]
     seconds = [x["seconds"] for r in runs for x in r["records"]]
     config = runs[0]["config"]
@@ -75,7 +77,6 @@ def row_of(runs: list[dict]) -> dict:
         "test_mean": statistics.mean(test),
         "test_min": min(test),
         "test_max": max(test),
-        "best_mean": statistics.mean(best),
         "train_mean": statistics.mean(train),
         "train_full": all("train_error_full" in rec for rec in last),
         "seconds": statistics.median(seconds),
@@ -88,9 +89,9 @@ def row_of(runs: list[dict]) -> dict:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| config | optimizer, batch | epochs | seeds | test error % (mean, min-max) | best epoch % | "
+        "| config | optimizer, batch | epochs | seeds | test error % (mean, min-max) | "
         "train error % | s/epoch | backend | machine |",
-        "|---|---|---:|---|---|---:|---:|---:|---|---|",
+        "|---|---|---:|---|---|---:|---:|---|---|",
     ]
     for r in rows:
         spread = f" ({r['test_min']:.2f}-{r['test_max']:.2f})" if len(r["seeds"]) > 1 else ""
@@ -98,7 +99,7 @@ def markdown(rows: list[dict]) -> str:
         seeds = ",".join(map(str, r["seeds"]))
         lines.append(
             f"| {r['label']} | {r['optimizer']}, {r['batch']} | {r['epochs']} | {seeds} | "
-            f"**{r['test_mean']:.2f}**{spread} | {r['best_mean']:.2f} | {train} | {r['seconds']:.1f} | "
+            f"**{r['test_mean']:.2f}**{spread} | {train} | {r['seconds']:.1f} | "
             f"{r['backend']} | {r['machine']} |"
         )
     return "\n".join(lines)
@@ -109,6 +110,7 @@ def main(argv=None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("runs", nargs="+", type=Path, help="run directories")
+    parser.add_argument("--write", metavar="FILE", help="also put the table into FILE (README.md)")
     args = parser.parse_args(argv)
     groups: dict[str, list[dict]] = {}
     for run_dir in args.runs:
@@ -118,7 +120,8 @@ def main(argv=None) -> int:
     if not groups:
         print("error: no finished runs among the given directories", file=sys.stderr)
         return 2
-    print(markdown([row_of(runs) for runs in groups.values()]))
+    with written_to(args.write, "results-table"):
+        print(markdown([row_of(runs) for runs in groups.values()]))
     return 0
 
 

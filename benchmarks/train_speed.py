@@ -9,8 +9,10 @@ memory (RSS on CPU, device memory on GPU). Each measurement runs in its own proc
 memory is its own); the two frameworks alternate, `--rounds` times, and the median counts. An
 epoch is timed as the median of several windows of steps after a warm-up, times the number of
 steps in an epoch; `--scaling` also times whole passes over 1/4, 1/2 and all of the training set.
-NumPy runs against PyTorch CPU always; CuPy against PyTorch CUDA when a GPU is present.
-torch is a benchmark-only dependency (pip install -e '.[bench]').
+NumPy runs against PyTorch CPU always, CuPy against PyTorch CUDA when a GPU is present;
+`--backends torch,jax,jax-jit` adds lenet5x's own passes on PyTorch tensors and JAX arrays (eager,
+and with the whole step compiled by jax.jit) against the same PyTorch eager reference.
+torch is a benchmark dependency (pip install -e '.[bench]'); jax for its rows.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from markdown_block import written_to
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "mnist"
@@ -62,9 +66,11 @@ def measure_lenet5x(args) -> dict:
     from lenet5x.optim import SDLM, Adam
     from lenet5x.parallel import default_workers, one_blas_thread, single_threaded_blas
     from lenet5x.scoring import score
-    from lenet5x.step import TrainStep
+    from lenet5x.step import CompiledStep, TrainStep
 
-    backend = resolve(args.device_backend, "float32")
+    # "jax-jit": the JAX backend with the whole step compiled (train.compile)
+    compiled = args.device_backend.endswith("-jit")
+    backend = resolve(args.device_backend.removesuffix("-jit"), "float32")
     if backend.name == "numpy":
         keep_freed_host_memory()
     xp = backend.xp
@@ -87,10 +93,13 @@ def measure_lenet5x(args) -> dict:
     else:
         optimizer, state = Adam([(None, 1e-3)]), {}
     workers = default_workers(backend.name, args.batch)
-    step_fn = TrainStep(model, optimizer, train, workers)
+    step_fn = (CompiledStep if compiled else TrainStep)(model, optimizer, train, workers)
     order = backend.asarray(numpy.random.default_rng(1).permutation(len(train)), dtype=xp.int64)
     steps = math.ceil(len(train) / args.batch)
     box = {"params": params, "state": state, "i": 0}
+
+    def sync():  # JAX dispatches asynchronously: wait for the parameters themselves
+        backend.synchronize(box["params"])
 
     def step():
         i = box["i"] % steps
@@ -103,14 +112,14 @@ def measure_lenet5x(args) -> dict:
         for _ in range(args.warmup):
             step()
         if args.full_pass:
-            backend.synchronize()
+            sync()
             t0 = time.perf_counter()
             for _ in range(steps):
                 step()
-            backend.synchronize()
+            sync()
             result["epoch_seconds"] = time.perf_counter() - t0
         else:
-            times = window_times(step, args.window, args.windows, backend.synchronize)
+            times = window_times(step, args.window, args.windows, sync)
             result["step_seconds"] = statistics.median(times)
             result["epoch_seconds"] = result["step_seconds"] * math.ceil(TRAIN_SIZE / args.batch)
     eval_workers = default_workers(backend.name, 1000)  # as training scores: its own threads
@@ -350,11 +359,18 @@ def machine_line() -> str:
         torch_version = torch.__version__
     except ImportError:
         torch_version = "absent"
+    try:
+        import jax
+
+        jax_version = f", JAX {jax.__version__}"
+    except ImportError:
+        jax_version = ""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     unfused = os.environ.get("LENET5X_FUSED") == "0"  # lenet5x/fused.py: only CuPy uses them
     return (
         f"{cpu}, {cores} cores, Python {platform.python_version()}, NumPy {numpy.__version__}, "
-        f"PyTorch {torch_version}{'; lenet5x without fused kernels (LENET5X_FUSED=0)' * unfused}"
+        f"PyTorch {torch_version}{jax_version}"
+        f"{'; lenet5x without fused kernels (LENET5X_FUSED=0)' * unfused}"
     )
 
 
@@ -376,8 +392,17 @@ def main():
     )
     parser.add_argument("--json", metavar="FILE", help="also write the raw results as JSON")
     parser.add_argument(
+        "--write",
+        metavar="FILE",
+        help="also put the tables between the markers of FILE (docs/speed.md)",
+    )
+    parser.add_argument(
+        "--marker", default="speed-table", help="which markers (default speed-table)"
+    )
+    parser.add_argument(
         "--backends",
-        help="numpy, cupy or numpy,cupy (default: numpy, and cupy when a GPU answers)",
+        help="of numpy, cupy, torch, jax, jax-jit (jax with the step compiled), comma-separated "
+        "(default: numpy, and cupy when a GPU answers)",
     )
     # internal: one measurement in this process
     parser.add_argument("--measure", choices=["lenet5x", "torch"])
@@ -395,12 +420,27 @@ def main():
         fn = measure_lenet5x if args.measure == "lenet5x" else measure_torch
         print(json.dumps(fn(args)))
         return
+    with written_to(args.write, args.marker):
+        tables(args, parser)
 
-    references = {"numpy": "PyTorch CPU", "cupy": "PyTorch CUDA"}
+
+def tables(args, parser) -> None:
+    """Measure every row, alternating lenet5x and PyTorch, and print the tables."""
+
+    # lenet5x's backend (its passes on that library's arrays) -> the PyTorch eager reference
+    references = {
+        "numpy": "PyTorch CPU",
+        "cupy": "PyTorch CUDA",
+        "torch": "PyTorch CPU",
+        "jax": "PyTorch CPU",
+        "jax-jit": "PyTorch CPU",
+    }
     names = args.backends.split(",") if args.backends else ["numpy"] + ["cupy"] * gpu_present()
     unknown = set(names) - set(references)
     if unknown:
-        parser.error(f"--backends: unknown {', '.join(sorted(unknown))}; use numpy and/or cupy")
+        parser.error(
+            f"--backends: unknown {', '.join(sorted(unknown))}; use {', '.join(references)}"
+        )
     backends = [(name, references[name]) for name in names]
     rows, raw = [], []
     for device_backend, reference in backends:

@@ -3,7 +3,7 @@
 Every case runs `python -m lenet5x.train` in its own directory on generated files and checks:
 exit status 2; exactly one line on stderr, starting "error:", naming the file or key (`needle`);
 no traceback; and nothing under the case directory or the shared dataset written, created or
-deleted (a snapshot of names, contents and mtimes before and after). README.md ("Reliability")
+deleted (a snapshot of names, contents and mtimes before and after). docs/reliability.md
 lists these cases; CASES below is that list.
 """
 

@@ -7,7 +7,7 @@ anywhere (the subsampling layer scaling its second derivative by 1/4 instead of 
 summed over the patterns instead of averaged: both tried, both fail here) moves them out of the
 range. Checked on real MNIST with the training default (configs/lenet5.yaml): every weight's rate
 lies within a factor 2 of the paper's range, and the largest rate is near 0.016. The biases and
-subsampling coefficients sit lower (README.md, "The paper's built-in check"): each sums the
+subsampling coefficients sit lower (docs/reproducing.md, "The paper's built-in check"): each sums the
 curvature of every position it is shared over.
 """
 
