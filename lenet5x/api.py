@@ -50,7 +50,7 @@ class Prediction:
 class Network:
     """A trained LeNet-5 (lenet5x.load): predictions, scores and feature maps for images."""
 
-    def __init__(self, restored: Restored, data_dir=None):
+    def __init__(self, restored: Restored, data_dir=None) -> None:
         self.restored = restored
         # from the checkpoint; data_dir only for old runs with standardized inputs that lack it
         self.scale, self.offset = input_normalization(restored, data_dir)

@@ -18,6 +18,7 @@ the places that keep two array-API paths because each is much faster where it is
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from array_api_compat import array_namespace as _lookup
 from array_api_compat import device, is_cupy_array, is_jax_array, is_torch_array
@@ -25,7 +26,7 @@ from array_api_compat import device, is_cupy_array, is_jax_array, is_torch_array
 _BY_TYPE: dict[type, object] = {}
 
 
-def array_namespace(x):
+def array_namespace(x) -> Any:
     """The array-API namespace of x (as array_api_compat.array_namespace(x))."""
     kind = type(x)
     xp = _BY_TYPE.get(kind)
@@ -37,7 +38,7 @@ def array_namespace(x):
 _CONSTANTS: dict[tuple, object] = {}  # (what, ..., device) -> array
 
 
-def constant(key: tuple, like, make):
+def constant(key: tuple, like, make) -> Any:
     """An array that depends only on `key` and like's device (index tables, 0/1 matrices, class
     numbers): make(xp, device) once per key and device, the same array after that."""
     dev = device(like)

@@ -44,7 +44,7 @@ class Backend:
     dtype: Any
     note: str = ""  # how "auto" decided, for the user
 
-    def asarray(self, host_array, dtype=None):
+    def asarray(self, host_array, dtype=None) -> Any:
         """Move a host (NumPy) array to this backend's device, in `dtype` (default: the compute dtype)."""
         return self.xp.asarray(
             host_array, dtype=self.dtype if dtype is None else dtype, device=self.device

@@ -22,6 +22,7 @@ from __future__ import annotations
 import ast
 import os
 import warnings
+from typing import Any
 
 from array_api_compat import is_cupy_array
 
@@ -58,7 +59,7 @@ class Kernel:
     output). Returns one array, or a tuple for several outputs.
     """
 
-    def __init__(self, name: str, inputs: str, outputs: tuple[tuple[str, str], ...]):
+    def __init__(self, name: str, inputs: str, outputs: tuple[tuple[str, str], ...]) -> None:
         self.name, self.outputs = name, outputs
         specs = [spec.partition(":") for spec in inputs.split()]
         self.inputs = tuple(n for n, _, _ in specs)
@@ -93,7 +94,7 @@ class Kernel:
                 self._failed(error)
         return self.evaluate(*args)
 
-    def evaluate(self, *args):
+    def evaluate(self, *args) -> Any:
         """The outputs evaluated as Python, each operation one array operation of args[0]'s
         namespace (what the kernel computes, unfused)."""
         xp = array_namespace(args[0])
@@ -115,7 +116,7 @@ class Kernel:
         )
         return self._device
 
-    def _failed(self, error):
+    def _failed(self, error) -> None:
         warnings.warn(
             f"lenet5x: the fused kernel {self.name} did not compile ({error}); "
             "it runs as separate array operations",

@@ -13,6 +13,8 @@ The positions are computed once per shape, on the device. Nothing here leaves th
 
 from __future__ import annotations
 
+from typing import Any
+
 from .arrays import array_namespace, constant
 
 
@@ -65,7 +67,7 @@ def _index(kind: str, h: int, w: int, size: int, stride: int, like):
     )
 
 
-def windows(x, size: int, stride: int):
+def windows(x, size: int, stride: int) -> Any:
     """x: (C, H, W, N) -> (C*size*size, mh*mw*N): rows (c, a, b), columns (bi, bj, n)."""
     xp = array_namespace(x)
     c, h, w, n = x.shape
@@ -74,7 +76,7 @@ def windows(x, size: int, stride: int):
     return xp.reshape(picked, (c * size * size, -1))
 
 
-def windows_adjoint(cols, shape, size: int, stride: int):
+def windows_adjoint(cols, shape, size: int, stride: int) -> Any:
     """Adjoint of windows: (C*size*size, mh*mw*N) -> (C, H, W, N), shape = (C, H, W, N).
 
     Each pixel's K*K candidate entries (_pixel_entries) are taken, absent ones from the zero slot
@@ -89,7 +91,7 @@ def windows_adjoint(cols, shape, size: int, stride: int):
     return xp.reshape(xp.sum(xp.reshape(picked, (c, -1, h * w * n)), axis=1), shape)
 
 
-def zeros(shape: tuple, like):
+def zeros(shape: tuple, like) -> Any:
     """A zero array of `shape` in like's dtype and device, made once: only ever read (the zero
     slots of the take tables here and of Conv2D's dense weight)."""
     return constant(
@@ -99,7 +101,7 @@ def zeros(shape: tuple, like):
     )
 
 
-def im2col(x, k: int):
+def im2col(x, k: int) -> Any:
     """x: (C, H, W, N) -> cols: (C*k*k, Ho*Wo*N), rows ordered (c, i, j), Ho = H-k+1, Wo = W-k+1."""
     c, h, w, n = x.shape
     if h == k and w == k:  # one output position (C5): the columns are the input itself
@@ -107,7 +109,7 @@ def im2col(x, k: int):
     return windows(x, k, 1)
 
 
-def col2im(cols, shape: tuple[int, int, int, int], k: int):
+def col2im(cols, shape: tuple[int, int, int, int], k: int) -> Any:
     """Adjoint of im2col. cols: (C*k*k, Ho*Wo*N) -> (C, H, W, N) with shape = (C, H, W, N)."""
     c, h, w, n = shape
     if h == k and w == k:
@@ -115,7 +117,7 @@ def col2im(cols, shape: tuple[int, int, int, int], k: int):
     return windows_adjoint(cols, shape, k, 1)
 
 
-def pad(x, p: int):
+def pad(x, p: int) -> Any:
     """Zero-pad the two spatial axes of x: (C, H, W, N) -> (C, H+2p, W+2p, N), by concatenation
     (no writes into an array)."""
     if p == 0:
@@ -128,7 +130,7 @@ def pad(x, p: int):
     return xp.concat([band, rows, band], axis=1)
 
 
-def unpad(x, p: int):
+def unpad(x, p: int) -> Any:
     """Inverse of pad for gradients: drop the p-wide border of (C, H, W, N)."""
     if p == 0:
         return x
@@ -144,18 +146,18 @@ def unpad(x, p: int):
 # holds each kernel four times, shifted by the output's place (di, dj) in its block.
 
 
-def blocked_im2col(x, k: int):
+def blocked_im2col(x, k: int) -> Any:
     """x: (C, H, W, N) with even H-k+1 and W-k+1 -> (C*(k+1)^2, (Ho/2)*(Wo/2)*N), rows (c, a, b):
     the (k+1)x(k+1) windows at stride 2."""
     return windows(x, k + 1, 2)
 
 
-def blocked_col2im(cols, shape: tuple[int, int, int, int], k: int):
+def blocked_col2im(cols, shape: tuple[int, int, int, int], k: int) -> Any:
     """Adjoint of blocked_im2col: (C*(k+1)^2, (Ho/2)*(Wo/2)*N) -> (C, H, W, N)."""
     return windows_adjoint(cols, shape, k + 1, 2)
 
 
-def shift_matrix(k: int, like):
+def shift_matrix(k: int, like) -> Any:
     """(k*k, 4*(k+1)^2) 0/1 matrix: row (i, j) of a kernel -> its places (di, dj, i+di, j+dj) in
     the four shifted (k+1)x(k+1) windows. Built once per size, dtype and device."""
 
@@ -171,7 +173,7 @@ def shift_matrix(k: int, like):
     return constant(("shift", k, like.dtype), like, make)
 
 
-def blocked_weight(w):
+def blocked_weight(w) -> Any:
     """(C_out, C_in, k, k) -> (4*C_out, C_in*(k+1)^2): row (o, di, dj) is w[o] moved by (di, dj)."""
     xp = array_namespace(w)
     c_out, c_in, k, _ = w.shape
@@ -181,7 +183,7 @@ def blocked_weight(w):
     return xp.reshape(shifted, (4 * c_out, c_in * (k + 1) ** 2))
 
 
-def blocked_weight_adjoint(big, c_out: int, c_in: int, k: int):
+def blocked_weight_adjoint(big, c_out: int, c_in: int, k: int) -> Any:
     """Adjoint of blocked_weight: (4*C_out, C_in*(k+1)^2) -> (C_out, C_in, k, k), the sum of the
     four shifted windows (a shared weight's gradient sums all its connections)."""
     xp = array_namespace(big)
@@ -196,7 +198,7 @@ def in_block_order(y) -> bool:
     return y.ndim == 6
 
 
-def from_blocks(y, shape: tuple[int, int, int, int]):
+def from_blocks(y, shape: tuple[int, int, int, int]) -> Any:
     """(4*C, (Ho/2)*(Wo/2)*N) with rows (c, di, dj) -> (C, Ho, Wo, N)."""
     xp = array_namespace(y)
     c, ho, wo, n = shape
@@ -204,7 +206,7 @@ def from_blocks(y, shape: tuple[int, int, int, int]):
     return xp.reshape(xp.permute_dims(y, (0, 3, 1, 4, 2, 5)), shape)
 
 
-def to_blocks(y):
+def to_blocks(y) -> Any:
     """Inverse of from_blocks: (C, Ho, Wo, N) -> (4*C, (Ho/2)*(Wo/2)*N); maps already in block
     order, (C, 2, 2, Ho/2, Wo/2, N), are only reshaped."""
     xp = array_namespace(y)
@@ -215,7 +217,7 @@ def to_blocks(y):
     return xp.reshape(xp.permute_dims(y, (0, 2, 4, 1, 3, 5)), (4 * c, -1))
 
 
-def plain_order(y):
+def plain_order(y) -> Any:
     """Maps in either order -> (C, H, W, N) (for pictures and tests)."""
     if not in_block_order(y):
         return y

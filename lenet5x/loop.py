@@ -514,7 +514,7 @@ class StopRequest:
     """SIGINT/SIGTERM set a flag checked between steps; a second Ctrl-C stops at once. Outside
     the main thread (where Python allows no signal handlers) it never asks to stop."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.requested = False
         self._old = {}
 
@@ -523,12 +523,12 @@ class StopRequest:
             self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
         return self
 
-    def _handle(self, signum, frame):
+    def _handle(self, signum, frame) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> None:
         for s, handler in self._old.items():
             signal.signal(s, handler)
 

@@ -17,11 +17,13 @@ eq. 27). None where there is no RBF.
 
 from __future__ import annotations
 
+from typing import Any
+
 from . import fused
 from .arrays import array_namespace, constant
 
 
-def one_hot(labels, classes: int, dtype):
+def one_hot(labels, classes: int, dtype) -> Any:
     """labels: (N,) integers -> (classes, N) with 1 at the label, 0 elsewhere."""
     xp = array_namespace(labels)
     numbers = constant(  # arange(classes) as a column
@@ -46,11 +48,11 @@ class MSEPrototype:
         target = one_hot(labels, out.shape[0], out.dtype)
         return xp.sum(out * target), target
 
-    def curvature(self, out, labels):
+    def curvature(self, out, labels) -> tuple:
         target = one_hot(labels, out.shape[0], out.dtype)
         return array_namespace(out).zeros_like(out), target
 
-    def predict(self, out):
+    def predict(self, out) -> Any:
         return array_namespace(out).argmin(out, axis=0)
 
 
@@ -68,12 +70,12 @@ class MAPCriterion:
 
     name = "map"
 
-    def __init__(self, j: float = 1.0):
+    def __init__(self, j: float = 1.0) -> None:
         if not j > 0:
             raise ValueError(f"the MAP constant j must be positive, got {j}")
         self.j = j
 
-    def _exponentials(self, out):
+    def _exponentials(self, out) -> tuple:
         """(e (K, N), z (1, N), log z (N,)): p = e / z, with the exponents shifted so that none
         is positive (e_i = e^{shift - y_i}, z = e^{shift - j} + sum_i e_i, log z unshifted)."""
         xp = array_namespace(out)
@@ -89,12 +91,12 @@ class MAPCriterion:
         total = xp.sum(out * target) + xp.sum(log_z)
         return total, fused.MAP_GRADIENT(e, z, target)
 
-    def curvature(self, out, labels):
+    def curvature(self, out, labels) -> tuple:
         e, z, _ = self._exponentials(out)
         p = e / z
         return p * (1.0 - p), one_hot(labels, out.shape[0], out.dtype)
 
-    def predict(self, out):
+    def predict(self, out) -> Any:
         return array_namespace(out).argmin(out, axis=0)
 
 
@@ -104,7 +106,7 @@ class SoftmaxCrossEntropy:
     name = "cross_entropy"
 
     @staticmethod
-    def _exponentials(out):
+    def _exponentials(out) -> tuple:
         """(the shifted outputs s = out - max (K, N), e = exp(s) (K, N), z = sum e (1, N)):
         p = e / z."""
         xp = array_namespace(out)
@@ -119,16 +121,16 @@ class SoftmaxCrossEntropy:
         total = xp.sum(xp.log(z)) - xp.sum(s * target)
         return total, fused.SOFTMAX_GRADIENT(e, z, target)
 
-    def curvature(self, out, labels):
+    def curvature(self, out, labels) -> tuple:
         _, e, z = self._exponentials(out)
         p = e / z
         return p * (1.0 - p), None
 
-    def predict(self, out):
+    def predict(self, out) -> Any:
         return array_namespace(out).argmax(out, axis=0)
 
 
-def make_loss(name: str, map_j: float = 1.0):
+def make_loss(name: str, map_j: float = 1.0) -> Any:
     """'mse' (eq. 8), 'map' (eq. 9, constant j) or 'cross_entropy'."""
     if name == "mse":
         return MSEPrototype()

@@ -31,7 +31,7 @@ from .losses import make_loss
 class Model:
     """A sequence of (name, layer) and a criterion (losses.py)."""
 
-    def __init__(self, layers, loss, input_shape, description: str = ""):
+    def __init__(self, layers, loss, input_shape, description: str = "") -> None:
         self.layers = list(layers)
         self.loss = loss
         self.input_shape = tuple(input_shape)
@@ -95,7 +95,7 @@ class Model:
         return groups
 
     # -- passes -------------------------------------------------------------------------------
-    def forward(self, params, x, train: bool = False):
+    def forward(self, params, x, train: bool = False) -> tuple:
         """x: (C, H, W, N) -> out: (K, N), caches (one per layer)."""
         caches = []
         groups = self.by_layer(params)
@@ -150,25 +150,25 @@ class Model:
                     updates[f"{name}.{key}"] = value
         return updates
 
-    def loss_and_grads(self, params, x, labels, train: bool = True):
+    def loss_and_grads(self, params, x, labels, train: bool = True) -> tuple:
         """One forward + backward. Returns (summed loss (0-d), out (K, N), grads)."""
         total, out, grads, _ = self.train_pass(params, x, labels, train)
         return total, out, grads
 
-    def train_pass(self, params, x, labels, train: bool = True):
+    def train_pass(self, params, x, labels, train: bool = True) -> tuple:
         """loss_and_grads plus the constant updates of the training-mode forward (buffer_updates)."""
         out, caches = self.forward(params, x, train)
         total, dout = self.loss(out, labels)
         return total, out, self.backward(params, caches, dout), self.buffer_updates(params, caches)
 
-    def hessian_diagonal(self, params, x, labels):
+    def hessian_diagonal(self, params, x, labels) -> dict:
         """Per-pattern average of the diagonal second derivatives h_kk over the batch x."""
         out, caches = self.forward(params, x, train=False)
         d2out, kept = self.loss.curvature(out, labels)
         n = x.shape[-1]
         return {k: v / n for k, v in self.backward2(params, caches, d2out, kept).items()}
 
-    def predict(self, params, x):
+    def predict(self, params, x) -> Any:
         """x: (C, H, W, N) -> predicted classes (N,)."""
         out, _ = self.forward(params, x, train=False)
         return self.loss.predict(out)

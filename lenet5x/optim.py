@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from . import fused, paper
 from .arrays import array_namespace, constant
@@ -55,10 +56,10 @@ class FlatVectors:
     objects hold the same numbers.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._known: dict[str, tuple[tuple, object]] = {}  # name -> (arrays, their flat vector)
 
-    def join(self, arrays, name: str | None = None):
+    def join(self, arrays, name: str | None = None) -> Any:
         """[arrays] -> (total size,) in order; remembered under `name` if given."""
         arrays = tuple(arrays)
         known = self._known.get(name)
@@ -99,7 +100,7 @@ class Optimizer:
     def init_state(self, params) -> dict:
         return {}
 
-    def step(self, params, grads, state, batch_size: int, epoch: int):
+    def step(self, params, grads, state, batch_size: int, epoch: int) -> tuple:
         """One update of `params` by the summed gradients `grads` of a batch: (params, state)."""
         numbers = self.numbers(state, batch_size, epoch)
         params, state = self.update(params, grads, state, numbers)
@@ -109,7 +110,7 @@ class Optimizer:
         """The host numbers (Python floats) this step's update needs."""
         return ()
 
-    def update(self, params, grads, state, numbers: tuple):
+    def update(self, params, grads, state, numbers: tuple) -> tuple:
         """The update on the arrays alone: (params, state); no host numbers are read or made."""
         raise NotImplementedError
 
@@ -123,7 +124,7 @@ class Optimizer:
         model.hessian_diagonal), for an optimizer that wants them."""
         return state
 
-    def after_pass(self, start: dict | None, state: dict, train_error: float):
+    def after_pass(self, start: dict | None, state: dict, train_error: float) -> tuple:
         """After a whole pass: (state to go on with, whether to redo the pass from its start,
         a line saying why). start: the state the pass began with, None if it was resumed midway."""
         return state, False, ""
@@ -175,7 +176,7 @@ class SDLM(Optimizer):
         mu: float = paper.SDLM_MU,
         hessian_samples: int = paper.SDLM_HESSIAN_SAMPLES,
         damping_retries: int = 0,
-    ):
+    ) -> None:
         self.schedule, self.mu, self.hessian_samples = tuple(schedule), mu, hessian_samples
         self.damping_retries = damping_retries
         self.flat = FlatVectors()
@@ -189,17 +190,17 @@ class SDLM(Optimizer):
         rates = eta / (state.get("mu", self.mu) + self.flat.join(h.values()))
         return self.flat.split_into(state, h, rates, "rates", "rate/")
 
-    def before_pass(self, state, epoch, curvature):
+    def before_pass(self, state, epoch, curvature) -> dict:
         return self.set_curvature(state, curvature(self.hessian_samples), epoch)
 
-    def update(self, params, grads, state, numbers):
+    def update(self, params, grads, state, numbers) -> tuple:
         p = self.flat.join([params[k] for k in grads], "params")
         rates = self.flat.join([state[f"rate/{k}"] for k in grads], "rates")
         g = self.flat.join(grads.values())
         p = fused.SDLM_UPDATE(p, rates, g)  # p - rates * g: one kernel on a GPU
         return self.flat.split_into(params, grads, p, "params"), state
 
-    def after_pass(self, start, state, train_error):
+    def after_pass(self, start, state, train_error) -> tuple:
         last = state["last_train_error"]
         died = last is not None and train_error > DEAD and train_error > 2 * last
         if died and start is not None and state["retries_left"]:
@@ -212,14 +213,14 @@ class SDLM(Optimizer):
             return redo, True, note
         return {**state, "last_train_error": train_error}, False, ""
 
-    def pass_record(self, state, epoch):
+    def pass_record(self, state, epoch) -> dict:
         return {
             "sdlm_rates": layer_rates(self.rates(state)),
             "eta": scheduled_rate(self.schedule, epoch),
             "sdlm_mu": state["mu"],
         }
 
-    def state_shapes(self, shapes):
+    def state_shapes(self, shapes) -> dict:
         return {f"rate/{k}": s for k, s in shapes.items()}
 
     def check_scalars(self, values):
@@ -264,7 +265,7 @@ class SGD(Optimizer):
         momentum: float = 0.9,
         weight_decay: float = 0.0,
         nesterov: bool = False,
-    ):
+    ) -> None:
         self.schedule, self.momentum, self.weight_decay = tuple(schedule), momentum, weight_decay
         self.nesterov = nesterov
         self.flat = FlatVectors()
@@ -272,7 +273,7 @@ class SGD(Optimizer):
     def numbers(self, state, batch_size, epoch):
         return scheduled_rate(self.schedule, epoch), batch_size
 
-    def update(self, params, grads, state, numbers):
+    def update(self, params, grads, state, numbers) -> tuple:
         lr, batch_size = numbers
         keys = list(grads)
         p = self.flat.join([params[k] for k in keys], "params")
@@ -289,7 +290,7 @@ class SGD(Optimizer):
             g = g + self.momentum * velocity if self.nesterov else velocity
         return self.flat.split_into(params, grads, p - lr * g, "params"), new_state
 
-    def state_shapes(self, shapes):
+    def state_shapes(self, shapes) -> dict:
         return {f"velocity/{k}": s for k, s in shapes.items()} if self.momentum else {}
 
 
@@ -308,7 +309,7 @@ class Adam(Optimizer):
         beta2: float = 0.999,
         eps: float = 1e-8,
         weight_decay: float = 0.0,
-    ):
+    ) -> None:
         self.schedule, self.beta1, self.beta2, self.eps = tuple(schedule), beta1, beta2, eps
         self.weight_decay = weight_decay
         self.flat = FlatVectors()
@@ -323,7 +324,7 @@ class Adam(Optimizer):
         correction, rate = 1 / math.sqrt(1 - b2**t), lr / (1 - b1**t)
         return c1, c2, correction, rate, lr * self.weight_decay
 
-    def update(self, params, grads, state, numbers):
+    def update(self, params, grads, state, numbers) -> tuple:
         keys = list(grads)
         g = self.flat.join(grads.values())  # summed over the batch: the mean is g / batch_size
         p = self.flat.join([params[key] for key in keys], "params")
@@ -342,7 +343,7 @@ class Adam(Optimizer):
     def advance(self, state):
         return {"steps": state.get("steps", 0) + 1}
 
-    def state_shapes(self, shapes):
+    def state_shapes(self, shapes) -> dict:
         return {f"{n}/{k}": s for n in "mv" for k, s in shapes.items()}
 
     def check_scalars(self, values):
@@ -352,7 +353,7 @@ class Adam(Optimizer):
         return None
 
 
-def weight_mask(grads, like):
+def weight_mask(grads, like) -> Any:
     """Flat 1 for weights, 0 for biases and other parameters (weight decay applies to weights),
     in the order of grads' keys; made once per set of parameters, dtype and device."""
     shapes = tuple((k, tuple(g.shape)) for k, g in grads.items())

@@ -60,16 +60,16 @@ class DataParallel:
     """model.loss_and_grads over shards in `workers` threads (a thread takes the next shard when
     it is done with one); returns the sums, in shard order, and the per-shard outputs."""
 
-    def __init__(self, model, workers: int):
+    def __init__(self, model, workers: int) -> None:
         self.model, self.workers = model, workers
         self.pool = ThreadPoolExecutor(workers) if workers > 1 else None
 
-    def loss_and_grads(self, params, shards):
+    def loss_and_grads(self, params, shards) -> tuple:
         """shards: [(x, labels), ...] -> (summed loss, [out per shard], summed grads)."""
         total, outs, grads, _ = self.train_pass(params, shards)
         return total, outs, grads
 
-    def train_pass(self, params, shards):
+    def train_pass(self, params, shards) -> tuple:
         """As loss_and_grads, plus constant updates (batch-norm running statistics) averaged over
         shards; with several shards each normalizes with its own statistics ("ghost" batches)."""
         if self.pool is None or len(shards) == 1:
@@ -93,7 +93,7 @@ class DataParallel:
             updates = {k: v / len(results) for k, v in updates.items()}
         return total, outs, grads, updates
 
-    def close(self):
+    def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown()
 

@@ -167,7 +167,7 @@ def input_normalization(restored: Restored, data_dir=None) -> tuple[float, float
     return host.scale, host.offset
 
 
-def network_input(restored: Restored, images_u8: numpy.ndarray, scale: float, offset: float):
+def network_input(restored: Restored, images_u8: numpy.ndarray, scale: float, offset: float) -> Any:
     """uint8 (N, S, S) on the host -> (1, S, S, N) normalized, on the backend's device."""
     b = restored.backend
     x = b.asarray(numpy.ascontiguousarray(numpy.transpose(images_u8, (1, 2, 0)))[None, ...])

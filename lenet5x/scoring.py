@@ -28,7 +28,7 @@ def score(model, params, data, batch_size: int = 1000, workers: int = 1) -> Scor
     if data.backend.name == "numpy":
         batch_size = min(batch_size, CPU_SHARD)
 
-    def score(start):
+    def score(start) -> Scores:
         x, labels = data.slice(start, min(start + batch_size, len(data)))
         out, _ = model.forward(params, x, train=False)
         total, _ = model.loss(out, labels)

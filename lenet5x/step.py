@@ -23,14 +23,14 @@ class TrainStep:
     statistics (parallel.py).
     """
 
-    def __init__(self, model, optimizer, data, workers: int = 1, background: float = 0.0):
+    def __init__(self, model, optimizer, data, workers: int = 1, background: float = 0.0) -> None:
         self.model, self.optimizer, self.data = model, optimizer, data
         # batch statistics must see the whole batch for the step to be the batch's step
         self.workers = 1 if model.has_state else workers
         self.background = background
         self.parallel = DataParallel(model, self.workers)
 
-    def shards(self, idx, maps=None, data=None):
+    def shards(self, idx, maps=None, data=None) -> list:
         """[(x (1, S, S, b), labels (b,)), ...]: the batch's shards, distorted by `maps`."""
         data = data or self.data
         shards = []
@@ -43,7 +43,7 @@ class TrainStep:
             shards.append((x, labels))
         return shards
 
-    def gradients(self, params, idx, maps=None, data=None):
+    def gradients(self, params, idx, maps=None, data=None) -> tuple:
         """(summed loss, errors, gradients, constant updates) of the batch idx."""
         xp = (data or self.data).backend.xp
         shards = self.shards(idx, maps, data)
@@ -61,7 +61,7 @@ class TrainStep:
             params = {**params, **updates}
         return params, state, total, errors
 
-    def close(self):
+    def close(self) -> None:
         self.parallel.close()
 
 
@@ -71,7 +71,7 @@ class CompiledStep(TrainStep):
     optimizer's host numbers (Optimizer.numbers: rates, bias corrections) are computed outside
     and passed in, so they change without a recompile; a new batch size compiles once more."""
 
-    def __init__(self, model, optimizer, data, workers: int = 1, background: float = 0.0):
+    def __init__(self, model, optimizer, data, workers: int = 1, background: float = 0.0) -> None:
         super().__init__(model, optimizer, data, 1, background)
         self._compiled = compile_function(self._arrays_step)
 

@@ -10,6 +10,8 @@ gathers (xp.take), so the same code runs on NumPy and CuPy.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy
 
 from ..arrays import array_namespace, device
@@ -49,7 +51,7 @@ def draw_pool_pass(
     return pick % n, maps
 
 
-def apply_affine(x, maps, background: float):
+def apply_affine(x, maps, background: float) -> Any:
     """Resample each image of x: (1, S, S, B) with maps: (B, 6) (see draw_inverse_maps).
 
     Bilinear interpolation; pixels that come from outside the image take the background value.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy
 
@@ -168,7 +169,7 @@ class DeviceData:
 
     def __init__(
         self, backend, images: numpy.ndarray, labels: numpy.ndarray, scale: float, offset: float
-    ):
+    ) -> None:
         xp = backend.xp
         self.backend, self.scale, self.offset = backend, scale, offset
         self.images = backend.asarray(images, dtype=xp.uint8)  # (N, S, S)
@@ -179,7 +180,7 @@ class DeviceData:
     def __len__(self) -> int:
         return self.size
 
-    def inputs(self, images_u8):
+    def inputs(self, images_u8) -> Any:
         """uint8 (B, S, S) on the device -> (1, S, S, B) normalized network input, batch-last in
         memory (reshaping the transposed view to 1-D makes that copy)."""
         xp = self.backend.xp
@@ -190,7 +191,7 @@ class DeviceData:
         x += self.offset
         return x
 
-    def batch(self, indices):
+    def batch(self, indices) -> tuple:
         """indices: (B,) int64 on the device -> (x (1, S, S, B), labels (B,))."""
         xp = self.backend.xp
         if self.ready is not None:
@@ -199,6 +200,6 @@ class DeviceData:
             x = self.inputs(xp.take(self.images, indices, axis=0))
         return x, xp.take(self.labels, indices, axis=0)
 
-    def slice(self, start: int, stop: int):
+    def slice(self, start: int, stop: int) -> tuple:
         """Contiguous examples [start, stop) without a gather (for evaluation)."""
         return self.inputs(self.images[start:stop, ...]), self.labels[start:stop]

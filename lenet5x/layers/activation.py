@@ -17,26 +17,26 @@ class ScaledTanh(Parameterless):
 
     elementwise = True  # any shape, any memory order (Conv2D's block_order passes through)
 
-    def __init__(self, amplitude=paper.A, slope=paper.S):
+    def __init__(self, amplitude=paper.A, slope=paper.S) -> None:
         self.amplitude, self.slope = amplitude, slope
 
-    def out_shape(self, in_shape):
+    def out_shape(self, in_shape) -> tuple[int, ...]:
         return in_shape
 
-    def forward(self, params, x, train=False):
+    def forward(self, params, x, train=False) -> tuple:
         y = fused.SCALED_TANH(x, self.amplitude, self.slope)
         return y, y
 
-    def _slope_constants(self):
+    def _slope_constants(self) -> tuple:
         """(A^2, -S/A): f'(a) = (y^2 - A^2) (-S/A)."""
         return self.amplitude**2, -self.slope / self.amplitude
 
-    def backward(self, params, cache, dy, need_dx=True):
+    def backward(self, params, cache, dy, need_dx=True) -> tuple:
         if not need_dx:
             return None, {}
         return fused.SCALED_TANH_BACKWARD(cache, dy, *self._slope_constants()), {}
 
-    def backward2(self, params, cache, d2y, dy=None, need_dx=True):
+    def backward2(self, params, cache, d2y, dy=None, need_dx=True) -> tuple:
         # eq. 27: d2E/da^2 = f'(a)^2 d2E/dy^2 (Gauss-Newton: the f'' term is dropped)
         if not need_dx:
             return None, {}
@@ -51,16 +51,16 @@ class ReLU(Parameterless):
 
     elementwise = True
 
-    def out_shape(self, in_shape):
+    def out_shape(self, in_shape) -> tuple[int, ...]:
         return in_shape
 
-    def forward(self, params, x, train=False):
+    def forward(self, params, x, train=False) -> tuple:
         xp = array_namespace(x)
         y = xp.maximum(x, 0.0)
         return y, y
 
-    def backward(self, params, cache, dy, need_dx=True):
+    def backward(self, params, cache, dy, need_dx=True) -> tuple:
         return (fused.RELU_BACKWARD(cache, dy) if need_dx else None), {}
 
-    def backward2(self, params, cache, d2y, dy=None, need_dx=True):
+    def backward2(self, params, cache, d2y, dy=None, need_dx=True) -> tuple:
         return (fused.RELU_BACKWARD(cache, d2y) if need_dx else None), {}

@@ -32,11 +32,15 @@ class Layer(Protocol):
 
     def init(self, rng: numpy.random.Generator, backend) -> dict[str, Any]: ...
 
-    def forward(self, params, x, train: bool = False): ...
+    def forward(self, params, x, train: bool = False) -> tuple[Any, Any]: ...  # y, cache
 
-    def backward(self, params, cache, dy, need_dx: bool = True): ...
+    def backward(
+        self, params, cache, dy, need_dx: bool = True
+    ) -> tuple[Any, dict]: ...  # dx, grads
 
-    def backward2(self, params, cache, d2y, dy=None, need_dx: bool = True): ...
+    def backward2(
+        self, params, cache, d2y, dy=None, need_dx: bool = True
+    ) -> tuple[Any, dict]: ...  # d2x, h
 
 
 def paper_uniform(rng: numpy.random.Generator, shape, fan_in: int) -> numpy.ndarray:
@@ -91,5 +95,5 @@ class Parameterless:
 
     trainable: tuple[str, ...] = ()
 
-    def init(self, rng, backend):
+    def init(self, rng, backend) -> dict:
         return {}

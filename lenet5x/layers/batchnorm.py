@@ -26,15 +26,15 @@ class BatchNorm:
     trainable = ("gamma", "beta")
     buffers = ("running_mean", "running_var")  # changed by training, not by the optimizer
 
-    def __init__(self, channels: int, momentum: float = 0.1, eps: float = 1e-5):
+    def __init__(self, channels: int, momentum: float = 0.1, eps: float = 1e-5) -> None:
         self.channels, self.momentum, self.eps = channels, momentum, eps
 
-    def out_shape(self, in_shape):
+    def out_shape(self, in_shape) -> tuple[int, ...]:
         if in_shape[0] != self.channels:
             raise ValueError(f"BatchNorm expects {self.channels} channels, got {in_shape[0]}")
         return in_shape
 
-    def init(self, rng, backend):
+    def init(self, rng, backend) -> dict:
         ones, zeros = numpy.ones(self.channels), numpy.zeros(self.channels)
         return {
             "gamma": backend.asarray(ones),
@@ -52,7 +52,7 @@ class BatchNorm:
         """(C,) -> broadcastable against x (C, ...)."""
         return v[(slice(None),) + (None,) * (x.ndim - 1)]
 
-    def forward(self, params, x, train=False):
+    def forward(self, params, x, train=False) -> tuple:
         xp = array_namespace(x)
         axes = self._axes(x)
         if train:
@@ -86,7 +86,7 @@ class BatchNorm:
             "running_var": (1 - m) * params["running_var"] + m * unbiased,
         }
 
-    def backward(self, params, cache, dy, need_dx=True):
+    def backward(self, params, cache, dy, need_dx=True) -> tuple:
         xp = array_namespace(dy)
         axes = self._axes(dy)
         xhat = cache["xhat"]
@@ -103,7 +103,7 @@ class BatchNorm:
         mean_dy_xhat = self._column(grads["gamma"] / n, dy)
         return scale * (dy - mean_dy - xhat * mean_dy_xhat), grads
 
-    def backward2(self, params, cache, d2y, dy=None, need_dx=True):
+    def backward2(self, params, cache, d2y, dy=None, need_dx=True) -> tuple:
         xp = array_namespace(d2y)
         axes = self._axes(d2y)
         xhat = cache["xhat"]

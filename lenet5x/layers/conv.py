@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy
 
 from ..arrays import array_namespace
@@ -48,7 +50,7 @@ class Conv2D:
         padding=0,
         init="paper",
         block_order=False,
-    ):
+    ) -> None:
         self.in_channels, self.out_channels, self.kernel = in_channels, out_channels, kernel
         self.padding, self.init_scheme, self.block_order = padding, init, block_order
         self.table = None if table is None else tuple(tuple(row) for row in table)
@@ -61,7 +63,7 @@ class Conv2D:
                 raise ValueError("connection table names an input map that does not exist")
         self.trainable = ("weight", "bias")
 
-    def out_shape(self, in_shape):
+    def out_shape(self, in_shape) -> tuple[int, ...]:
         c, h, w = in_shape
         if c != self.in_channels:
             raise ValueError(f"Conv2D expects {self.in_channels} input maps, got {c}")
@@ -72,7 +74,7 @@ class Conv2D:
         n_inputs = self.in_channels if self.table is None else len(self.table[o])
         return n_inputs * self.kernel**2
 
-    def init(self, rng, backend):
+    def init(self, rng, backend) -> dict:
         k = self.kernel
         bias = numpy.zeros(self.out_channels)
         if self.table is None:
@@ -104,7 +106,7 @@ class Conv2D:
             "connection_slots": backend.asarray(numpy.array(slots), dtype=xp.int64),
         }
 
-    def dense_weight(self, params):
+    def dense_weight(self, params) -> Any:
         """(C_out, C_in*k*k) weight matrix; zeros where the table has no connection."""
         xp = array_namespace(params["weight"])
         w = params["weight"]
@@ -116,7 +118,7 @@ class Conv2D:
         dense = xp.take(padded, params["dense_index"], axis=0)
         return xp.reshape(dense, (self.out_channels, self.in_channels * kk))
 
-    def weight_from_dense(self, params, dense):
+    def weight_from_dense(self, params, dense) -> Any:
         """Inverse of dense_weight for gradients: (C_out, C_in*k*k) -> shape of params["weight"]."""
         xp = array_namespace(dense)
         k = self.kernel
@@ -130,7 +132,7 @@ class Conv2D:
         C3; not C5). The same function either way; the gradient checks cover both paths."""
         return out_h % 2 == 0 and out_w % 2 == 0 and out_h > 1
 
-    def blocked_products(self, params, xpad):
+    def blocked_products(self, params, xpad) -> tuple:
         """The blocked path's matmul (im2col.py): xpad (C_in, H, W, N) ->
         (cols, w, products (4*C_out, (Ho/2)*(Wo/2)*N)), rows (o, di, dj): each output's place
         in its 2x2 block."""
@@ -141,7 +143,7 @@ class Conv2D:
         w = blocked_weight(dense)
         return cols, w, w @ cols
 
-    def forward(self, params, x, train=False):
+    def forward(self, params, x, train=False) -> tuple:
         xp = array_namespace(x)
         xpad = pad(x, self.padding)
         _, h, wd, n = xpad.shape
@@ -162,7 +164,7 @@ class Conv2D:
         a += params["bias"][:, None, None, None]
         return a, (cols, xpad.shape, w)
 
-    def matrix_backward(self, params, cache, da, need_dx=True, squared=False):
+    def matrix_backward(self, params, cache, da, need_dx=True, squared=False) -> tuple:
         """Weight gradient and input gradient from da = dE/d(w @ cols), (rows of w, columns of
         cols); with `squared` the second-derivative pass's (eq. 25, 27) from d2E/d(w @ cols)^2.
         Returns (dx or None, weight gradient shaped like params["weight"])."""
@@ -175,7 +177,7 @@ class Conv2D:
         weight = self._weight_grad(params, (cols @ da.T).T, blocked)
         return (self._input_grad(w.T @ da, xshape, blocked) if need_dx else None), weight
 
-    def _weight_grad(self, params, products, blocked: bool):
+    def _weight_grad(self, params, products, blocked: bool) -> Any:
         """(rows of w) @ cols.T, i.e. (C_out or 4*C_out, ...) -> the shape of params["weight"]."""
         if blocked:
             products = blocked_weight_adjoint(
@@ -185,24 +187,24 @@ class Conv2D:
             products = xp.reshape(products, (self.out_channels, -1))
         return self.weight_from_dense(params, products)
 
-    def _input_grad(self, cols_grad, xshape, blocked: bool):
+    def _input_grad(self, cols_grad, xshape, blocked: bool) -> Any:
         if blocked:
             return unpad(blocked_col2im(cols_grad, xshape, self.kernel), self.padding)
         return unpad(col2im(cols_grad, xshape, self.kernel), self.padding)
 
-    def _rows(self, g, blocked: bool):
+    def _rows(self, g, blocked: bool) -> Any:
         """dE/da (C_out, Ho, Wo, N) -> the matmul's layout: (C_out, Ho*Wo*N), or blocks."""
         xp = array_namespace(g)
         return to_blocks(g) if blocked else xp.reshape(g, (self.out_channels, -1))
 
-    def backward(self, params, cache, dy, need_dx=True):
+    def backward(self, params, cache, dy, need_dx=True) -> tuple:
         xp = array_namespace(dy)
         blocked = cache[2].shape[0] != self.out_channels
         dx, weight = self.matrix_backward(params, cache, self._rows(dy, blocked), need_dx)
         bias = xp.sum(xp.reshape(dy, (self.out_channels, -1)), axis=1)
         return dx, {"weight": weight, "bias": bias}
 
-    def backward2(self, params, cache, d2y, dy=None, need_dx=True):
+    def backward2(self, params, cache, d2y, dy=None, need_dx=True) -> tuple:
         # eq. 25: d2E/dw^2 = sum over connections of d2E/da^2 x^2;  eq. 27 (linear part): w^2
         xp = array_namespace(d2y)
         blocked = cache[2].shape[0] != self.out_channels

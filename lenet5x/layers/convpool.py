@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .. import fused
 from ..arrays import array_namespace, constant, launch_bound
 from ..im2col import pad
@@ -29,22 +31,22 @@ class ConvMaxPool:
     step is much faster this way; docs/speed.md, "CPU twins").
     """
 
-    def __init__(self, in_channels, out_channels, kernel=5, padding=0, init="he"):
+    def __init__(self, in_channels, out_channels, kernel=5, padding=0, init="he") -> None:
         self.conv = Conv2D(in_channels, out_channels, kernel, padding=padding, init=init)
         self.pool = MaxPool2x2()
         self.trainable = self.conv.trainable
 
-    def out_shape(self, in_shape):
+    def out_shape(self, in_shape) -> tuple[int, ...]:
         return self.pool.out_shape(self.conv.out_shape(in_shape))
 
-    def init(self, rng, backend):
+    def init(self, rng, backend) -> dict:
         return self.conv.init(rng, backend)
 
-    def maps(self, params, x):
+    def maps(self, params, x) -> Any:
         """The convolution's maps before pooling, (C_out, Ho, Wo, N) (for pictures)."""
         return self.conv.forward(params, x)[0]
 
-    def forward(self, params, x, train=False):
+    def forward(self, params, x, train=False) -> tuple:
         xp = array_namespace(x)
         conv = self.conv
         xpad = pad(x, conv.padding)
@@ -62,11 +64,11 @@ class ConvMaxPool:
         return xp.reshape(y, shape), (True, (cols, xpad.shape, w_blocked), a)
 
     @staticmethod
-    def _places(a):
+    def _places(a) -> tuple:
         """(C_out, 4, M) -> its four rows (C_out, M): the places (0, 0), (0, 1), (1, 0), (1, 1)."""
         return a[:, 0, :], a[:, 1, :], a[:, 2, :], a[:, 3, :]
 
-    def _route(self, a, g):
+    def _route(self, a, g) -> Any:
         """g (C_out, h, w, N) -> (4*C_out, h*w*N): each block's g on the row of its first maximum.
         a: the products (C_out, 4, h*w*N)."""
         xp = array_namespace(g)
@@ -82,7 +84,7 @@ class ConvMaxPool:
         parts = to_first_maximum(xp.reshape(g, (c_out, m)), *row_maxima(*places), *places)
         return xp.reshape(xp.stack(parts, axis=1), (4 * c_out, m))
 
-    def _passes(self, params, cache, g, need_dx, squared):
+    def _passes(self, params, cache, g, need_dx, squared) -> tuple:
         xp = array_namespace(g)
         blocked, conv_cache, pool_cache = cache
         if not blocked:  # the two layers in turn
@@ -96,8 +98,8 @@ class ConvMaxPool:
         bias = xp.sum(xp.reshape(g, (self.conv.out_channels, -1)), axis=1)
         return dx, {"weight": weight, "bias": bias}
 
-    def backward(self, params, cache, dy, need_dx=True):
+    def backward(self, params, cache, dy, need_dx=True) -> tuple:
         return self._passes(params, cache, dy, need_dx, squared=False)
 
-    def backward2(self, params, cache, d2y, dy=None, need_dx=True):
+    def backward2(self, params, cache, d2y, dy=None, need_dx=True) -> tuple:
         return self._passes(params, cache, d2y, need_dx, squared=True)

@@ -21,15 +21,15 @@ class EuclideanRBF:
 
     trainable: tuple[str, ...] = ()
 
-    def __init__(self, in_features=84, classes=10):
+    def __init__(self, in_features=84, classes=10) -> None:
         self.in_features, self.classes = in_features, classes
 
-    def out_shape(self, in_shape):
+    def out_shape(self, in_shape) -> tuple[int, ...]:
         if tuple(in_shape) != (self.in_features,):
             raise ValueError(f"EuclideanRBF expects ({self.in_features},) inputs, got {in_shape}")
         return (self.classes,)
 
-    def init(self, rng, backend):
+    def init(self, rng, backend) -> dict:
         prototypes = paper.rbf_prototypes()
         if prototypes.shape != (self.classes, self.in_features):
             raise ValueError(
@@ -37,21 +37,21 @@ class EuclideanRBF:
             )
         return {"prototypes": backend.asarray(prototypes)}
 
-    def forward(self, params, x, train=False):
+    def forward(self, params, x, train=False) -> tuple:
         xp = array_namespace(x)
         w = params["prototypes"]
         # |x - w_i|^2 = -2 w_i . x + |x|^2 + |w_i|^2 (-2 is a power of two: -2 (w x) == (-2 w) x)
         q, w2 = xp.sum(x * x, axis=0)[None, :], xp.sum(w * w, axis=1)[:, None]
         return fused.RBF_DISTANCES(w @ x, -2.0, q, w2), x
 
-    def backward(self, params, cache, dy, need_dx=True):
+    def backward(self, params, cache, dy, need_dx=True) -> tuple:
         xp = array_namespace(dy)
         x = cache
         # dE/dx = sum_i dy_i 2 (x - w_i) = x (2 sum_i dy_i) - 2 w^T dy
         wt_dy = params["prototypes"].T @ dy
         return fused.RBF_BACKWARD(x, xp.sum(dy, axis=0)[None, :], 2.0, -2.0, wt_dy), {}
 
-    def backward2(self, params, cache, d2y, dy=None, need_dx=True):
+    def backward2(self, params, cache, d2y, dy=None, need_dx=True) -> tuple:
         xp = array_namespace(d2y)
         x, w = cache, params["prototypes"]
         # sum_i (2 (x_j - w_ij))^2 d2y_i = 4 (x_j^2 s - 2 x_j (w^T d2y)_j + (w^2)^T d2y), s = sum_i d2y_i

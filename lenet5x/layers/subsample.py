@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy
 
 from .. import fused
@@ -10,7 +12,7 @@ from ..im2col import in_block_order
 from .base import Parameterless, init_weights
 
 
-def sum_2x2(x):
+def sum_2x2(x) -> Any:
     """(C, H, W, N) -> (C, H/2, W/2, N): the sum of each non-overlapping 2x2 block, one sum over
     two axes. Maps in block order, (C, 2, 2, H/2, W/2, N) (im2col.in_block_order), as the classic
     model's C1 and C3 hand them over, are summed over their axes 1 and 2.
@@ -22,7 +24,7 @@ def sum_2x2(x):
     return xp.sum(xp.reshape(x, (c, h // 2, 2, w // 2, 2, n)), axis=(2, 4))
 
 
-def spread_2x2(g, block_order: bool = False):
+def spread_2x2(g, block_order: bool = False) -> Any:
     """Adjoint of sum_2x2: (C, h, w, N) -> (C, 2h, 2w, N), each value copied to its 2x2 block;
     with `block_order` (C, 2, 2, h, w, N), as a broadcast view (no copy)."""
     xp = array_namespace(g)
@@ -55,27 +57,27 @@ class Subsampling:
     trainable = ("coef", "bias")
     takes_block_order = True  # x may be in 2x2-block order (Conv2D's block_order)
 
-    def __init__(self, channels, init="paper", average=False, coef_init=None):
+    def __init__(self, channels, init="paper", average=False, coef_init=None) -> None:
         self.channels, self.init_scheme, self.average = channels, init, average
         self.coef_init = coef_init
         self.scale = 0.25 if average else 1.0  # of each block's sum
 
-    def out_shape(self, in_shape):
+    def out_shape(self, in_shape) -> tuple[int, ...]:
         return _check_even(self, in_shape)
 
-    def init(self, rng, backend):
+    def init(self, rng, backend) -> dict:
         coef = init_weights(rng, (self.channels,), 4, self.init_scheme)
         if self.coef_init is not None:
             # drawn anyway above, so that a seed gives every other layer the same weights either way
             coef = numpy.full(self.channels, float(self.coef_init))
         return {"coef": backend.asarray(coef), "bias": backend.asarray(numpy.zeros(self.channels))}
 
-    def forward(self, params, x, train=False):
+    def forward(self, params, x, train=False) -> tuple:
         coef, bias = params["coef"][:, None, None, None], params["bias"][:, None, None, None]
         s, a = fused.SUBSAMPLING(sum_2x2(x), self.scale, coef, bias)  # s: the scaled block sums
         return a, (s, in_block_order(x))
 
-    def backward(self, params, cache, dy, need_dx=True):
+    def backward(self, params, cache, dy, need_dx=True) -> tuple:
         xp = array_namespace(dy)
         s, block_order = cache
         grads = {"coef": xp.sum(dy * s, axis=(1, 2, 3)), "bias": xp.sum(dy, axis=(1, 2, 3))}
@@ -84,7 +86,7 @@ class Subsampling:
         dx = fused.SUBSAMPLING_BACKWARD(dy, params["coef"][:, None, None, None], self.scale)
         return spread_2x2(dx, block_order), grads
 
-    def backward2(self, params, cache, d2y, dy=None, need_dx=True):
+    def backward2(self, params, cache, d2y, dy=None, need_dx=True) -> tuple:
         xp = array_namespace(d2y)
         s, block_order = cache
         h = {"coef": xp.sum(d2y * (s * s), axis=(1, 2, 3)), "bias": xp.sum(d2y, axis=(1, 2, 3))}
@@ -99,15 +101,15 @@ class AvgPool2x2(Parameterless):
 
     takes_block_order = True
 
-    def out_shape(self, in_shape):
+    def out_shape(self, in_shape) -> tuple[int, ...]:
         return _check_even(self, in_shape)
 
-    def forward(self, params, x, train=False):
+    def forward(self, params, x, train=False) -> tuple:
         return sum_2x2(x) * 0.25, in_block_order(x)
 
-    def backward(self, params, cache, dy, need_dx=True):
+    def backward(self, params, cache, dy, need_dx=True) -> tuple:
         return (spread_2x2(dy * 0.25, cache) if need_dx else None), {}
 
-    def backward2(self, params, cache, d2y, dy=None, need_dx=True):
+    def backward2(self, params, cache, d2y, dy=None, need_dx=True) -> tuple:
         # the weight of each connection is 1/4, so its square is 1/16 (not 1/4)
         return (spread_2x2(d2y * 0.0625, cache) if need_dx else None), {}
