@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -84,10 +85,29 @@ def command(*args) -> list[str]:
     return [sys.executable, "-m", "lenet5x.train", *map(str, args)]
 
 
-def train(*args, cwd, timeout: float = 120, **popen) -> subprocess.CompletedProcess:
-    """python -m lenet5x.train ARGS in `cwd`; never raises on a non-zero exit."""
+LAUNCHER = """
+import json, os, resource, signal, sys
+limits = json.loads(sys.argv[1])
+if "fsize" in limits:  # EFBIG on a write past it, not SIGXFSZ
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits["fsize"], limits["fsize"]))
+if "umask" in limits:
+    os.umask(limits["umask"])
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def limited(args: list, **limits) -> list:
+    """`args` run with limits set first (fsize: RLIMIT_FSIZE bytes; umask), by a launcher that
+    execs it: no preexec_fn, which forks a process whose threads (JAX's) may hold locks."""
+    return [sys.executable, "-c", LAUNCHER, json.dumps(limits), *map(str, args)]
+
+
+def train(*args, cwd, timeout: float = 120, limits=None, **popen) -> subprocess.CompletedProcess:
+    """python -m lenet5x.train ARGS in `cwd` (with `limits`, see limited); never raises on a
+    non-zero exit."""
     return subprocess.run(
-        command(*args),
+        limited(command(*args), **limits) if limits else command(*args),
         capture_output=True,
         text=True,
         cwd=cwd,

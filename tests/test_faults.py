@@ -16,7 +16,6 @@ import json
 import os
 import pty
 import re
-import resource
 import shutil
 import signal
 import struct
@@ -206,12 +205,6 @@ def one_epoch(tmp_path_factory):
     return base / "run"
 
 
-def limit_file_size():
-    """In the child: files may not grow past 64 KiB (a checkpoint is ~0.5 MB); EFBIG, not SIGXFSZ."""
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
-
-
 @pytest.mark.parametrize("how", ["tmpfs", "rlimit"])
 def test_full_disk_keeps_the_previous_checkpoint(how, tmp_path, one_epoch):
     run = tmp_path / "disk" / "run"
@@ -227,7 +220,7 @@ def test_full_disk_keeps_the_previous_checkpoint(how, tmp_path, one_epoch):
             "--epochs",
             2,
             cwd=tmp_path,
-            preexec_fn=limit_file_size if how == "rlimit" else None,
+            limits={"fsize": 64 << 10} if how == "rlimit" else None,  # a checkpoint is ~0.5 MB
         )
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1, result.stdout + result.stderr

@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import http.server
 import json
-import os
 import shutil
 import signal
 import stat
@@ -20,7 +19,17 @@ from pathlib import Path
 
 import numpy
 import pytest
-from reliability import ROOT, SMOKE, command, environment, refused, snapshot, train, write_dataset
+from reliability import (
+    ROOT,
+    SMOKE,
+    command,
+    environment,
+    limited,
+    refused,
+    snapshot,
+    train,
+    write_dataset,
+)  # fmt: skip
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 needs_fashion = pytest.mark.skipif(
@@ -241,15 +250,10 @@ def test_written_files_follow_the_umask(tmp_path, mirror):
     env = dict(environment(), LENET5X_MIRROR=mirror)
     data, run = tmp_path / "data", tmp_path / "run"
     small = ["--set", "data.train_subset=200", "--set", "data.test_subset=100", "--epochs", 1]
-    args = command("--config", SMOKE, "--data-dir", data, "--out", run, *small)
-    result = subprocess.run(
-        args,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        preexec_fn=lambda: os.umask(0o022),
+    args = limited(
+        command("--config", SMOKE, "--data-dir", data, "--out", run, *small), umask=0o022
     )
+    result = subprocess.run(args, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     for path in [
         *data.glob("*.gz"),
