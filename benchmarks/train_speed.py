@@ -233,7 +233,12 @@ def measure_torch(args) -> dict:
     from lenet5x.config import DataConfig
     from lenet5x.data import load_dataset
 
-    device = "cuda" if args.device_backend == "cupy" else "cpu"
+    # the reference runs where lenet5x's row runs: on CUDA for CuPy, and for torch and jax
+    # wherever PyTorch finds a CUDA GPU (their default devices there)
+    on_gpu = args.device_backend == "cupy" or (
+        args.device_backend != "numpy" and torch.cuda.is_available()
+    )
+    device = "cuda" if on_gpu else "cpu"
     torch.manual_seed(0)
     host = load_dataset(DataConfig(dir=str(args.data_dir), train_subset=args.train_size))
     images = torch.tensor(
@@ -332,6 +337,15 @@ def run_one(
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def torch_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
 def gpu_present() -> bool:
     try:
         from lenet5x.backend import resolve
@@ -428,12 +442,13 @@ def tables(args, parser) -> None:
     """Measure every row, alternating lenet5x and PyTorch, and print the tables."""
 
     # lenet5x's backend (its passes on that library's arrays) -> the PyTorch eager reference
+    other = "PyTorch CUDA" if torch_cuda() else "PyTorch CPU"
     references = {
         "numpy": "PyTorch CPU",
         "cupy": "PyTorch CUDA",
-        "torch": "PyTorch CPU",
-        "jax": "PyTorch CPU",
-        "jax-jit": "PyTorch CPU",
+        "torch": other,
+        "jax": other,
+        "jax-jit": other,
     }
     names = args.backends.split(",") if args.backends else ["numpy"] + ["cupy"] * gpu_present()
     unknown = set(names) - set(references)

@@ -11,8 +11,10 @@
 #           without the fused kernels (LENET5X_FUSED=0, lenet5x/fused.py), into profile-unfused.txt;
 #   epochs  one full epoch of each config with --backend cupy: the paper's LeNet-5 (the default
 #           config) and every configs/*.yaml;
-#   bench   the training-speed benchmark, benchmarks/train_speed.py ($BENCH_ARGS are passed on,
-#           e.g. BENCH_ARGS="--rounds 1").
+#   bench   the training-speed benchmark, benchmarks/train_speed.py, on CuPy and, where PyTorch
+#           and JAX are installed, on their arrays (eager and jax.jit) against PyTorch CUDA
+#           ($BENCH_ARGS are passed on, e.g. BENCH_ARGS="--rounds 1"); it writes its table into
+#           docs/speed.md (the speed-table-gpu block).
 # $PYTHON is the interpreter (default python3).
 # Everything lands in OUT_DIR (default runs/gpu-checks-<date-time>): log.txt, gpu-tests.xml,
 # profile.txt, profile-unfused.txt, one run directory per config, benchmark.json. The exit status is 0 only when every chosen step passed.
@@ -64,9 +66,9 @@ if [[ $steps == *,profile,* ]]; then
 fi
 
 if [[ $steps == *,epochs,* ]]; then
-    for config in default configs/*.yaml; do
+    for config in default lenet5x/configs/*.yaml; do
         name=$(basename "$config" .yaml)
-        [ "$name" = lenet5 ] && continue  # the default config is configs/lenet5.yaml
+        [ "$name" = lenet5 ] && continue  # the default config is the shipped lenet5.yaml
         echo "== one epoch of $name on cupy"
         args=()
         [ "$config" = default ] || args=(--config "$config")
@@ -78,7 +80,11 @@ fi
 if [[ $steps == *,bench,* ]]; then
     echo "== benchmarks/train_speed.py"
     # shellcheck disable=SC2086  # BENCH_ARGS is a list of flags
-    "$py" benchmarks/train_speed.py --data-dir "$data" --json "$out/benchmark.json" ${BENCH_ARGS:-} \
+    backends=cupy
+    "$py" -c "import torch" 2> /dev/null && backends+=,torch
+    "$py" -c "import jax" 2> /dev/null && backends+=,jax,jax-jit
+    "$py" benchmarks/train_speed.py --data-dir "$data" --backends "$backends" \
+        --json "$out/benchmark.json" --write docs/speed.md --marker speed-table-gpu ${BENCH_ARGS:-} \
         || failed+=(bench)
 fi
 
