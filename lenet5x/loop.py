@@ -563,7 +563,6 @@ def fit(config: Config, name: str, resume_dir: Path | None = None, log=say) -> R
         run.lock.close()
     if run.history:
         last = run.history[-1]
-        log(
-            f"done: test error {last['test_error']:.2%} after {run.epoch} epochs; results in {run.run_dir}"
-        )
+        epochs = f"{run.epoch} epoch{'s' * (run.epoch != 1)}"
+        log(f"done: test error {last['test_error']:.2%} after {epochs}; results in {run.run_dir}")
     return run

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy
 import pytest
 from conftest import HAVE_JAX, HAVE_TORCH
+from reliability import params_of
 
 from lenet5x.backend import resolve, to_numpy
 from lenet5x.config import ModelConfig
@@ -33,11 +34,6 @@ def train(*args, cwd, env=None):
 
 def records(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def params_of(path) -> dict:
-    with numpy.load(path, allow_pickle=False) as archive:
-        return {k: archive[k] for k in archive.files if k.startswith("param/")}
 
 
 @pytest.fixture(scope="module")

@@ -434,16 +434,7 @@ def test_a_busy_port_is_one_line(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run(
-            [sys.executable, "-m", "lenet5x", "demo", "--port", str(port)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=command_env(tmp_path),
-        )
-    assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "in use" in lines[0], lines
+        refused_in_one_line(["-m", "lenet5x", "demo", "--port", str(port)], "in use", tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -455,8 +446,13 @@ def test_a_busy_port_is_one_line(tmp_path):
     ],
 )
 def test_bad_arguments_are_one_line(tmp_path, argv, piece):
+    refused_in_one_line(["-m", "lenet5x.demo", *argv], piece, tmp_path)
+
+
+def refused_in_one_line(args: list, piece: str, tmp_path) -> None:
+    """python ARGS exits with 2 and one line on stderr, `error: ...` naming `piece`."""
     done = subprocess.run(
-        [sys.executable, "-m", "lenet5x.demo", *argv],
+        [sys.executable, *args],
         capture_output=True,
         text=True,
         timeout=60,
