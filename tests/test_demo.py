@@ -464,8 +464,25 @@ def refused_in_one_line(args: list, piece: str, tmp_path) -> None:
 
 
 def test_listening_beyond_this_machine_is_said_and_ctrl_c_stops(tmp_path):
+    # Ctrl-C as at a terminal even where this test runs with SIGINT ignored (a background job):
+    # an ignored signal stays ignored across exec, a default one becomes KeyboardInterrupt
+    reset = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    )
     process = subprocess.Popen(
-        [sys.executable, "-m", "lenet5x.demo", "--host", "0.0.0.0", "--port", "0"],
+        [
+            sys.executable,
+            "-c",
+            reset,
+            sys.executable,
+            "-m",
+            "lenet5x.demo",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
