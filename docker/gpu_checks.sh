@@ -79,10 +79,10 @@ fi
 
 if [[ $steps == *,bench,* ]]; then
     echo "== benchmarks/train_speed.py"
-    # shellcheck disable=SC2086  # BENCH_ARGS is a list of flags
     backends=cupy
     "$py" -c "import torch" 2> /dev/null && backends+=,torch
     "$py" -c "import jax" 2> /dev/null && backends+=,jax,jax-jit
+    # shellcheck disable=SC2086  # BENCH_ARGS is a list of flags
     "$py" benchmarks/train_speed.py --data-dir "$data" --backends "$backends" \
         --json "$out/benchmark.json" --write docs/speed.md --marker speed-table-gpu ${BENCH_ARGS:-} \
         || failed+=(bench)
