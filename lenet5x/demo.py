@@ -190,19 +190,19 @@ class Samples:
 def find_samples(net, data_dir=None) -> tuple[Samples | None, str]:
     """The test digits from data_dir, $LENET5X_DATA_DIR or the cache (never downloaded), all
     classified; (None, why) where there are none."""
-    from .data.sources import _find_anywhere
+    from .data.sources import find_dataset
     from .restore import load_data
 
     dataset = net.restored.config.data.dataset
     try:
-        found, dirs = _find_anywhere(dataset, data_dir)
+        found, dirs = find_dataset(dataset, data_dir)
         if (
             not found
             and data_dir is None
             and not net.restored.shipped
             and net.restored.config.data.dir
         ):
-            found, dirs = _find_anywhere(dataset, net.restored.config.data.dir)  # the run's own
+            found, dirs = find_dataset(dataset, net.restored.config.data.dir)  # the run's own
         if not found:
             where = ", ".join(str(d) for d in dirs) or "no data folder set"
             return None, f"no {dataset} test set in {where} (--data-dir names one)"

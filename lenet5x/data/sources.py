@@ -168,8 +168,9 @@ def download_file(urls, target: Path, md5: str, timeout: float = 30.0, log=print
     raise DataError(f"could not download {target.name}: " + "; ".join(errors))
 
 
-def _find_anywhere(dataset: str, data_dir) -> tuple[dict[str, Path] | None, list[Path]]:
-    """The four files from the first directory that holds them (candidate_dirs), and the dirs."""
+def find_dataset(dataset: str, data_dir) -> tuple[dict[str, Path] | None, list[Path]]:
+    """The four files from the first directory that holds them (candidate_dirs), or None, and
+    the directories looked in; never downloads (locate_or_download does)."""
     if (
         data_dir
         and Path(data_dir).expanduser().exists()
@@ -206,7 +207,7 @@ def locate_or_download(dataset: str, data_dir=None, mirrors=None, log=None) -> d
     log = log or (lambda message: print(message, file=sys.stderr))
     if dataset not in DATASETS:
         raise DataError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
-    found, dirs = _find_anywhere(dataset, data_dir)
+    found, dirs = find_dataset(dataset, data_dir)
     if found:
         return found
     if mirrors is None and os.environ.get("LENET5X_MIRROR"):
