@@ -98,6 +98,7 @@ class Run:
     resumed: bool = False
     lock: Any = None  # the run directory's lock (rundir.create_run_dir), held while training
     train_step: TrainStep | None = None  # one training update (step.py), made by start
+    pool_maps: numpy.ndarray | None = None  # the paper's fixed pool of distortions (pool_of)
     log: Callable[[str], None] = say
 
     @property
@@ -175,8 +176,19 @@ def prepare(config: Config, name: str, resuming: bool = False, log=say) -> Run:
     params = model.init(numpy.random.default_rng([t.seed, STREAM_INIT]), backend)
     state = optimizer.init_state(params)
     return Run(
-        config, run_dir, backend, host, train, test, val, model, optimizer, params, state, log=log
-    )
+        config, run_dir, backend, host, train, test, val, model, optimizer, params, state,
+        log=log, pool_maps=pool_of(config),
+    )  # fmt: skip
+
+
+def pool_of(config: Config) -> numpy.ndarray | None:
+    """The inverse maps (P, 6) of the paper's fixed pool of P distorted copies (sec. III-C),
+    drawn once for the run from its seed; None without a pool."""
+    d = config.data.distortions
+    if not (d.enabled and d.pool):
+        return None
+    rng = numpy.random.default_rng([config.train.seed, STREAM_DISTORT_POOL])
+    return draw_inverse_maps(rng, d.pool, dataclasses.replace(d, probability=1.0))
 
 
 def resume(run: Run) -> Run:
@@ -259,13 +271,9 @@ def pass_patterns(run: Run, epoch: int) -> tuple[numpy.ndarray, numpy.ndarray | 
     distortions.probability. With the paper's fixed pool (distortions.pool copies drawn once for
     the run, sec. III-C), n patterns drawn from the n originals and the copies."""
     seed, n, d = run.config.train.seed, len(run.train), run.config.data.distortions
-    if d.enabled and d.pool:
-        pool = draw_inverse_maps(
-            numpy.random.default_rng([seed, STREAM_DISTORT_POOL]),
-            d.pool,
-            dataclasses.replace(d, probability=1.0),
-        )
-        return draw_pool_pass(numpy.random.default_rng([seed, STREAM_DISTORT_POOL, epoch]), pool, n)
+    if run.pool_maps is not None:
+        rng = numpy.random.default_rng([seed, STREAM_DISTORT_POOL, epoch])
+        return draw_pool_pass(rng, run.pool_maps, n)
     order = pass_order(seed, epoch, n, run.config.train.shuffle)
     if not d.enabled:
         return order, None
