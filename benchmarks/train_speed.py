@@ -10,8 +10,9 @@ memory is its own); the two frameworks alternate, `--rounds` times, and the medi
 epoch is timed as the median of several windows of steps after a warm-up, times the number of
 steps in an epoch; `--scaling` also times whole passes over 1/4, 1/2 and all of the training set.
 NumPy runs against PyTorch CPU always, CuPy against PyTorch CUDA when a GPU is present;
-`--backends torch,jax,jax-jit` adds lenet5x's own passes on PyTorch tensors and JAX arrays (eager,
-and with the whole step compiled by jax.jit) against the same PyTorch eager reference.
+`--backends torch,torch-graph,jax,jax-jit` adds lenet5x's own passes on PyTorch tensors and JAX
+arrays (eager, and with the whole step compiled: a CUDA graph, jax.jit) against the same PyTorch
+eager reference.
 torch is a benchmark dependency (pip install -e '.[bench]'); jax for its rows.
 """
 
@@ -68,9 +69,9 @@ def measure_lenet5x(args) -> dict:
     from lenet5x.scoring import score
     from lenet5x.step import CompiledStep, TrainStep
 
-    # "jax-jit": the JAX backend with the whole step compiled (train.compile)
-    compiled = args.device_backend.endswith("-jit")
-    backend = resolve(args.device_backend.removesuffix("-jit"), "float32")
+    # "jax-jit", "torch-graph": the whole step compiled (train.compile): jax.jit, a CUDA graph
+    compiled = args.device_backend in ("jax-jit", "torch-graph")
+    backend = resolve(args.device_backend.split("-")[0], "float32")
     if backend.name == "numpy":
         keep_freed_host_memory()
     xp = backend.xp
@@ -382,9 +383,25 @@ def machine_line() -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     unfused = os.environ.get("LENET5X_FUSED") == "0"  # lenet5x/fused.py: only CuPy uses them
     return (
-        f"{cpu}, {cores} cores, Python {platform.python_version()}, NumPy {numpy.__version__}, "
-        f"PyTorch {torch_version}{jax_version}"
+        f"{gpu_line()}{cpu}, {cores} cores, Python {platform.python_version()}, "
+        f"NumPy {numpy.__version__}, PyTorch {torch_version}{jax_version}"
         f"{'; lenet5x without fused kernels (LENET5X_FUSED=0)' * unfused}"
+    )
+
+
+def gpu_line() -> str:
+    """'GPU, driver, CUDA runtime, CuPy; ' where CuPy finds a CUDA device, else ''."""
+    if not gpu_present():
+        return ""
+    import cupy
+
+    runtime = cupy.cuda.runtime
+    name = runtime.getDeviceProperties(0)["name"]
+    name = name.decode() if isinstance(name, bytes) else name
+    driver, cuda = runtime.driverGetVersion(), runtime.runtimeGetVersion()
+    return (
+        f"{name} (CUDA driver API {driver // 1000}.{driver % 1000 // 10}, runtime "
+        f"{cuda // 1000}.{cuda % 1000 // 10}), CuPy {cupy.__version__}; "
     )
 
 
@@ -415,7 +432,8 @@ def main():
     )
     parser.add_argument(
         "--backends",
-        help="of numpy, cupy, torch, jax, jax-jit (jax with the step compiled), comma-separated "
+        help="of numpy, cupy, torch, torch-graph (the step as a CUDA graph), jax, jax-jit (the "
+        "step by jax.jit), comma-separated "
         "(default: numpy, and cupy when a GPU answers)",
     )
     # internal: one measurement in this process
@@ -449,6 +467,7 @@ def tables(args, parser) -> None:
         "torch": other,
         "jax": other,
         "jax-jit": other,
+        "torch-graph": other,
     }
     names = args.backends.split(",") if args.backends else ["numpy"] + ["cupy"] * gpu_present()
     unknown = set(names) - set(references)

@@ -51,6 +51,17 @@ def constant(key: tuple, like, make) -> Any:
     return made
 
 
+def scalar(value, like) -> Any:
+    """`value` as a 0-d array of like's dtype and device, made once (constant): for
+    xp.maximum(x, 0) and the like, which on PyTorch array-api-compat would otherwise copy the
+    Python number to the device on every call, a copy that a CUDA graph cannot capture."""
+    return constant(
+        ("scalar", value, like.dtype),
+        like,
+        lambda xp, dev: xp.full((), value, dtype=like.dtype, device=dev),
+    )
+
+
 _GPU_PATHS = [False]  # set by gpu_paths()
 
 

@@ -154,8 +154,7 @@ def _torch(device):
             "cuda" if torch.cuda.is_available() else "mps" if mps and mps.is_available() else "cpu"
         )
     try:
-        device = torch.device(device)
-        torch.zeros(1, device=device)
+        device = torch.zeros(1, device=torch.device(device)).device  # "cuda" -> "cuda:0"
     except (RuntimeError, AssertionError, TypeError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise BackendError(
@@ -166,7 +165,8 @@ def _torch(device):
 
 def _jax(device):
     """(jax.numpy, a jax Device): `device` "cpu" or "gpu", or None for JAX's default. float64
-    and int64 (the index tables) need JAX's 64-bit mode, which is switched on here."""
+    and int64 (the index tables) need JAX's 64-bit mode, which is switched on here, and float32
+    products full float32 precision."""
     try:
         import jax
         import jax.numpy as xp
@@ -175,6 +175,8 @@ def _jax(device):
             f"JAX is not installed ({error}); pip install 'lenet5x[jax]', or use --backend numpy"
         ) from None
     jax.config.update("jax_enable_x64", True)
+    # float32 products in float32, as on the other backends (on GPUs XLA's default is TF32)
+    jax.config.update("jax_default_matmul_precision", "highest")
     try:
         return xp, jax.devices(device)[0] if device else jax.devices()[0]
     except RuntimeError as error:
@@ -220,11 +222,130 @@ def resolve(name: str = "auto", dtype: str = "float32", device: Any = None) -> B
     return Backend(name=name, xp=xp, device=device, dtype=getattr(xp, dtype), note=note)
 
 
-def compile_function(function):
-    """jax.jit(function): the whole function traced once per shape and compiled by XLA."""
-    import jax
+def compile_function(function, backend: Backend, carry: int = 0):
+    """The whole `function` compiled for `backend`: jax.jit (traced once per shape and compiled by
+    XLA), or on PyTorch's CUDA a CUDA graph replayed (GraphedFunction). Its first `carry`
+    results are fed back as its first `carry` arguments on the next call (the parameters and the
+    optimizer's arrays): a CUDA graph keeps them where they are instead of copying them in."""
+    if backend.name == "jax":
+        import jax
 
-    return jax.jit(function)
+        return jax.jit(function)
+    if backend.name == "torch" and backend.device.type == "cuda":
+        return GraphedFunction(function, carry)
+    raise BackendError(
+        f"train.compile is offered on jax and on torch with a CUDA device, not {backend.name} on "
+        f"{backend.device}"
+    )
+
+
+class GraphedFunction:
+    """function(*args) replayed from a CUDA graph (torch.cuda.graphs), captured once per shape.
+
+    Arguments are nests of dicts, tuples and lists of CUDA tensors, Python floats and other values;
+    results, of CUDA tensors. A float argument becomes a 0-d float64 tensor of the graph, refilled
+    each call, so a changing rate does not capture again; another value (None, an int) and any
+    change of structure, shape or dtype captures anew. Each call copies into the graph the tensors it has not
+    seen at the same place before (the batch's indices; not the data set, passed again as the same
+    tensors), replays the graph, and returns the results as views of fresh tensors (one per dtype)
+    that the next replay does not overwrite. The first `carry` results are copied, inside the
+    graph, to where the first `carry` arguments live: passed back next call, they need no copy.
+    The host never waits for the device.
+    """
+
+    def __init__(self, function, carry: int = 0) -> None:
+        self.function, self.carry, self.graphs = function, carry, {}
+
+    def __call__(self, *args):
+        from torch.utils import _pytree as pytree
+
+        leaves, spec = pytree.tree_flatten(args)
+        key = (spec, tuple(_signature(x) for x in leaves))
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(args, leaves, spec)
+        g = self.graphs[key]
+        for i, x in enumerate(leaves):
+            if isinstance(x, float):
+                g["inputs"][i].fill_(x)
+            elif _is_tensor(x) and x is not g["seen"][i]:
+                g["inputs"][i].copy_(x)
+        g["graph"].replay()
+        flats = {dtype: flat.clone() for dtype, flat in g["flats"].items()}
+        results = [flats[dtype][a:b].view(shape) for dtype, a, b, shape in g["slices"]]
+        g["seen"] = list(leaves)
+        for i, position in g["fed_back"]:  # those arguments of the graph now hold these results
+            g["seen"][position] = results[i]
+        return pytree.tree_unflatten(results, g["out_spec"])
+
+    def _capture(self, args, leaves, spec) -> dict:
+        import torch
+        from torch.utils import _pytree as pytree
+
+        device = next(x.device for x in leaves if _is_tensor(x))
+        inputs = [
+            x.clone()
+            if _is_tensor(x)
+            else torch.tensor(x, dtype=torch.float64, device=device)
+            if isinstance(x, float)
+            else x
+            for x in leaves
+        ]
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):  # warm-up: lazy initialisations stay out of the graph
+            for _ in range(2):
+                self.function(*pytree.tree_unflatten(inputs, spec))
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = self.function(*pytree.tree_unflatten(inputs, spec))
+            results, out_spec = pytree.tree_flatten(out)
+            dtypes = list(dict.fromkeys(r.dtype for r in results))
+            flats = {d: torch.cat([r.reshape(-1) for r in results if r.dtype == d]) for d in dtypes}
+            fed_back = _fed_back(args, out, self.carry)
+            for i, position in fed_back:
+                inputs[position].copy_(results[i])
+        slices, starts = [], dict.fromkeys(dtypes, 0)
+        for r in results:
+            a = starts[r.dtype]
+            starts[r.dtype] = a + r.numel()
+            slices.append((r.dtype, a, a + r.numel(), tuple(r.shape)))
+        return {
+            "graph": graph,
+            "inputs": inputs,
+            "flats": flats,
+            "slices": slices,
+            "out_spec": out_spec,
+            "fed_back": fed_back,
+            "seen": [None] * len(leaves),
+        }
+
+
+def _is_tensor(x) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def _signature(x) -> tuple:
+    """What a captured graph depends on: a tensor's shape, dtype and device; that a float is a
+    float; any other value itself."""
+    if _is_tensor(x):
+        return ("tensor", tuple(x.shape), str(x.dtype), str(x.device))
+    return ("float",) if isinstance(x, float) else ("value", x)
+
+
+def _fed_back(args, out, carry: int) -> list[tuple[int, int]]:
+    """[(result leaf, argument leaf), ...]: the leaves of results 0..carry-1 and of the arguments
+    they are passed back as, where the two have one structure (Adam's first step has no moments
+    yet: nothing of those is carried)."""
+    from torch.utils import _pytree as pytree
+
+    pairs = []
+    for n in range(carry):
+        (leaves, a_spec), o_spec = pytree.tree_flatten(args[n]), pytree.tree_flatten(out[n])[1]
+        if a_spec == o_spec:
+            a0, o0 = len(pytree.tree_leaves(args[:n])), len(pytree.tree_leaves(out[:n]))
+            pairs += [(o0 + j, a0 + j) for j in range(len(leaves))]
+    return pairs
 
 
 def elementwise_kernel(inputs: str, outputs: str, body: str, name: str, preamble: str = ""):

@@ -206,7 +206,7 @@ class TrainConfig:
     # auto: CuPy with a CUDA GPU, else NumPy; torch and jax: their arrays, the same passes
     backend: Literal["auto", "numpy", "cupy", "torch", "jax"] = "auto"
     device: str | None = None  # torch: cpu, cuda or mps; jax: cpu or gpu (None: the best there)
-    compile: bool = False  # jax: compile the whole training step with jax.jit
+    compile: bool = False  # the whole training step as one program: jax.jit, or torch's CUDA graphs
     eval_batch_size: int = 1000  # patterns per evaluation batch (NumPy: at most parallel.CPU_SHARD)
     # CPU threads sharing each batch (None: all cores on NumPy for batches of 128 or more, else 1)
     workers: int | None = None
@@ -216,8 +216,11 @@ class TrainConfig:
 
     def __post_init__(self):
         _check_choices(self)
-        if self.compile and self.backend != "jax":
-            raise ConfigError("compile: offered for the jax backend only (jax.jit of the step)")
+        if self.compile and self.backend not in ("jax", "torch"):
+            raise ConfigError(
+                "compile: offered on the jax backend (jax.jit) and on torch with a CUDA device "
+                "(CUDA graphs)"
+            )
         for key in ("epochs", "batch_size", "eval_batch_size", "workers"):
             _positive(key, getattr(self, key))
         _positive("seed", self.seed, allow_zero=True)

@@ -78,7 +78,9 @@ class Kernel:
         parameters = ", ".join(self.inputs + self.calls)
         body = "".join(f"({out} := {text}), " for out, text in outputs)
         code = compile(f"lambda {parameters}: ({body})", f"<kernel {name}>", "eval")
-        self._python = eval(code, {"__builtins__": {}})
+        # no builtins but __import__, which C code reaches through the running frame's builtins
+        # (PyTorch imports modules from C++ under a dispatch mode, a lazy CUDA start, ...)
+        self._python = eval(code, {"__builtins__": {"__import__": __import__}})
         self._functions: dict = {}  # namespace -> the functions the text calls, in it
         self._device = None  # the cupy.ElementwiseKernel, made on first use; False if it failed
 

@@ -227,13 +227,15 @@ def resume(run: Run) -> Run:
 def start(run: Run) -> Run:
     """Lock and write the run directory (config.yaml; on resume, metrics of unfinished epochs
     dropped); say what trains where."""
+    t, workers = run.config.train, train_workers(run)
+    kind = CompiledStep if t.compile else TrainStep  # before the run directory: it may refuse
+    train_step = kind(run.model, run.optimizer, run.train, workers, run.host.background)
     with writing(run.run_dir):
         lock = create_run_dir(run.run_dir)
         save_config(run.config, run.run_dir / "config.yaml")
         if run.resumed:
             truncate_metrics(run.run_dir, run.epoch)
             run.log(f"resuming {run.run_dir} at epoch {run.epoch + 1}, step {run.step}")
-    t, workers = run.config.train, train_workers(run)
     n_params = sum(run.model.parameter_count(run.params).values())
     split = f"{len(run.train):,} train / {len(run.test):,} test"
     split += f" / {len(run.val):,} validation" if run.val else ""
@@ -242,8 +244,6 @@ def start(run: Run) -> Run:
         f"{split} | {run.config.optimizer.name} | batch {t.batch_size} | "
         f"{workers} worker{'s' if workers > 1 else ''} | run dir {run.run_dir}"
     )
-    kind = CompiledStep if t.compile else TrainStep
-    train_step = kind(run.model, run.optimizer, run.train, workers, run.host.background)
     return dataclasses.replace(run, lock=lock, train_step=train_step)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import fused
-from .arrays import array_namespace, constant
+from .arrays import array_namespace, constant, scalar
 
 
 def one_hot(labels, classes: int, dtype) -> Any:
@@ -79,7 +79,7 @@ class MAPCriterion:
         """(e (K, N), z (1, N), log z (N,)): p = e / z, with the exponents shifted so that none
         is positive (e_i = e^{shift - y_i}, z = e^{shift - j} + sum_i e_i, log z unshifted)."""
         xp = array_namespace(out)
-        shift = xp.minimum(xp.min(out, axis=0), self.j)  # (N,)
+        shift = xp.minimum(xp.min(out, axis=0), scalar(self.j, out))  # (N,)
         e = fused.MAP_EXP(out, shift[None, :])
         z, log_z = fused.MAP_NORMALIZER(xp.sum(e, axis=0), shift, self.j)
         return e, z[None, :], log_z

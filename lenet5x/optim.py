@@ -26,6 +26,7 @@ step instead of a few per parameter array, which on a GPU are a kernel launch ea
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -99,6 +100,14 @@ class Optimizer:
 
     def init_state(self, params) -> dict:
         return {}
+
+    def forgetting(self) -> Optimizer:
+        """A copy that remembers no vector between calls (a new FlatVectors): what a compiled step
+        updates with. A join answered from memory would be compiled in as a constant (a CUDA
+        graph reads the vector of its warm-up call forever) instead of computed each step."""
+        fresh = copy.copy(self)
+        fresh.flat = FlatVectors()
+        return fresh
 
     def step(self, params, grads, state, batch_size: int, epoch: int) -> tuple:
         """One update of `params` by the summed gradients `grads` of a batch: (params, state)."""

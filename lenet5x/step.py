@@ -1,7 +1,7 @@
 """One training update on a mini-batch: gather on the device, distort, shard, backprop, step.
 
 This is where a training step is assembled; loop.py calls it once per mini-batch, and the speed
-benchmarks time the same code. CompiledStep is the same step compiled whole by jax.jit.
+benchmarks time the same code. CompiledStep is the same step compiled whole (jax.jit, or a CUDA graph on PyTorch).
 """
 
 from __future__ import annotations
@@ -66,20 +66,21 @@ class TrainStep:
 
 
 class CompiledStep(TrainStep):
-    """TrainStep compiled whole by jax.jit (train.compile on the JAX backend): the gather,
-    distortions, passes and the optimizer's update on the arrays, in one XLA program. The
-    optimizer's host numbers (Optimizer.numbers: rates, bias corrections) are computed outside
-    and passed in, so they change without a recompile; a new batch size compiles once more."""
+    """TrainStep compiled whole (train.compile): the gather, distortions, passes and the
+    optimizer's update on the arrays, as one XLA program (jax.jit) on JAX, or one CUDA graph
+    replayed on PyTorch's CUDA (backend.GraphedFunction). The optimizer's host numbers
+    (Optimizer.numbers: rates, bias corrections) are computed outside and passed in, so they
+    change without a recompile; a new batch size compiles once more."""
 
     def __init__(self, model, optimizer, data, workers: int = 1, background: float = 0.0) -> None:
         super().__init__(model, optimizer, data, 1, background)
-        self._compiled = compile_function(self._arrays_step)
+        self._compiled = compile_function(self._arrays_step, data.backend, carry=2)
 
     def _arrays_step(self, params, arrays, idx, maps, numbers, images, ready, labels):
         data = copy.copy(self.data)  # the split's arrays as arguments, not baked-in constants
         data.images, data.ready, data.labels = images, ready, labels
         total, errors, grads, updates = self.gradients(params, idx, maps, data)
-        params, arrays = self.optimizer.update(params, grads, arrays, numbers)
+        params, arrays = self.optimizer.forgetting().update(params, grads, arrays, numbers)
         return {**params, **updates}, arrays, total, errors
 
     def __call__(self, params, state, idx, epoch: int, maps=None):

@@ -53,7 +53,7 @@ if _missing:
 
 def backend_params(dtype="float64"):
     """numpy, array_api_strict on a non-default device, PyTorch and JAX on the CPU (CI installs
-    both), and cupy when a GPU answers."""
+    both), and cupy and PyTorch on CUDA when a GPU answers."""
     import array_api_strict
 
     cases = [
@@ -80,8 +80,21 @@ def backend_params(dtype="float64"):
                 pytest.mark.skipif(not HAVE_GPU, reason="no CuPy / CUDA device"),
             ],
         ),
+        pytest.param(  # (JAX on the GPU: test_gpu.py's whole steps; its eager ops are slow here)
+            lambda: gpu_backend("torch", dtype),
+            id="torch-gpu",
+            marks=[pytest.mark.gpu, pytest.mark.skipif(not HAVE_GPU, reason="no CUDA device")],
+        ),
     ]
     return cases
+
+
+def gpu_backend(name: str, dtype: str):
+    """PyTorch on CUDA or JAX on the GPU; skipped where that library cannot use the GPU."""
+    try:
+        return resolve(name, dtype, device={"torch": "cuda", "jax": "gpu"}[name])
+    except BackendError as error:
+        pytest.skip(str(error))
 
 
 @pytest.fixture(params=backend_params())

@@ -4,8 +4,9 @@ One SDLM training step (initial weights, forward outputs, loss, gradients, secon
 per-parameter rates, the update) is computed on NumPy and on the other backend and compared:
 float64 to 1e-10 and float32 to 1e-4, relative to each array's largest magnitude. The other
 backend is CuPy when a CUDA device answers (marked gpu), and always array_api_strict on a
-non-default device, so the comparison itself runs in every CPU test run. A short training run on
-CuPy must also reach NumPy's test error within noise (gpu only).
+non-default device, so the comparison itself runs in every CPU test run; on a GPU also PyTorch on
+CUDA and JAX on the GPU. A short training run on each GPU backend (eager and compiled) must also
+reach NumPy's test error within noise (gpu only).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import array_api_strict
 import numpy
 import pytest
 from array_api_compat import device as device_of
-from conftest import HAVE_GPU
+from conftest import HAVE_GPU, gpu_backend
 
 from lenet5x.backend import resolve, to_numpy
 from lenet5x.config import ModelConfig
@@ -33,12 +34,16 @@ needs_gpu = pytest.mark.skipif(not HAVE_GPU, reason="no CuPy / CUDA device")
 OTHERS = [
     pytest.param("array_api_strict", id="strict-device1"),
     pytest.param("cupy", id="cupy", marks=[pytest.mark.gpu, needs_gpu]),
+    pytest.param("torch-gpu", id="torch-gpu", marks=[pytest.mark.gpu, needs_gpu]),
+    pytest.param("jax-gpu", id="jax-gpu", marks=[pytest.mark.gpu, needs_gpu]),
 ]
 
 
 def make_backend(name: str, dtype: str):
     if name == "array_api_strict":
         return resolve(name, dtype, device=array_api_strict.Device("device1"))
+    if name.endswith("-gpu"):
+        return gpu_backend(name.removesuffix("-gpu"), dtype)
     return resolve(name, dtype)
 
 
@@ -170,7 +175,7 @@ def test_cupy_backend_allocates_on_the_gpu(dtype):
     numpy.testing.assert_array_equal(to_numpy(x), numpy.arange(6.0))
 
 
-def final_record(backend: str, out: Path, mnist_dir: Path) -> dict:
+def final_record(backend: str, out: Path, mnist_dir: Path, extra=()) -> dict:
     """Train configs/smoke.yaml (scored on all 10,000 test images) on `backend` through the command
     line; returns the last metrics record."""
     command = [
@@ -185,6 +190,7 @@ def final_record(backend: str, out: Path, mnist_dir: Path) -> dict:
         str(mnist_dir),
         "--backend",
         backend,
+        *extra,
         "--out",
         str(out),
         "--no-progress",
@@ -203,15 +209,35 @@ def final_record(backend: str, out: Path, mnist_dir: Path) -> dict:
     return json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
 
 
+@pytest.fixture(scope="module")
+def numpy_record(tmp_path_factory, mnist_dir):
+    return final_record("numpy", tmp_path_factory.mktemp("numpy") / "run", mnist_dir)
+
+
+COMPILED = ["--set", "train.compile=true"]
+
+
 @pytest.mark.gpu
 @needs_gpu
-def test_short_training_run_on_cupy_reaches_numpys_test_error(tmp_path, mnist_dir):
+@pytest.mark.parametrize(
+    "backend, extra",
+    [
+        ("cupy", []),
+        ("torch", ["--device", "cuda"]),
+        ("torch", ["--device", "cuda", *COMPILED]),
+        ("jax", ["--device", "gpu"]),
+        ("jax", ["--device", "gpu", *COMPILED]),
+    ],
+    ids=["cupy", "torch-cuda", "torch-cuda-graph", "jax-gpu", "jax-gpu-jit"],
+)
+def test_short_training_run_on_a_gpu_reaches_numpys_test_error(
+    backend, extra, numpy_record, tmp_path, mnist_dir
+):
     """Same seed, same data order: the runs differ only by rounding. On NumPy, float32 and float64 runs
     of this config end 0.2 points apart and runs with seeds 0-3 within 2.6 points (6.96-9.57%), so
     3 points is within noise while a broken backend (chance is 90%) is far outside."""
-    numpy_run = final_record("numpy", tmp_path / "numpy", mnist_dir)
-    cupy_run = final_record("cupy", tmp_path / "cupy", mnist_dir)
-    assert (numpy_run["backend"], cupy_run["backend"]) == ("numpy", "cupy")
-    assert numpy_run["epoch"] == cupy_run["epoch"] == 2
-    assert numpy_run["test_error"] < 0.2, numpy_run
-    assert abs(cupy_run["test_error"] - numpy_run["test_error"]) <= 0.03, (numpy_run, cupy_run)
+    record = final_record(backend, tmp_path / backend, mnist_dir, extra)
+    assert (numpy_record["backend"], record["backend"]) == ("numpy", backend)
+    assert numpy_record["epoch"] == record["epoch"] == 2
+    assert numpy_record["test_error"] < 0.2, numpy_record
+    assert abs(record["test_error"] - numpy_record["test_error"]) <= 0.03, (numpy_record, record)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy
 
-from ..arrays import array_namespace, device
+from ..arrays import array_namespace, device, scalar
 
 
 def draw_inverse_maps(rng: numpy.random.Generator, count: int, ranges) -> numpy.ndarray:
@@ -80,7 +80,8 @@ def apply_affine(x, maps, background: float) -> Any:
         xi, yi = xp.astype(x0, xp.int64) + dx, xp.astype(y0, xp.int64) + dy
         inside = (xi >= 0) & (xi < size) & (yi >= 0) & (yi < size)
         # clamped with maximum/minimum: clip through array-api-compat masks and syncs a GPU
-        row, col = xp.minimum(xp.maximum(yi, 0), size - 1), xp.minimum(xp.maximum(xi, 0), size - 1)
+        low, high = scalar(0, yi), scalar(size - 1, yi)
+        row, col = xp.minimum(xp.maximum(yi, low), high), xp.minimum(xp.maximum(xi, low), high)
         index = (row * size + col) * n + batch
         values = xp.reshape(xp.take(flat, xp.reshape(index, (-1,))), (size, size, n))
         out += weight * xp.where(inside, values, background)

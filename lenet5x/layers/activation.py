@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import fused, paper
-from ..arrays import array_namespace
+from ..arrays import array_namespace, scalar
 from .base import Parameterless
 
 
@@ -56,7 +56,7 @@ class ReLU(Parameterless):
 
     def forward(self, params, x, train=False) -> tuple:
         xp = array_namespace(x)
-        y = xp.maximum(x, 0.0)
+        y = xp.maximum(x, scalar(0.0, x))
         return y, y
 
     def backward(self, params, cache, dy, need_dx=True) -> tuple:
