@@ -70,10 +70,14 @@ print(f"GPU {name} | CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()} "
 EOF
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || true
 
+# one test that hangs must not take the others' time (pytest-timeout, where it is installed)
+per_test=()
+"$py" -c "import pytest_timeout" 2> /dev/null && per_test=(--timeout 180)
+
 if [[ $steps == *,tests,* ]]; then
     echo "== tests marked gpu"
-    if LENET5X_TEST_MNIST=$data within 300 "$py" -m pytest -m gpu -q -rs -p no:cacheprovider \
-        --durations=10 --junitxml "$out/gpu-tests.xml"; then
+    if LENET5X_TEST_MNIST=$data within 1500 "$py" -m pytest -m gpu -v -rfEs -p no:cacheprovider \
+        --durations=20 "${per_test[@]}" --junitxml "$out/gpu-tests.xml"; then
         "$py" - "$out/gpu-tests.xml" <<'EOF' || failed+=(tests)
 import sys
 import xml.etree.ElementTree as ET
