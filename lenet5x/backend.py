@@ -364,6 +364,53 @@ def kernel_compile_errors() -> tuple[type, ...]:
     return (CompileException,)
 
 
+def elementwise_kernel_cubin(
+    inputs: str,
+    outputs: str,
+    body: str,
+    name: str,
+    preamble: str,
+    dtype: str,
+    scalars: bool,
+    arch: str,
+) -> bytes:
+    """Compile, with NVRTC and no GPU, what CuPy compiles on the first call of
+    elementwise_kernel(inputs, outputs, body, name, preamble) on a device of compute capability
+    `arch` ("90": H100/H200), for T = dtype, every argument a contiguous array or (scalars) every
+    input but the first a scalar. Returns the cubin; raises what kernel_compile_errors() names.
+
+    The source is CuPy's own: its generator (cupy._core._kernel), headers and options (those of
+    core.compile_with_cache and compiler._compile_with_cache_cuda), the architecture given instead
+    of asked of a device. Private CuPy functions: a CuPy that changes them fails here, loudly."""
+    import cupy
+    from cupy._core import _kernel, core
+    from cupy.cuda import compiler
+
+    kernel = cupy.ElementwiseKernel(inputs, outputs, body, name, preamble=preamble)
+    t = numpy.dtype(dtype)
+    in_types = tuple(p.dtype if p.dtype is not None else t for p in kernel.in_params)
+    out_types = tuple(p.dtype if p.dtype is not None else t for p in kernel.out_params)
+    _, _, type_map = _kernel._decide_params_type(
+        kernel.in_params, kernel.out_params, in_types, out_types
+    )
+    ndarray, indexer, scalar = 1, 2, 3  # cupy/_core/_kernel.pxd: _ArgKind
+    infos = [
+        _kernel._ArgInfo(scalar, cupy._core._scalar.CScalar, numpy.dtype(d), 0, True, True)
+        if scalars and 0 < i < len(in_types)
+        else _kernel._ArgInfo(ndarray, cupy.ndarray, numpy.dtype(d), 1, True, True)
+        for i, d in enumerate(in_types + out_types)
+    ]
+    infos.append(_kernel._ArgInfo(indexer, cupy._core._carray.Indexer, None, 1, True, True))
+    code = _kernel._get_elementwise_kernel_code(
+        tuple(infos), type_map, kernel.params, kernel.operation, name, preamble
+    )
+    source = "".join(f"#include <{h}>\n" for h in core._cupy_header_list) + code
+    options = core.assemble_cupy_compiler_options(())
+    options += ("-ftz=true", f"-arch=sm_{arch}", "--device-as-default-execution-space")
+    program = compiler._NVRTCProgram(source, f"{name}.cu", method="cubin")
+    return program.compile(options)[0]
+
+
 def keep_freed_host_memory() -> None:
     """Ask glibc's malloc to keep large freed blocks instead of returning them to the OS.
 

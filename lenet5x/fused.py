@@ -106,16 +106,28 @@ class Kernel:
         results = self._python(*args, *functions)
         return results[0] if len(results) == 1 else results
 
-    def _build(self):
-        from .backend import elementwise_kernel
+    def cubin(self, arch: str, dtype: str, scalars: bool = False) -> bytes:
+        """The kernel compiled by NVRTC for a GPU of compute capability `arch` ("90"), with no
+        GPU: what CuPy compiles on its first call there with T = dtype, every argument an array
+        or (scalars) every input but the first a number (backend.elementwise_kernel_cubin)."""
+        from .backend import elementwise_kernel_cubin
 
-        self._device = elementwise_kernel(
+        return elementwise_kernel_cubin(*self._cupy_arguments(), dtype, scalars, arch)
+
+    def _cupy_arguments(self) -> tuple[str, str, str, str, str]:
+        """inputs, outputs, body, name and preamble of the cupy.ElementwiseKernel."""
+        return (
             ", ".join(f"{t} {n}" for t, n in zip(self.input_types, self.inputs, strict=True)),
             ", ".join(f"T {out}" for out, _ in self.outputs),
             self.source(),
             f"lenet5x_{self.name}",
-            preamble="\n".join(FUNCTIONS[f][1] for f in self.calls if FUNCTIONS[f][1]),
+            "\n".join(FUNCTIONS[f][1] for f in self.calls if FUNCTIONS[f][1]),
         )
+
+    def _build(self):
+        from .backend import elementwise_kernel
+
+        self._device = elementwise_kernel(*self._cupy_arguments())
         return self._device
 
     def _failed(self, error) -> None:
@@ -217,3 +229,20 @@ ADAM_UPDATE = Kernel(
         ("p", "p0 - lrwd * (p0 * mask) - rate * (m / (sqrt(v) * k + eps))"),
     ),
 )
+
+KERNELS = tuple(k for k in tuple(globals().values()) if isinstance(k, Kernel))
+
+
+def compile_all(arch: str = "90") -> int:
+    """Compile every kernel of KERNELS with NVRTC for compute capability `arch` (90: H100/H200),
+    with no GPU, for float32 and float64, every input an array and every input but the first a
+    number. Returns the number compiled; raises the first compile error (CuPy's
+    CompileException, with NVRTC's log). tests/test_nvrtc.py runs it in CI, and
+    docker/build_images.sh in the built CUDA image."""
+    count = 0
+    for kernel in KERNELS:
+        for dtype in ("float32", "float64"):
+            for scalars in (False, True):
+                kernel.cubin(arch, dtype, scalars)
+                count += 1
+    return count

@@ -59,6 +59,10 @@ def test_base_is_a_pinned_cuda_runtime_image_with_a_matching_cupy_extra():
     assert extra and f'"cupy-cuda{major}x' in extra.group(1), (
         f"pyproject.toml: no cuda{major} extra"
     )
+    nvrtc = re.search(rf"^nvrtc{major}\s*=\s*\[(.*)\]", (ROOT / "pyproject.toml").read_text(), re.M)
+    assert nvrtc and all(f'"nvidia-cuda-{lib}' in nvrtc.group(1) for lib in ("nvrtc", "runtime")), (
+        f"pyproject.toml: no nvrtc{major} extra (NVRTC and the CUDA headers, docker/install.sh)"
+    )
 
 
 def test_runs_as_a_non_root_user_with_data_and_runs_volumes_and_the_train_entry_point():
@@ -85,7 +89,7 @@ def test_everything_copied_exists_and_is_in_the_build_context():
 
 @pytest.mark.parametrize(
     "cuda_version, extras",
-    [(None, "plots"), ("12.8.1", "plots,cuda12"), ("13.0.2", "plots,cuda13")],
+    [(None, "plots"), ("12.8.1", "plots,cuda12,nvrtc12"), ("13.0.2", "plots,cuda13,nvrtc13")],
 )
 def test_install_sh_picks_the_cupy_extra_of_the_cuda_major(tmp_path, cuda_version, extras):
     """install.sh with a stand-in python3 that records what pip would be asked to install."""

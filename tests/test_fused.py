@@ -18,7 +18,7 @@ from lenet5x.backend import resolve, to_numpy
 from lenet5x.layers.activation import ReLU, ScaledTanh
 from lenet5x.layers.subsample import Subsampling
 
-KERNELS = [k for k in vars(fused).values() if isinstance(k, fused.Kernel)]
+KERNELS = fused.KERNELS
 
 
 @pytest.mark.parametrize(
