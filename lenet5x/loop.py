@@ -554,9 +554,11 @@ def training_context(run: Run):
         yield stop
 
 
-def fit(config: Config, name: str, resume_dir: Path | None = None, log=say) -> Run:
+def fit(config: Config, name: str, resume_dir: Path | None = None, log=say, after_pass=None) -> Run:
     """A whole run: train `config` (named `name` for its default run directory) from scratch,
-    or resume the run in `resume_dir` (whose config.yaml `config` was read from)."""
+    or resume the run in `resume_dir` (whose config.yaml `config` was read from).
+    after_pass(run), if given, is called after each pass's checkpoint is written (a sweep sends
+    the run's files home from there)."""
     run = prepare(config, name, resuming=resume_dir is not None, log=log)
     run = resume(run) if resume_dir is not None else run
     run = start(run)
@@ -566,6 +568,8 @@ def fit(config: Config, name: str, resume_dir: Path | None = None, log=say) -> R
                 run, done = run_pass(run, stop)
                 if done is not None:
                     run = end_of_pass(run, done)
+                    if after_pass is not None:
+                        after_pass(run)
     finally:
         run.train_step.close()
         run.lock.close()
