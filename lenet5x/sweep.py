@@ -36,6 +36,7 @@ from .sweep_task import train_on_worker
 INSTALL = "pip install 'lenet5x[sweep]'"
 CONNECT_SECONDS = 10  # how long to wait for an existing cluster's scheduler to answer
 POLL_SECONDS = 0.3  # between looks at the runs' messages and results
+STOP_SECONDS = 60  # how long Ctrl-C waits for the running runs to save their checkpoints
 
 
 def say(line: str) -> None:
@@ -106,6 +107,7 @@ def connect(distributed, scheduler: str | None, workers: int | None):
             silence_logs=logging.ERROR,
         )  # fmt: skip
         with cluster, distributed.Client(cluster) as client:
+            client.register_plugin(ignore_ctrl_c(distributed))
             yield client, f"a local Dask cluster of {n} worker process{'es' * (n != 1)}"
         return
     try:
@@ -119,6 +121,13 @@ def connect(distributed, scheduler: str | None, workers: int | None):
     with client:
         n = len(client.scheduler_info()["workers"])
         yield client, f"the Dask cluster at {scheduler} ({n} worker{'s' * (n != 1)} now)"
+
+
+def ignore_ctrl_c(distributed):
+    """sweep_task.IgnoreCtrlC as the WorkerPlugin that Client.register_plugin takes."""
+    from .sweep_task import IgnoreCtrlC
+
+    return type("IgnoreCtrlC", (IgnoreCtrlC, distributed.WorkerPlugin), {})()
 
 
 def check_run_dirs(runs: list[SweepRun]) -> None:
@@ -169,7 +178,9 @@ def on_disk(run: SweepRun) -> tuple[str, str]:
     epochs = len(read_metrics(run_dir)) if (run_dir / "checkpoint.npz").is_file() else 0
     if epochs >= run.config.train.epochs:
         return "done", f"{epochs} epochs"
-    return "queued", f"resumes after epoch {epochs}" if epochs else ""
+    if (run_dir / "checkpoint.npz").is_file():
+        return "queued", f"from its checkpoint ({epochs} epochs done)"
+    return "queued", ""
 
 
 def offered_files(run: SweepRun) -> dict:
@@ -196,6 +207,7 @@ class Sweep:
         self.queue = distributed.Queue(self.channel, client=client)
         self.starts: dict[str, int] = {}  # how often each run began on a worker
         self.notes: dict[str, str] = {}  # what the status says of a run started again
+        self.on: dict[str, str] = {}  # the worker each run is running on
         self.epoch: dict[str, int] = {}
 
     def run(self, runs: list[SweepRun]) -> None:
@@ -220,8 +232,7 @@ class Sweep:
                     self.read_messages(by_name)
                     self.finished(pending.pop(future), future)
         except KeyboardInterrupt:
-            self.stop(list(pending.values()))
-            self.client.cancel(list(pending))
+            self.stop(pending, by_name)
             raise Interrupted(
                 f"sweep interrupted: {len(pending)} runs not finished, their checkpoints kept; "
                 "the same command again resumes them"
@@ -243,20 +254,23 @@ class Sweep:
                 write_files(run_dir, message["files"])
                 self.epoch[run.name] = message["epoch"]
                 self.offer(run.name, {"epoch": message["epoch"], "files": message["files"]})
-                self.status.set(run.name, "running", self.where(run, message["epoch"]))
+                where = self.where(run, message["epoch"])
+                self.status.set(run.name, "running", f"{where}; {self.on.get(run.name, '')}")
 
     def started(self, run: SweepRun, message: dict) -> None:
         """A run began on a worker: the second time, because its first worker was lost."""
         self.starts[run.name] = self.starts.get(run.name, 0) + 1
         epoch, worker = message["epoch"], message["worker"]
-        origin = f"from the checkpoint of epoch {epoch}" if epoch else "from scratch"
+        origin = (
+            f"from its checkpoint ({epoch} epochs done)" if message["resumed"] else "from scratch"
+        )
         if self.starts[run.name] > 1:
             self.notes[run.name] = f"started again {origin} after a lost worker"
             self.log(f"{run.name}: its worker was lost; started again on {worker}, {origin}")
-        elif epoch:
-            self.log(f"{run.name}: resumed from the checkpoint of epoch {epoch}")
-        where = f"{self.where(run, epoch)}; on {worker} (pid {message['pid']})"
-        self.status.set(run.name, "running", where)
+        elif message["resumed"]:
+            self.log(f"{run.name}: resumed {origin}")
+        self.on[run.name] = f"on {worker} (pid {message['pid']})"
+        self.status.set(run.name, "running", f"{self.where(run, epoch)}; {self.on[run.name]}")
 
     def where(self, run: SweepRun, epoch: int) -> str:
         note = self.notes.get(run.name)
@@ -282,11 +296,30 @@ class Sweep:
         self.status.set(run.name, "failed", reason)
         self.log(f"{run.name}: failed: {reason}")
 
-    def stop(self, runs: list[SweepRun]) -> None:
-        for run in runs:
-            epoch = self.epoch.get(run.name, 0)
-            after = f"resumes after epoch {epoch}" if epoch else "starts from scratch"
-            self.status.set(run.name, "queued", f"interrupted; the next invocation {after}")
+    def stop(self, pending: dict, by_name: dict) -> None:
+        """Ask the running runs to save a checkpoint where they are and wait for them (at most
+        STOP_SECONDS; Ctrl-C again stops at once); the unfinished ones are queued again."""
+        self.log("stopping: each running run saves a checkpoint (Ctrl-C again: stop at once)")
+        self.client.cancel([f for f, run in pending.items() if run.name not in self.on])
+        self.distributed.Event(f"{self.channel}/stop", client=self.client).set()
+        deadline = time.monotonic() + STOP_SECONDS
+        try:
+            while any(not f.done() for f in pending) and time.monotonic() < deadline:
+                time.sleep(POLL_SECONDS)
+                self.read_messages(by_name)
+            self.read_messages(by_name)
+            for future in [f for f in pending if f.status == "finished"]:
+                result = future.result()
+                write_files(Path(pending[future].config.train.out), result["files"])
+                if not result["stopped"]:
+                    self.finished(pending.pop(future), future)
+        except KeyboardInterrupt:
+            pass
+        self.client.cancel(list(pending))
+        for run in pending.values():
+            epochs = on_disk(run)[1]
+            then = f"the next invocation resumes it {epochs}" if epochs else "it starts afresh"
+            self.status.set(run.name, "queued", f"interrupted; {then}")
 
 
 def write_results(out: Path, runs: list[SweepRun], log) -> list[dict]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 SENT_EACH_PASS = ("metrics.jsonl", "checkpoint.npz", "best.npz")  # enough to resume the run
@@ -26,37 +27,92 @@ def files_of(run_dir: Path, names) -> dict[str, bytes]:
 
 def train_on_worker(name: str, config: dict, channel: str) -> dict:
     """Train run `name` with `config` (Config.to_dict()) from its offered checkpoint, if any;
-    returns {"run", "files": {name: bytes}, "log": [lines]}. Errors propagate (the client
-    marks the run failed with their message)."""
-    from distributed import Queue, Variable, get_worker
+    returns {"run", "files": {name: bytes}, "log": [lines], "stopped": bool}. A run asked to
+    stop (the Dask Event `channel/stop`, set on Ctrl-C) saves a checkpoint where it is and
+    returns it. Errors propagate (the client marks the run failed with their message)."""
+    from distributed import Event, Queue, Variable, get_worker
 
-    from .config import Config, build, save_config
-    from .loop import configure, fit
-    from .parallel import single_threaded_blas
+    from .errors import Interrupted
+    from .loop import fit
 
     queue = Queue(channel)
     offered = Variable(f"{channel}/{name}").get(timeout=60) or {}
     lines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="lenet5x-sweep-") as folder:
         run_dir = Path(folder) / name
-        run_dir.mkdir()
-        resume = bool(offered.get("files"))
-        for file_name, data in (offered.get("files") or {}).items():
-            (run_dir / file_name).write_bytes(data)
+        resolved, resume = prepare_dir(run_dir, config, offered.get("files") or {})
         queue.put({"run": name, "event": "start", "epoch": offered.get("epoch", 0),
-                   "worker": get_worker().address, "pid": os.getpid()})  # fmt: skip
+                   "resumed": resume, "worker": get_worker().address, "pid": os.getpid()})  # fmt: skip
 
         def send(run) -> None:
             files = files_of(run.run_dir, SENT_EACH_PASS)
             queue.put({"run": name, "event": "pass", "epoch": run.epoch, "files": files})
 
-        settings = {**config, "train": {**config["train"], "out": str(run_dir)}}
-        if resume:  # the checkpoint's run, continued as `lenet5x train --resume` does
-            save_config(build(Config, settings), run_dir / "config.yaml")
-            epochs = f"train.epochs={config['train']['epochs']}"
-            resolved, _ = configure(None, [epochs], run_dir)
-        else:
-            resolved = build(Config, settings)
-        with single_threaded_blas(True):
-            fit(resolved, name, run_dir if resume else None, log=lines.append, after_pass=send)
-        return {"run": name, "files": files_of(run_dir, SENT_AT_THE_END), "log": lines}
+        from .parallel import single_threaded_blas
+
+        with StopWhenSet(Event(f"{channel}/stop")) as stop, single_threaded_blas(True):
+            try:
+                fit(resolved, name, run_dir if resume else None, lines.append, send, stop)
+            except Interrupted as said:
+                lines.append(str(said))
+                files = files_of(run_dir, SENT_EACH_PASS)
+                return {"run": name, "files": files, "log": lines, "stopped": True}
+        files = files_of(run_dir, SENT_AT_THE_END)
+        return {"run": name, "files": files, "log": lines, "stopped": False}
+
+
+def prepare_dir(run_dir: Path, config: dict, files: dict[str, bytes]):
+    """The run's folder on this worker, with the offered checkpoint's files: (the Config to
+    train, whether it resumes)."""
+    from .config import Config, build, save_config
+    from .loop import configure
+
+    run_dir.mkdir()
+    for file_name, data in files.items():
+        (run_dir / file_name).write_bytes(data)
+    settings = {**config, "train": {**config["train"], "out": str(run_dir)}}
+    if not files:
+        return build(Config, settings), False
+    # the checkpoint's run, continued as `lenet5x train --resume` does
+    save_config(build(Config, settings), run_dir / "config.yaml")
+    resolved, _ = configure(None, [f"train.epochs={config['train']['epochs']}"], run_dir)
+    return resolved, True
+
+
+class StopWhenSet:
+    """loop.fit's stop request on a worker: `requested` turns true once the Dask Event is set
+    (looked at every second by a thread of its own, not at every step)."""
+
+    def __init__(self, event, every: float = 1.0) -> None:
+        self.event, self.every, self.requested = event, every, False
+        self.done = threading.Event()
+
+    def __enter__(self):
+        threading.Thread(target=self.watch, daemon=True).start()
+        return self
+
+    def watch(self) -> None:
+        while not self.done.wait(self.every):
+            try:
+                if self.event.is_set():
+                    self.requested = True
+                    return
+            except Exception:  # the client went away: the run goes on, as Dask decides
+                return
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+
+
+class IgnoreCtrlC:
+    """A Dask worker plugin for the sweep's own local cluster: its worker processes, in the
+    terminal's process group, leave Ctrl-C to the sweep, which stops them itself."""
+
+    name = "lenet5x-ignore-ctrl-c"
+
+    def setup(self, worker) -> None:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
