@@ -20,7 +20,6 @@ from conftest import MNIST_DIR
 distributed = pytest.importorskip("distributed")
 
 import lenet5x  # noqa: E402
-from lenet5x import sweep_file  # noqa: E402
 from lenet5x.cli import main as lenet5x_main  # noqa: E402
 from lenet5x.rundir import read_metrics  # noqa: E402
 
@@ -315,22 +314,3 @@ def test_without_dask_the_error_names_the_extra(tmp_path, capsys, monkeypatch):
     assert err.count("\n") == 1 and "needs dask[distributed]" in err
     assert err.endswith("sweep extra: pip install 'lenet5x[sweep]'\n")
     assert not out.exists()
-
-
-def test_the_sweep_file_names_its_runs(tmp_path):
-    spec = write_spec(tmp_path, """\
-seeds: 0-2
-epochs: 3
-configs:
-  - {name: paper, base: lenet5}
-  - {name: online, base: lenet5, set: {train.batch_size: 1}, seeds: [5]}
-  - {base: modern, grid: {train.batch_size: [32, 64]}, seeds: 7}
-""")  # fmt: skip
-    runs = sweep_file.read_sweep(spec, tmp_path / "out")
-    assert [r.name for r in runs] == [
-        "paper-s0", "paper-s1", "paper-s2", "online-s5",
-        "modern-train.batch_size=32-s7", "modern-train.batch_size=64-s7",
-    ]  # fmt: skip
-    assert {r.config.train.epochs for r in runs} == {3}
-    assert [r.config.train.batch_size for r in runs[2:]] == [16, 1, 32, 64]
-    assert runs[3].config.train.out == str(tmp_path / "out" / "runs" / "online-s5")
