@@ -26,9 +26,10 @@ import uuid
 from pathlib import Path
 
 from .cli import OneLineParser, run_command
-from .config import save_config
+from .config import Config, ConfigError, load_config, save_config
 from .errors import Interrupted, UserError
 from .files import atomic_write
+from .results import group_key
 from .rundir import read_metrics
 from .sweep_file import SweepError, SweepRun, read_sweep
 from .sweep_task import train_on_worker
@@ -104,7 +105,7 @@ def connect(distributed, scheduler: str | None, workers: int | None):
         n = workers or available_cores()
         cluster = distributed.LocalCluster(
             n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-            silence_logs=logging.ERROR,
+            silence_logs=logging.CRITICAL,  # a failed run says why in status.txt
         )  # fmt: skip
         with cluster, distributed.Client(cluster) as client:
             client.register_plugin(ignore_ctrl_c(distributed))
@@ -132,26 +133,26 @@ def ignore_ctrl_c(distributed):
 
 def check_run_dirs(runs: list[SweepRun]) -> None:
     """Each run directory that exists holds this sweep's run (its epochs aside), else SweepError."""
-    from .results import group_key
-
     for run in runs:
         path = Path(run.config.train.out) / "config.yaml"
-        if not path.is_file():
-            continue
-        from .config import ConfigError, load_config
-
-        try:
-            held = load_config(path).to_dict()
-        except ConfigError:
-            held = {}
-        wanted = run.config.to_dict()
-        for config in (held, wanted):
-            config.get("train", {}).pop("epochs", None)
-        if group_key(held) != group_key(wanted):
+        if path.is_file() and not same_run(path, run.config):
             raise SweepError(
                 f"{path.parent}: holds a run configured differently from this sweep's "
                 f"{run.name}; give the sweep another --out"
             )
+
+
+def same_run(path: Path, config: Config) -> bool:
+    """Whether the config.yaml at `path` trains what `config` does, seed included (epochs,
+    output and data folder aside)."""
+    try:
+        held = load_config(path).to_dict()
+    except ConfigError:
+        return False
+    wanted = config.to_dict()
+    for settings in (held, wanted):
+        settings["train"].pop("epochs")
+    return group_key(held) == group_key(wanted) and held["train"]["seed"] == wanted["train"]["seed"]
 
 
 class Status:
