@@ -20,7 +20,9 @@ import argparse
 import contextlib
 import dataclasses
 import shutil
+import signal
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -66,7 +68,7 @@ def sweep(spec, out, *, workers: int | None = None, scheduler: str | None = None
     out = Path(out)
     check_run_dirs(runs)
     distributed = need_distributed()
-    with connect(distributed, scheduler, workers) as (client, where):
+    with sigterm_as_ctrl_c(), connect(distributed, scheduler, workers) as (client, where):
         out.mkdir(parents=True, exist_ok=True)
         if not same_file(spec, out / "sweep.yaml"):
             shutil.copyfile(spec, out / "sweep.yaml")
@@ -76,6 +78,24 @@ def sweep(spec, out, *, workers: int | None = None, scheduler: str | None = None
         Sweep(client, distributed, status, log).run(todo)
     rows = write_results(out, runs, log)
     return SweepResult(out, dict(status.states), rows)
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c():
+    """SIGTERM (a `kill`, a batch system's end of job) stops the sweep as Ctrl-C does, in the
+    main thread (elsewhere Python allows no signal handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def same_file(a, b) -> bool:
