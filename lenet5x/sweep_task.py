@@ -27,17 +27,17 @@ def files_of(run_dir: Path, names) -> dict[str, bytes]:
 
 def train_on_worker(name: str, config: dict, channel: str) -> dict:
     """Train run `name` with `config` (Config.to_dict()) from its offered checkpoint, if any;
-    returns {"run", "files": {name: bytes}, "log": [lines], "stopped": bool}. A run asked to
+    returns {"run", "files": {name: bytes}, "stopped": bool}. A run asked to
     stop (the Dask Event `channel/stop`, set on Ctrl-C) saves a checkpoint where it is and
     returns it. Errors propagate (the client marks the run failed with their message)."""
     from distributed import Event, Queue, Variable, get_worker
 
     from .errors import Interrupted
     from .loop import fit
+    from .parallel import single_threaded_blas
 
     queue = Queue(channel)
     offered = Variable(f"{channel}/{name}").get(timeout=60) or {}
-    lines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="lenet5x-sweep-") as folder:
         run_dir = Path(folder) / name
         resolved, resume = prepare_dir(run_dir, config, offered.get("files") or {})
@@ -48,17 +48,16 @@ def train_on_worker(name: str, config: dict, channel: str) -> dict:
             files = files_of(run.run_dir, SENT_EACH_PASS)
             queue.put({"run": name, "event": "pass", "epoch": run.epoch, "files": files})
 
-        from .parallel import single_threaded_blas
-
         with StopWhenSet(Event(f"{channel}/stop")) as stop, single_threaded_blas(True):
             try:
-                fit(resolved, name, run_dir if resume else None, lines.append, send, stop)
-            except Interrupted as said:
-                lines.append(str(said))
-                files = files_of(run_dir, SENT_EACH_PASS)
-                return {"run": name, "files": files, "log": lines, "stopped": True}
-        files = files_of(run_dir, SENT_AT_THE_END)
-        return {"run": name, "files": files, "log": lines, "stopped": False}
+                fit(resolved, name, run_dir if resume else None, quiet, send, stop)
+            except Interrupted:  # a checkpoint saved where the run was
+                return {"run": name, "files": files_of(run_dir, SENT_EACH_PASS), "stopped": True}
+        return {"run": name, "files": files_of(run_dir, SENT_AT_THE_END), "stopped": False}
+
+
+def quiet(line: str) -> None:
+    """A run's log on a worker: its lines are in the metrics the sweep gets."""
 
 
 def prepare_dir(run_dir: Path, config: dict, files: dict[str, bytes]):
