@@ -337,7 +337,7 @@ def plot_feature_maps(
 def plot_spread(rows: Sequence[dict], path) -> Path:
     """The final test error of every seed (dots) and their mean (a bar) for each configuration,
     from results.table_rows (a sweep's spread.png)."""
-    fig = figure(max(4.0, 1.5 + 0.7 * len(rows)), 3.4)
+    fig = figure(max(4.5, 1.5 + 0.8 * len(rows)), 3.6)
     ax = fig.add_subplot()
     for i, row in enumerate(rows):
         ax.scatter([i] * len(row["test"]), row["test"], s=14, color="C0", alpha=0.7, zorder=2)
@@ -345,6 +345,6 @@ def plot_spread(rows: Sequence[dict], path) -> Path:
     ax.set_xticks(range(len(rows)), [row["label"] for row in rows], rotation=30, ha="right")
     ax.set_xlim(-0.7, len(rows) - 0.3)
     ax.set_ylabel("final test error %")
-    ax.set_title("test error over seeds (dots: seeds, bar: mean)")
+    ax.set_title("final test error: seeds (dots), mean (bar)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     return save(fig, path)
