@@ -42,6 +42,7 @@ HAVE = {
     "jax": HAVE_JAX,
     "browser": Path("/usr/bin/chromedriver").exists() and _importable("selenium"),
     "fashion-mnist": (FASHION_DIR / "t10k-labels-idx1-ubyte.gz").exists(),
+    "dask": _importable("distributed"),  # the sweep extra (tests/test_sweep.py)
 }
 # CI sets this (.ci/run): what it installed must be there, or the tests that need it would skip
 _missing = [
