@@ -14,5 +14,15 @@ batch-first NumPy arrays.
 __version__ = "0.2.0"
 
 from .api import FitResult, InputError, Network, Prediction, fit, load  # noqa: E402
+from .sweep import sweep  # noqa: E402  (the function shadows its module: lenet5x.sweep(...))
 
-__all__ = ["FitResult", "InputError", "Network", "Prediction", "__version__", "fit", "load"]
+__all__ = [
+    "FitResult",
+    "InputError",
+    "Network",
+    "Prediction",
+    "__version__",
+    "fit",
+    "load",
+    "sweep",
+]

@@ -329,3 +329,22 @@ def plot_feature_maps(
             cell(row, i, image, -limit, limit).set_xlabel(caption, fontsize=8)
     fig.suptitle(title)
     return save(fig, path)
+
+
+# -- a sweep's spread over seeds --------------------------------------------------------------------
+
+
+def plot_spread(rows: Sequence[dict], path) -> Path:
+    """The final test error of every seed (dots) and their mean (a bar) for each configuration,
+    from results.table_rows (a sweep's spread.png)."""
+    fig = figure(max(4.5, 1.5 + 0.8 * len(rows)), 3.6)
+    ax = fig.add_subplot()
+    for i, row in enumerate(rows):
+        ax.scatter([i] * len(row["test"]), row["test"], s=14, color="C0", alpha=0.7, zorder=2)
+        ax.hlines(row["test_mean"], i - 0.3, i + 0.3, color="C3", linewidth=2, zorder=3)
+    ax.set_xticks(range(len(rows)), [row["label"] for row in rows], rotation=30, ha="right")
+    ax.set_xlim(-0.7, len(rows) - 0.3)
+    ax.set_ylabel("final test error %")
+    ax.set_title("final test error: seeds (dots), mean (bar)", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    return save(fig, path)

@@ -542,30 +542,39 @@ class StopRequest:
 
 
 @contextlib.contextmanager
-def training_context(run: Run):
-    """Around the passes: Ctrl-C as a request to stop, BLAS threads as the workers want them,
-    no NumPy overflow warnings (a diverging run says so once, through Diverged)."""
+def training_context(run: Run, stop=None):
+    """Around the passes: Ctrl-C as a request to stop (or `stop`, whose `requested` another
+    thread sets), BLAS threads as the workers want them, no NumPy overflow warnings (a
+    diverging run says so once, through Diverged)."""
     t = run.config.train
     one_thread = one_blas_thread(run.backend.name, train_workers(run), t.batch_size)
-    with StopRequest() as stop, single_threaded_blas(one_thread), warnings.catch_warnings():
+    asked = StopRequest() if stop is None else contextlib.nullcontext(stop)
+    with asked as stop, single_threaded_blas(one_thread), warnings.catch_warnings():
         warnings.filterwarnings(
             "ignore", "(overflow|invalid value|divide by zero) encountered", RuntimeWarning
         )
         yield stop
 
 
-def fit(config: Config, name: str, resume_dir: Path | None = None, log=say) -> Run:
+def fit(
+    config: Config, name: str, resume_dir: Path | None = None, log=say, after_pass=None, stop=None
+) -> Run:
     """A whole run: train `config` (named `name` for its default run directory) from scratch,
-    or resume the run in `resume_dir` (whose config.yaml `config` was read from)."""
+    or resume the run in `resume_dir` (whose config.yaml `config` was read from).
+    after_pass(run), if given, is called after each pass's checkpoint is written (a sweep sends
+    the run's files home from there); stop, if given, replaces Ctrl-C: the run saves a
+    checkpoint and raises Interrupted once stop.requested is true (a sweep's run on a worker)."""
     run = prepare(config, name, resuming=resume_dir is not None, log=log)
     run = resume(run) if resume_dir is not None else run
     run = start(run)
     try:
-        with training_context(run) as stop:
+        with training_context(run, stop) as stop:
             while run.epoch < config.train.epochs:
                 run, done = run_pass(run, stop)
                 if done is not None:
                     run = end_of_pass(run, done)
+                    if after_pass is not None:
+                        after_pass(run)
     finally:
         run.train_step.close()
         run.lock.close()

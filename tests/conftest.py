@@ -44,6 +44,7 @@ HAVE = {
     "fashion-mnist": (FASHION_DIR / "t10k-labels-idx1-ubyte.gz").exists(),
     # CuPy with the NVRTC and CUDA headers wheels: the fused kernels compiled with no GPU
     "nvrtc": all(map(_importable, ("cupy", "nvidia.cuda_nvrtc", "nvidia.cuda_runtime"))),
+    "dask": _importable("distributed"),  # the sweep extra (tests/test_sweep.py)
 }
 # CI sets this (.ci/run): what it installed must be there, or the tests that need it would skip
 _missing = [
