@@ -443,10 +443,16 @@ def overrides_from(values: dict) -> list[str]:
             nested = overrides_from(value)
             assignments += [f"{key}.{a}" for a in nested]
         else:
-            assignments.append(
-                f"{key}={json.dumps(value, default=str)}"
-            )  # JSON is YAML; Path -> str
+            assignments.append(assignment(key, value))
     return assignments
+
+
+def assignment(key: str, value) -> str:
+    """key, value -> "key=value" as `--set` takes it: the value as JSON (which is YAML; a Path
+    as its text), its characters kept as they are. JSON's ASCII escapes would break an emoji
+    into a surrogate pair, which YAML reads back as two lone surrogates that cannot be printed
+    or used as a file name."""
+    return f"{key}={json.dumps(value, default=str, ensure_ascii=False)}"
 
 
 CONFIGS = Path(__file__).with_name("configs")  # the configs shipped in the package

@@ -46,7 +46,7 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from .config import Config, ConfigError, find_config, load_config, save_config
+from .config import Config, ConfigError, assignment, find_config, load_config, save_config
 from .data import DeviceData, HostDataset, load_dataset
 from .data.distort import draw_inverse_maps, draw_pool_pass
 from .errors import Diverged, Interrupted
@@ -144,7 +144,7 @@ def configure(config=None, overrides=(), resume=None) -> tuple[Config, str]:
             "--resume continues a run as configured: only --epochs, --backend, --device, "
             "--data-dir, --no-progress and train.compile may be given with it"
         )
-    out = f"train.out={json.dumps(str(run_dir))}"
+    out = assignment("train.out", str(run_dir))
     return load_config(run_dir / "config.yaml", [*overrides, out]), run_dir.name
 
 
