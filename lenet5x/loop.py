@@ -58,6 +58,7 @@ from .rundir import (
     choose_run_dir,
     create_run_dir,
     metrics_path,
+    skipped_note,
     truncate_metrics,
     writing,
 )
@@ -234,7 +235,9 @@ def start(run: Run) -> Run:
         lock = create_run_dir(run.run_dir)
         save_config(run.config, run.run_dir / "config.yaml")
         if run.resumed:
-            truncate_metrics(run.run_dir, run.epoch)
+            skipped = truncate_metrics(run.run_dir, run.epoch)
+            if skipped:
+                run.log(skipped_note(run.run_dir, skipped) + "; the checkpoint is intact")
             run.log(f"resuming {run.run_dir} at epoch {run.epoch + 1}, step {run.step}")
     n_params = sum(run.model.parameter_count(run.params).values())
     split = f"{len(run.train):,} train / {len(run.test):,} test"

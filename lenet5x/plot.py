@@ -9,6 +9,7 @@ Exit status: 0 done, 2 bad input (one line on stderr).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -71,7 +72,8 @@ def run(args) -> int:
         else (Path(args.runs[0]) / "curves.png" if len(args.runs) == 1 else Path("comparison.png"))
     )
     labels = args.labels.split(",") if args.labels else None
-    print(f"wrote {plot_runs(args.runs, out, labels, args.references)}")
+    note = functools.partial(print, file=sys.stderr)
+    print(f"wrote {plot_runs(args.runs, out, labels, args.references, log=note)}")
     return 0
 
 
