@@ -25,6 +25,7 @@ import numpy
 
 from .checkpoint import CheckpointError, save_checkpoint
 from .cli import OneLineParser, run_command
+from .files import output_file
 from .restore import WEIGHTS, restore
 from .rundir import read_metrics, skipped_note
 
@@ -50,6 +51,7 @@ def export(run_dir, name: str, out=None, log=None) -> Path:
     """The run's checkpoint.npz (its final weights) as a weights file named `name`. log: where a
     note about lines of metrics.jsonl that are not valid records goes."""
     run_dir = Path(run_dir)
+    target = output_file(out or WEIGHTS / f"{name}.npz")
     restored = restore(run_dir / "checkpoint.npz", backend="numpy", dtype="float32")
     skipped = []
     records = read_metrics(run_dir, skipped)
@@ -81,7 +83,6 @@ def export(run_dir, name: str, out=None, log=None) -> Path:
         "data": {**config["data"], "dir": None},
         "train": {**config["train"], "out": None},
     }
-    target = Path(out) if out else WEIGHTS / f"{name}.npz"
     save_checkpoint(target, params, {}, meta, compressed=True)
     return target
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from .cli import OneLineParser, run_command
+from .files import output_file
 
 
 def parse_args(argv=None, prog: str = "python -m lenet5x.plot") -> argparse.Namespace:
@@ -71,6 +72,7 @@ def run(args) -> int:
         if args.out
         else (Path(args.runs[0]) / "curves.png" if len(args.runs) == 1 else Path("comparison.png"))
     )
+    output_file(out)
     labels = args.labels.split(",") if args.labels else None
     note = functools.partial(print, file=sys.stderr)
     print(f"wrote {plot_runs(args.runs, out, labels, args.references, log=note)}")

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from .errors import UserError, WriteError, printable, shown
-from .files import atomic_write
+from .files import atomic_write, output_dir
 
 try:
     import fcntl
@@ -59,6 +59,7 @@ def choose_run_dir(out: str | None, name: str, resume: bool) -> Path:
             f"{run_dir}: no checkpoint.npz to resume from (the run stopped before its first "
             "checkpoint); start a new run with another --out"
         )
+    output_dir(run_dir, (*RUN_FILES, LOCK))
     existing = run_dir.absolute()
     while not existing.exists():
         existing = existing.parent
