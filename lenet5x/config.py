@@ -452,7 +452,17 @@ def assignment(key: str, value) -> str:
     as its text), its characters kept as they are. JSON's ASCII escapes would break an emoji
     into a surrogate pair, which YAML reads back as two lone surrogates that cannot be printed
     or used as a file name."""
-    return f"{key}={json.dumps(value, default=str, ensure_ascii=False)}"
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    # a lone surrogate (a file name's bytes that are not UTF-8, as Python decodes them) cannot
+    # be written as it is: as an escape, YAML reads it back as the same code point
+    return f"{key}={LONE_SURROGATE.sub(_escaped, text)}"
+
+
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escaped(match: re.Match) -> str:
+    return f"\\u{ord(match.group()):04x}"
 
 
 CONFIGS = Path(__file__).with_name("configs")  # the configs shipped in the package

@@ -35,11 +35,21 @@ def figure(width: float, height: float):
 
 def save(fig, path) -> Path:
     """Write `fig` as PNG to `path` atomically (files.atomic_write)."""
+    from matplotlib.text import Text
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for text in fig.findobj(Text):  # a file name's undecodable bytes (lone surrogates) as "?"
+        text.set_text(readable(text.get_text()))
     with warnings.catch_warnings():  # a title with an emoji (a run's folder name) drops the glyph
         warnings.filterwarnings("ignore", "Glyph .* missing from font", UserWarning)
         return atomic_write(path, lambda handle: fig.savefig(handle, format="png"))
+
+
+def readable(text: str) -> str:
+    """`text` with what cannot be drawn (the lone surrogates Python makes of a file name's bytes
+    that are not UTF-8) as U+FFFD; the rest as it is."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 # -- training curves -------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from reliability import SMOKE, environment, train, write_dataset
 import lenet5x
 from lenet5x import demo as demo_module
 from lenet5x.checkpoint import META, CheckpointError, check_meta, load_checkpoint
-from lenet5x.config import apply_override, assignment
+from lenet5x.config import apply_override, assignment, load_config
 from lenet5x.files import OutputError, output_dir, output_file
 from lenet5x.restore import WEIGHTS
 from lenet5x.rundir import RECORD, read_metrics
@@ -42,7 +42,7 @@ def tool(*args, cwd, plots=False, timeout=120) -> subprocess.CompletedProcess:
     if plots:
         env["PYTHONPATH"] = os.environ.get("PYTHONPATH", "")
     return subprocess.run(
-        [*PYTHON_TOOL, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
+        [*PYTHON_TOOL, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, errors="replace",
         timeout=timeout,
     )  # fmt: skip
 
@@ -269,7 +269,7 @@ def test_a_damaged_config_yaml_is_still_one_line(case, one_epoch, tmp_path):
 
 # -- 3. paths beyond the basic plane -------------------------------------------------------------
 
-NAMES = ["🚀 run", "𝔡𝔞𝔱𝔞", "𠜎𠜱", "e\u0301mo🙂ji"]
+NAMES = ["🚀 run", "𝔡𝔞𝔱𝔞", "𠜎𠜱", "e\u0301mo🙂ji", "b\udcffytes", "\ud83d\ude80 two lone"]
 
 
 @pytest.mark.parametrize("text", NAMES)
@@ -277,7 +277,17 @@ def test_assignments_keep_astral_characters(text):
     data = {}
     apply_override(data, assignment("train.out", text))
     assert data["train"]["out"] == text
-    data["train"]["out"].encode("utf-8")  # no lone surrogates
+    assert load_config(None, [assignment("data.dir", text)]).data.dir == text
+
+
+def test_a_run_named_with_bytes_that_are_not_utf8(dataset, tmp_path):
+    run = Path(os.fsdecode(bytes(tmp_path) + b"/run \xff\xfe"))
+    first = tool("train", "--config", SMOKE, "--data-dir", dataset, "--out", run, "--epochs", 1,
+                 cwd=tmp_path, plots=True)  # fmt: skip
+    assert first.returncode == 0 and "Traceback" not in first.stderr, first.stderr
+    resumed = tool("train", "--resume", run, "--epochs", 2, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert [r["epoch"] for r in read_metrics(run)] == [1, 2] and (run / "curves.png").exists()
 
 
 def test_a_run_named_with_emoji_trains_resumes_and_is_read(dataset, tmp_path):
