@@ -110,11 +110,15 @@ def load_checkpoint(path) -> tuple[dict, dict, dict]:
 
 
 def _count(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    """A count of epochs or steps (bounded: a 5,000-digit one could not even be printed)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31
 
 
 def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite number (an int of any size is one: math.isfinite would overflow on it)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) or math.isfinite(value)
 
 
 def _fraction(value) -> bool:
@@ -225,7 +229,8 @@ def check_meta(path, meta) -> None:
     """A checkpoint's metadata, whole, before any of it is used: a mapping of known keys (META),
     each value of the type and range its check wants (finite numbers, known datasets, ...).
     Raises CheckpointError with one line naming the first key that fails."""
-    if not isinstance(meta, dict) or meta.get("format") not in REQUIRED:
+    version = meta.get("format") if isinstance(meta, dict) else None
+    if not isinstance(version, str) or version not in REQUIRED:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise CheckpointError(
             f"{path}: unsupported checkpoint format {shown(found)} (expected {FORMAT})"

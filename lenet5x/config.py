@@ -453,12 +453,16 @@ def assignment(key: str, value) -> str:
     into a surrogate pair, which YAML reads back as two lone surrogates that cannot be printed
     or used as a file name."""
     text = json.dumps(value, default=str, ensure_ascii=False)
-    # a lone surrogate (a file name's bytes that are not UTF-8, as Python decodes them) cannot
-    # be written as it is: as an escape, YAML reads it back as the same code point
-    return f"{key}={LONE_SURROGATE.sub(_escaped, text)}"
+    return f"{key}={NOT_YAML.sub(_escaped, text)}"
 
 
-LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# What YAML does not read back as it is: control characters JSON leaves (DEL, C1), the line
+# breaks YAML folds into a space (U+0085, U+2028, U+2029), non-characters, and lone surrogates
+# (a file name's bytes that are not UTF-8, as Python decodes them). As an escape, YAML reads
+# each back as the same code point.
+NOT_YAML = re.compile(
+    "[^\x09\x0a\x0d\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+)
 
 
 def _escaped(match: re.Match) -> str:

@@ -126,7 +126,10 @@ def writing(run_dir: Path):
 
 
 def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite number (an int of any size is one: math.isfinite would overflow on it)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) or math.isfinite(value)
 
 
 def _rate(value) -> bool:
@@ -136,7 +139,7 @@ def _rate(value) -> bool:
 # A metrics.jsonl record as loop.end_of_pass writes it: field -> (check, required). Other fields
 # (the backend, the machine, an optimizer's own numbers) are kept as they are.
 RECORD = {
-    "epoch": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, True),
+    "epoch": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v < 2**31, True),
     "train_loss": (_number, True),
     "train_error": (_rate, True),
     "test_loss": (_number, True),
