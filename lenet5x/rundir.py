@@ -12,6 +12,7 @@ import math
 import os
 import shlex
 import stat
+import sys
 import time
 from pathlib import Path
 
@@ -126,10 +127,10 @@ def writing(run_dir: Path):
 
 
 def _number(value) -> bool:
-    """A finite number (an int of any size is one: math.isfinite would overflow on it)."""
+    """A finite number a float can hold (math.isfinite would overflow on a 400-digit int)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
-    return isinstance(value, int) or math.isfinite(value)
+    return abs(value) <= sys.float_info.max if isinstance(value, int) else math.isfinite(value)
 
 
 def _rate(value) -> bool:

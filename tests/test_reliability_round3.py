@@ -134,6 +134,9 @@ BAD_META = {  # id: (key, value)
     "optimizer-nested": ("optimizer", {"mu": [0.02]}),
     "format-newer": ("format", "lenet5x-checkpoint/3"),
     "format-number": ("format", 2),
+    "format-list": ("format", []),
+    "epoch-huge": ("epoch", 10**400),
+    "scale-huge-int": ("input_scale", 10**400),
     "unknown-key": ("surprise", 1),
     "unknown-key-control": ("a\nb", None),
 }
@@ -218,6 +221,8 @@ BAD_LINES = {  # id: a damaged line of metrics.jsonl
     "loss-string": json.dumps({**GOOD, "epoch": 2, "train_loss": "low"}).encode(),
     "val-list": json.dumps({**GOOD, "epoch": 2, "val_error": [0.1]}).encode(),
     "deep": b"[" * 100_000,
+    "loss-huge-int": json.dumps({**GOOD, "epoch": 2, "train_loss": 10**400}).encode(),
+    "epoch-huge-int": json.dumps({**GOOD, "epoch": 10**400}).encode(),
     "repeated-epoch": json.dumps(GOOD).encode(),
     "nul-bytes": b"\x00" * 100,
 }
@@ -269,7 +274,19 @@ def test_a_damaged_config_yaml_is_still_one_line(case, one_epoch, tmp_path):
 
 # -- 3. paths beyond the basic plane -------------------------------------------------------------
 
-NAMES = ["🚀 run", "𝔡𝔞𝔱𝔞", "𠜎𠜱", "e\u0301mo🙂ji", "b\udcffytes", "\ud83d\ude80 two lone"]
+NAMES = [
+    "🚀 run",
+    "𝔡𝔞𝔱𝔞",
+    "𠜎𠜱",
+    "e\u0301mo🙂ji",
+    "b\udcffytes",
+    "\ud83d\ude80 two lone",
+    "del\x7f",
+    "nel\x85",
+    "ls\u2028ps\u2029",
+    "c1\x9b",
+    "\ufffe\uffff",
+]
 
 
 @pytest.mark.parametrize("text", NAMES)
