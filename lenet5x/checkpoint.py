@@ -132,11 +132,13 @@ def _text(value) -> bool:
 
 
 def _sums(value) -> bool:
-    """A pass's partial sums so far (loop.NO_SUMS's keys), finite numbers >= 0."""
+    """A pass's partial sums so far (loop.NO_SUMS's keys): finite numbers, the counts and the
+    time >= 0 (the loss may be negative: the MAP criterion's log term, eq. 9, goes to -j)."""
     return (
         isinstance(value, dict)
         and set(value) == {"loss", "errors", "seen", "seconds"}
-        and all(_number(v) and v >= 0 for v in value.values())
+        and all(_number(v) for v in value.values())
+        and all(value[k] >= 0 for k in ("errors", "seen", "seconds"))
     )
 
 
@@ -158,7 +160,7 @@ def _config(value) -> bool:
     return (
         isinstance(value, dict)
         and all(isinstance(v, dict) for v in value.values())
-        and (_plain(value))
+        and _plain(value)
     )
 
 

@@ -43,8 +43,9 @@ test data), 405 wrong method for a path, 411 no Content-Length, 413 body over MA
 (answered from the header, without reading the body) or a picture over MAX_DECODED_PIXELS
 (answered from its header, without decoding it), 415 not image/png or image/jpeg, 422 not a
 readable picture or no digit in it, 501 a method http.server does not know, 503 busy: more
-pictures at once than the memory budget allows (Budget; Retry-After says when to try again). Nothing is cached
-by the browser (Cache-Control: no-store). Requests are not logged unless --verbose.
+pictures at once than the memory budget allows (Budget; Retry-After says when to try again).
+Nothing is cached by the browser (Cache-Control: no-store). Requests are not logged unless
+--verbose.
 
 Exit status: 0 never (Ctrl-C: 130), 2 bad input or the port is in use (one line on stderr).
 """
