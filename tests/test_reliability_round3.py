@@ -42,8 +42,8 @@ def tool(*args, cwd, plots=False, timeout=120) -> subprocess.CompletedProcess:
     if plots:
         env["PYTHONPATH"] = os.environ.get("PYTHONPATH", "")
     return subprocess.run(
-        [*PYTHON_TOOL, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, errors="replace",
-        timeout=timeout,
+        [*PYTHON_TOOL, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
+        errors="replace", timeout=timeout,
     )  # fmt: skip
 
 
