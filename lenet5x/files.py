@@ -41,7 +41,7 @@ def _kind(path: Path) -> str | None:
     """What is at `path`, following links ("a character device", ...), or None: nothing."""
     try:
         mode = os.stat(path).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # nothing there (or a file above it)
         return None
     except OSError as error:
         raise OutputError(f"{printable(path, 200)}: cannot be written ({error.strerror})") from None

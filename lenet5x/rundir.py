@@ -60,7 +60,6 @@ def choose_run_dir(out: str | None, name: str, resume: bool) -> Path:
             f"{run_dir}: no checkpoint.npz to resume from (the run stopped before its first "
             "checkpoint); start a new run with another --out"
         )
-    output_dir(run_dir, (*RUN_FILES, LOCK))
     existing = run_dir.absolute()
     while not existing.exists():
         existing = existing.parent
@@ -74,6 +73,7 @@ def choose_run_dir(out: str | None, name: str, resume: bool) -> Path:
             f"cannot write to {existing} (permission denied or read-only); "
             "pass --out to a writable directory"
         )
+    output_dir(run_dir, (*RUN_FILES, LOCK))  # a run file that is a device, a FIFO, ...
     return run_dir
 
 
