@@ -214,7 +214,7 @@ CHECKPOINT_CASES = {  # id -> (how the good run's checkpoint is broken, needle)
         f"{UNREADABLE} (not an .npz archive)",
     ),
     "flipped-byte": (lambda r: bytes_of(r, flip), f"{UNREADABLE} (BadZipFile: Bad CRC-32"),
-    "directory": (as_directory, f"{CKPT}: a directory without a checkpoint.npz"),
+    "directory": (as_directory, f"{CKPT}: is a directory, not a regular file"),
     "pickled-object": (
         lambda r: rewrite(r, pickled_object),
         f"{CKPT}: not a lenet5x checkpoint: it holds pickled Python objects",
