@@ -22,7 +22,7 @@ import numpy
 from .backend import to_numpy
 from .config import SHORT_KEYS, overrides_from
 from .data.loading import pad_images
-from .data.photos import prepare_file
+from .data.photos import MAX_PIXELS, prepare_file
 from .errors import UserError
 from .im2col import plain_order
 from .restore import Restored, input_normalization, network_input, restore, scores
@@ -134,10 +134,11 @@ class Network:
         # C1 and C3 hand their maps on in 2x2-block order (layers/conv.py)
         return {name: to_numpy(plain_order(v))[..., 0] for name, v in stages}
 
-    def predict_photo(self, photo) -> Prediction:
+    def predict_photo(self, photo, max_pixels: int = MAX_PIXELS) -> Prediction:
         """A photo or scan of one handwritten digit (a path, or the file's bytes), prepared the
-        way MNIST's digits were made (data/photos.py), as `lenet5x predict` does."""
-        prepared = prepare_file(photo)
+        way MNIST's digits were made (data/photos.py), as `lenet5x predict` does. max_pixels:
+        the most it may decode to (else photos.TooLarge, before decoding)."""
+        prepared = prepare_file(photo, max_pixels)
         seen = pad_images(prepared.digit[None], self.restored.config.data.input_size)
         values = self.scores(seen)[0]
         digit = int(values.argmax() if self.score_kind == "probability" else values.argmin())

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import zipfile
 from pathlib import Path
 
 import numpy
 
+from . import __version__
 from .backend import to_numpy
-from .errors import UserError, shown
+from .data.sources import DATASETS, FILES
+from .errors import UserError, printable, shown
 from .files import atomic_write
 
 FORMAT = "lenet5x-checkpoint/2"
@@ -94,11 +97,7 @@ def load_checkpoint(path) -> tuple[dict, dict, dict]:
         meta = json.loads(str(arrays.pop("meta")))
     except (ValueError, RecursionError):
         raise CheckpointError(f"{path}: corrupted checkpoint metadata") from None
-    if not isinstance(meta, dict) or meta.get("format") not in (FORMAT, OLD_FORMAT):
-        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise CheckpointError(
-            f"{path}: unsupported checkpoint format {shown(found)} (expected {FORMAT})"
-        )
+    check_meta(path, meta)
     params = {k[len("param/") :]: v for k, v in arrays.items() if k.startswith("param/")}
     state = {k[len("opt/") :]: v for k, v in arrays.items() if k.startswith("opt/")}
     if meta["format"] == OLD_FORMAT:
@@ -106,6 +105,153 @@ def load_checkpoint(path) -> tuple[dict, dict, dict]:
     if not isinstance(meta.get("optimizer"), dict):
         raise CheckpointError(f"{path}: corrupted checkpoint metadata (no optimizer state)")
     return params, {**state, **meta["optimizer"]}, meta
+
+
+# -- the metadata, validated whole before any of it is used ----------------------------------------
+
+
+def _count(value) -> bool:
+    """A count of epochs or steps (bounded: a 5,000-digit one could not even be printed)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31
+
+
+def _number(value) -> bool:
+    """A finite number a float can hold (math.isfinite would overflow on a 400-digit int)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return abs(value) <= sys.float_info.max if isinstance(value, int) else math.isfinite(value)
+
+
+def _fraction(value) -> bool:
+    """An error rate."""
+    return _number(value) and 0 <= value <= 1
+
+
+def _text(value) -> bool:
+    return isinstance(value, str) and len(value) <= 200 and value.isprintable()
+
+
+def _sums(value) -> bool:
+    """A pass's partial sums so far (loop.NO_SUMS's keys): finite numbers, the counts and the
+    time >= 0 (the loss may be negative: the MAP criterion's log term, eq. 9, goes to -j)."""
+    return (
+        isinstance(value, dict)
+        and set(value) == {"loss", "errors", "seen", "seconds"}
+        and all(_number(v) for v in value.values())
+        and all(value[k] >= 0 for k in ("errors", "seen", "seconds"))
+    )
+
+
+def _plain(value, depth: int = 4) -> bool:
+    """JSON data no deeper than `depth` containers and no larger than a config: a saved
+    configuration's shape (its values are checked by config.load_config when it is used)."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return not isinstance(value, float) or math.isfinite(value)
+    if isinstance(value, str):
+        return len(value) <= 4096
+    if isinstance(value, (list, dict)) and depth > 0 and len(value) <= 100:
+        items = value.values() if isinstance(value, dict) else value
+        return all(_plain(v, depth - 1) for v in items)
+    return False
+
+
+def _config(value) -> bool:
+    """The run's configuration: sections (mappings) of plain values."""
+    return (
+        isinstance(value, dict)
+        and all(isinstance(v, dict) for v in value.values())
+        and _plain(value)
+    )
+
+
+def _identity(value) -> bool:
+    """What data/loading.check_identity records: {"name", "verified", "sha256": {stem: hex}}."""
+    return (
+        isinstance(value, dict)
+        and set(value) == {"name", "verified", "sha256"}
+        and value["name"] in DATASETS
+        and isinstance(value["verified"], bool)
+        and isinstance(value["sha256"], dict)
+        and set(value["sha256"]) <= set(FILES)
+        and all(_sha256(v) for v in value["sha256"].values())
+    )
+
+
+def _sha256(value) -> bool:
+    return (
+        isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    )
+
+
+def _host_numbers(value) -> bool:
+    """An optimizer's host numbers (Optimizer.scalars: key -> a finite number or null)."""
+    return (
+        isinstance(value, dict)
+        and len(value) <= 16
+        and all(_text(k) and (v is None or _number(v)) for k, v in value.items())
+    )
+
+
+def _or_null(check):
+    return lambda value: value is None or check(value)
+
+
+# key -> (the check its value must pass, what it must be): every key a writer puts in a
+# checkpoint's metadata (loop.meta, export.export, save_checkpoint). A new key is one line here.
+META = {
+    "format": (lambda v: v in (FORMAT, OLD_FORMAT), f"{FORMAT!r}"),
+    "epoch": (_or_null(_count), "the epochs done, an integer >= 0"),
+    "step": (_or_null(_count), "the steps done in the next epoch, an integer >= 0"),
+    "partial": (_or_null(_sums), "null or the pass's sums so far (loss, errors, seen, seconds)"),
+    "config": (_config, "the run's configuration, a mapping of sections"),
+    "best_error": (_or_null(_fraction), "null or an error rate in [0, 1]"),
+    "test_error": (_or_null(_fraction), "null or an error rate in [0, 1]"),
+    "version": (_or_null(_text), "the lenet5x version that wrote it"),
+    "description": (_or_null(_text), "a one-line description of the model"),
+    "name": (_or_null(_text), "the name it is loaded by"),
+    "source": (_or_null(_text), "the run it was exported from"),
+    "input_scale": (
+        _or_null(lambda v: _number(v) and 0 < v <= 1e3),
+        "null or a number in (0, 1000]",
+    ),
+    "input_offset": (
+        _or_null(lambda v: _number(v) and abs(v) <= 1e3),
+        "null or a number in [-1000, 1000]",
+    ),
+    "dataset": (_or_null(_identity), "null or the data it was trained on (name, verified, sha256)"),
+    "optimizer": (_host_numbers, "the optimizer's host numbers (name -> a finite number or null)"),
+    # lenet5x-checkpoint/1 kept SDLM's host numbers at the top level
+    "sdlm_mu": (_or_null(_number), "null or a finite number"),
+    "damping_retries_left": (_or_null(_count), "null or an integer >= 0"),
+    "last_train_error": (_or_null(_number), "null or a finite number"),
+}
+REQUIRED = {FORMAT: ("format", "optimizer"), OLD_FORMAT: ("format",)}
+
+
+def check_meta(path, meta) -> None:
+    """A checkpoint's metadata, whole, before any of it is used: a mapping of known keys (META),
+    each value of the type and range its check wants (finite numbers, known datasets, ...).
+    Raises CheckpointError with one line naming the first key that fails."""
+    version = meta.get("format") if isinstance(meta, dict) else None
+    if not isinstance(version, str) or version not in REQUIRED:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(
+            f"{path}: unsupported checkpoint format {shown(found)} (expected {FORMAT})"
+        )
+    for key in REQUIRED[meta["format"]]:
+        if key not in meta:
+            raise CheckpointError(f"{path}: corrupted checkpoint metadata (no {key})")
+    for key, value in meta.items():
+        if key not in META:
+            raise CheckpointError(
+                f"{path}: unknown checkpoint metadata {printable(key, 40)!r}; it was not written "
+                f"by this lenet5x ({__version__}): a newer version, or an altered file"
+            )
+        check, wanted = META[key]
+        if not check(value):
+            raise CheckpointError(
+                f"{path}: corrupted checkpoint metadata: {key} is {shown(value)}, expected {wanted}"
+            )
 
 
 # The most a checkpoint may unpack to: LeNet-5's is 0.5 MB (with Adam's moments, 1.5 MB).
@@ -192,14 +338,6 @@ def check_resume(path, meta: dict, config: dict, steps: int) -> None:
     best = meta.get("best_error")
     if best is not None and not _number(best):
         raise CheckpointError(f"{path}: corrupted best_error {shown(best)}")
-
-
-def _count(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_arrays(path, loaded: dict, expected: dict, what: str = "parameters") -> None:

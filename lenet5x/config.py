@@ -443,10 +443,30 @@ def overrides_from(values: dict) -> list[str]:
             nested = overrides_from(value)
             assignments += [f"{key}.{a}" for a in nested]
         else:
-            assignments.append(
-                f"{key}={json.dumps(value, default=str)}"
-            )  # JSON is YAML; Path -> str
+            assignments.append(assignment(key, value))
     return assignments
+
+
+def assignment(key: str, value) -> str:
+    """key, value -> "key=value" as `--set` takes it: the value as JSON (which is YAML; a Path
+    as its text), its characters kept as they are. JSON's ASCII escapes would break an emoji
+    into a surrogate pair, which YAML reads back as two lone surrogates that cannot be printed
+    or used as a file name."""
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return f"{key}={NOT_YAML.sub(_escaped, text)}"
+
+
+# What YAML does not read back as it is: control characters JSON leaves (DEL, C1), the line
+# breaks YAML folds into a space (U+0085, U+2028, U+2029), non-characters, and lone surrogates
+# (a file name's bytes that are not UTF-8, as Python decodes them). As an escape, YAML reads
+# each back as the same code point.
+NOT_YAML = re.compile(
+    "[^\x09\x0a\x0d\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+)
+
+
+def _escaped(match: re.Match) -> str:
+    return f"\\u{ord(match.group()):04x}"
 
 
 CONFIGS = Path(__file__).with_name("configs")  # the configs shipped in the package

@@ -40,9 +40,12 @@ never downloads. Without them /api/model says "samples": false and /api/sample a
 A client's mistake gets a 4xx answer {"error": "<one line>"} and the server goes on serving:
 400 bad request (empty body, bad Content-Length, unknown sample kind), 404 unknown path (or no
 test data), 405 wrong method for a path, 411 no Content-Length, 413 body over MAX_BODY bytes
-(answered from the header, without reading the body), 415 not image/png or image/jpeg, 422 not
-a readable picture or no digit in it, 501 a method http.server does not know. Nothing is cached
-by the browser (Cache-Control: no-store). Requests are not logged unless --verbose.
+(answered from the header, without reading the body) or a picture over MAX_DECODED_PIXELS
+(answered from its header, without decoding it), 415 not image/png or image/jpeg, 422 not a
+readable picture or no digit in it, 501 a method http.server does not know, 503 busy: more
+pictures at once than the memory budget allows (Budget; Retry-After says when to try again).
+Nothing is cached by the browser (Cache-Control: no-store). Requests are not logged unless
+--verbose.
 
 Exit status: 0 never (Ctrl-C: 130), 2 bad input or the port is in use (one line on stderr).
 """
@@ -83,6 +86,15 @@ API_GET = ("/api/model", "/api/sample")
 API_POST = ("/api/predict",)
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/jpg")
 MAX_BODY = 5 * 1024 * 1024  # bytes of one picture
+# The memory budget (docs/reliability.md has the figures): a picture decodes to at most
+# MAX_DECODED_PIXELS (the page sends 280x280; a 12-megapixel JPEG decodes reduced to 3), at most
+# MAX_PREPARING are decoded and prepared at once (a 16-bit one costs ~32 bytes a pixel while it
+# is), at most MAX_RECEIVING bodies are held at once; a request past a bound waits BUSY_WAIT
+# seconds for its turn, then hears 503.
+MAX_DECODED_PIXELS = 4_000_000
+MAX_PREPARING = 2
+MAX_RECEIVING = 16
+BUSY_WAIT = 10.0
 DRAIN_LIMIT = 64 * 1024 * 1024  # an unread body up to this size is read and dropped (see _drain)
 DRAIN_SECONDS = 2.0
 TIMEOUT = 30.0  # seconds a connection may stay silent (a client that stalls mid-body)
@@ -102,6 +114,28 @@ class DemoError(UserError):
 
 class PortBusy(DemoError):
     """Another program already listens on the port."""
+
+
+class Budget:
+    """Bounds on what requests hold at once: `receiving` bodies being read or held, `preparing`
+    pictures being decoded and prepared. held() waits up to `wait` s for a slot, else 503."""
+
+    def __init__(self, receiving=MAX_RECEIVING, preparing=MAX_PREPARING, wait=BUSY_WAIT):
+        self.receiving = threading.BoundedSemaphore(receiving)
+        self.preparing = threading.BoundedSemaphore(preparing)
+        self.wait = wait
+
+    @contextlib.contextmanager
+    def held(self, slots: threading.BoundedSemaphore):
+        if not slots.acquire(timeout=self.wait):
+            raise ClientError(
+                503, "the demo is busy with other pictures; try again in a moment",
+                {"Retry-After": "2"},
+            )  # fmt: skip
+        try:
+            yield
+        finally:
+            slots.release()
 
 
 class ClientError(Exception):
@@ -237,6 +271,7 @@ class DemoServer(ThreadingHTTPServer):
         self.prototype_urls = None if prototypes is None else [bitmap_url(p) for p in prototypes]
         # NumPy forward passes run side by side; other backends (a GPU) one at a time
         self.compute_lock = threading.Lock() if net.restored.backend.name != "numpy" else None
+        self.budget = Budget()
         super().__init__(address, DemoHandler)
 
     @property
@@ -436,7 +471,12 @@ class DemoHandler(BaseHTTPRequestHandler):
         elif path == "/api/sample":
             self._json(200, self._sample(), head)
         else:
-            self._json(200, self._predict(self._body()), head)
+            budget = self.server.budget
+            with budget.held(budget.receiving):
+                body = self._body()
+                with budget.held(budget.preparing):
+                    answer = self._predict(body)
+            self._json(200, answer, head)
 
     # ------------------------------------------------------------ the API
 
@@ -497,13 +537,15 @@ class DemoHandler(BaseHTTPRequestHandler):
         return body
 
     def _predict(self, body: bytes) -> dict:
-        from .data.photos import ImageError
+        from .data.photos import ImageError, TooLarge
 
         server = self.server
         try:
             with server.compute_lock or contextlib.nullcontext():
-                prediction = server.net.predict_photo(body)
+                prediction = server.net.predict_photo(body, MAX_DECODED_PIXELS)
                 features = server.net.features(prediction.input)
+        except TooLarge as error:
+            raise ClientError(413, str(error).removeprefix("the image: ")) from None
         except ImageError as error:
             raise ClientError(422, str(error).removeprefix("the image: ")) from None
         return server.analysis(prediction.input, prediction.scores, features, prediction.inverted)

@@ -17,9 +17,12 @@ import numpy
 
 from .cli import BACKENDS, OneLineParser, run_command
 from .data import DeviceData
+from .files import output_dir
 from .parallel import default_workers, single_threaded_blas
 from .restore import Restored, load_data, restore
 from .scoring import Scores, score
+
+PICTURES = ("confusion.png", "misclassified.png")  # what it writes into --out
 
 
 def parse_args(argv=None, prog: str = "python -m lenet5x.evaluate") -> argparse.Namespace:
@@ -111,10 +114,12 @@ def margin(outputs: numpy.ndarray, loss_name: str) -> numpy.ndarray:
 
 def run(args) -> int:
     restored = restore(args.checkpoint, args.backend)
+    out = Path(args.out) if args.out else restored.out_dir
     if not args.no_plots:
         from .figures import figure
 
         figure(1, 1)  # fail now, not after the evaluation, when matplotlib is missing
+        output_dir(out, PICTURES)
     host = load_data(restored, args.data_dir, args.test_subset, args.other_data)
     test = DeviceData(restored.backend, host.test_images, host.test_labels, host.scale, host.offset)
     batch = restored.config.train.eval_batch_size
@@ -136,7 +141,6 @@ def run(args) -> int:
     print(class_table(matrix, host.classes) + "\n")
     print(matrix_table(matrix, host.classes))
     if not args.no_plots:
-        out = Path(args.out) if args.out else restored.out_dir
         written = draw(restored, host, scores, matrix, out, args.max_shown)
         print("\n" + "\n".join(f"wrote {p}" for p in written))
     return 0
@@ -153,7 +157,7 @@ def draw(restored: Restored, host, scores: Scores, matrix, out: Path, max_shown:
     title = (
         f"{dataset} test set: {scores.error:.2%} error ({len(wrong)} of {scores.count:,}), {name}"
     )
-    written = [plot_confusion(matrix, host.classes, out / "confusion.png", title)]
+    written = [plot_confusion(matrix, host.classes, out / PICTURES[0], title)]
     if not len(wrong):
         print("no misclassified test digits: misclassified.png not written")
         return written
@@ -167,7 +171,7 @@ def draw(restored: Restored, host, scores: Scores, matrix, out: Path, max_shown:
     grid_title = (
         f"{len(wrong)} misclassified {dataset} test images (true\u2192predicted){more}, {name}"
     )
-    written.append(plot_digit_grid(digits, captions, out / "misclassified.png", grid_title))
+    written.append(plot_digit_grid(digits, captions, out / PICTURES[1], grid_title))
     return written
 
 

@@ -17,6 +17,7 @@ Exit status: 0 done, 2 bad input (one line on stderr).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -24,8 +25,9 @@ import numpy
 
 from .checkpoint import CheckpointError, save_checkpoint
 from .cli import OneLineParser, run_command
+from .files import output_file
 from .restore import WEIGHTS, restore
-from .rundir import read_metrics
+from .rundir import read_metrics, skipped_note
 
 
 def parse_args(argv=None, prog: str = "python -m lenet5x.export") -> argparse.Namespace:
@@ -45,11 +47,16 @@ def parse_args(argv=None, prog: str = "python -m lenet5x.export") -> argparse.Na
     return parser.parse_args(argv)
 
 
-def export(run_dir, name: str, out=None) -> Path:
-    """The run's checkpoint.npz (its final weights) as a weights file named `name`."""
+def export(run_dir, name: str, out=None, log=None) -> Path:
+    """The run's checkpoint.npz (its final weights) as a weights file named `name`. log: where a
+    note about lines of metrics.jsonl that are not valid records goes."""
     run_dir = Path(run_dir)
+    target = output_file(out or WEIGHTS / f"{name}.npz")
     restored = restore(run_dir / "checkpoint.npz", backend="numpy", dtype="float32")
-    records = read_metrics(run_dir)
+    skipped = []
+    records = read_metrics(run_dir, skipped)
+    if skipped and log:
+        log(skipped_note(run_dir, skipped))
     final = next((r for r in records if r.get("epoch") == restored.meta.get("epoch")), None)
     if final is None:
         raise CheckpointError(f"{run_dir}: metrics.jsonl has no record of the checkpoint's epoch")
@@ -76,7 +83,6 @@ def export(run_dir, name: str, out=None) -> Path:
         "data": {**config["data"], "dir": None},
         "train": {**config["train"], "out": None},
     }
-    target = Path(out) if out else WEIGHTS / f"{name}.npz"
     save_checkpoint(target, params, {}, meta, compressed=True)
     return target
 
@@ -85,7 +91,9 @@ def main(argv=None, prog: str = "python -m lenet5x.export") -> int:
     args = parse_args(argv, prog)
 
     def body() -> int:
-        target = export(args.run_dir, args.name, args.out)
+        target = export(
+            args.run_dir, args.name, args.out, log=functools.partial(print, file=sys.stderr)
+        )
         print(f"wrote {target} ({target.stat().st_size / 1024:.0f} KB)")
         return 0
 

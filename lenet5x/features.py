@@ -23,7 +23,10 @@ from .api import Network
 from .backend import to_numpy
 from .cli import BACKENDS, OneLineParser, run_command
 from .data import DataError
+from .files import output_dir
 from .restore import load_data, restore
+
+PICTURES = ("kernels.png", "feature_maps.png")  # what it writes into --out
 
 
 def parse_args(argv=None, prog: str = "python -m lenet5x.features") -> argparse.Namespace:
@@ -83,6 +86,7 @@ def run(args) -> int:
 
     figure(1, 1)  # fail now when matplotlib is missing
     net = Network(restored, args.data_dir)
+    out_dir = output_dir(args.out or restored.out_dir, PICTURES)
     if args.image:
         digit, what = net.predict_photo(args.image).input, Path(args.image).name
     else:
@@ -96,14 +100,13 @@ def run(args) -> int:
     stages = net.features(digit)
     predicted = net.classes[int(net.predict(digit)[0])]
     maps = [(name, v) for name, v in stages.items() if v.ndim == 3 and v.shape[1] > 1]
-    out_dir = Path(args.out) if args.out else restored.out_dir
     weight = to_numpy(restored.params["C1.weight"])
     k = weight.shape[-1]
     kernels = f"learned C1 kernels ({weight.shape[0]} of {k}x{k}; red positive, blue negative)"
     title = f"{what} through {restored.label}: predicted {predicted}"
     written = [
-        plot_kernels(weight, out_dir / "kernels.png", f"{kernels}, {restored.label}"),
-        plot_feature_maps(maps, out_dir / "feature_maps.png", title, code=rbf_code(net, stages)),
+        plot_kernels(weight, out_dir / PICTURES[0], f"{kernels}, {restored.label}"),
+        plot_feature_maps(maps, out_dir / PICTURES[1], title, code=rbf_code(net, stages)),
     ]
     print(f"{restored.note}\n{what}: predicted {predicted}")
     print("\n".join(f"wrote {p}" for p in written))

@@ -7,6 +7,7 @@ Every file is written atomically (files.py), so a viewer never sees half a pictu
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy
 
 from .extras import need
 from .files import atomic_write
-from .rundir import RunDirError, read_metrics
+from .rundir import RunDirError, read_metrics, skipped_note
 
 # (metrics key prefix, line style when several runs share a colour, legend name)
 SPLITS = (("train", "--", "train"), ("test", "-", "test"), ("val", ":", "validation"))
@@ -34,9 +35,21 @@ def figure(width: float, height: float):
 
 def save(fig, path) -> Path:
     """Write `fig` as PNG to `path` atomically (files.atomic_write)."""
+    from matplotlib.text import Text
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, lambda handle: fig.savefig(handle, format="png"))
+    for text in fig.findobj(Text):  # a file name's undecodable bytes (lone surrogates) as "?"
+        text.set_text(readable(text.get_text()))
+    with warnings.catch_warnings():  # a title with an emoji (a run's folder name) drops the glyph
+        warnings.filterwarnings("ignore", "Glyph .* missing from font", UserWarning)
+        return atomic_write(path, lambda handle: fig.savefig(handle, format="png"))
+
+
+def readable(text: str) -> str:
+    """`text` with what cannot be drawn (the lone surrogates Python makes of a file name's bytes
+    that are not UTF-8) as U+FFFD; the rest as it is."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 # -- training curves -------------------------------------------------------------------------------
@@ -50,18 +63,24 @@ def chosen_epoch(metrics: Sequence[dict]) -> dict:
 
 
 def plot_runs(
-    run_dirs: Sequence, path, labels: Sequence[str] | None = None, references=None
+    run_dirs: Sequence, path, labels: Sequence[str] | None = None, references=None, log=None
 ) -> Path:
     """Loss (left) and error rates (right) per epoch of one or more runs, on log scales.
 
     One run: a colour per split (train dashed, test solid, validation dotted). Several runs: a
     colour per run, the same line style per split. Reads each run's metrics.jsonl. A circle marks
     each run's chosen epoch (chosen_epoch). references: {label: test error in %} drawn as grey
-    horizontal lines (e.g. the paper's figures).
+    horizontal lines (e.g. the paper's figures). log: where a note about lines of a
+    metrics.jsonl that are not valid records goes (they are left out).
     """
     runs = [Path(r) for r in run_dirs]
     labels = list(labels) if labels else [r.resolve().name for r in runs]
-    records = [read_metrics(run) for run in runs]
+    records = []
+    for run in runs:
+        skipped = []
+        records.append(read_metrics(run, skipped))
+        if skipped and log:
+            log(skipped_note(run, skipped))
     for run, metrics in zip(runs, records, strict=True):
         if not metrics:
             raise RunDirError(

@@ -1,9 +1,12 @@
 """Writing files so that a reader never sees half of one: the one atomic-write helper.
 
-Every file lenet5x writes (checkpoints, config.yaml, metrics.jsonl rewritten on resume, pictures,
-shipped weights, downloads) goes to a temporary file beside its target, is flushed to disk and
-renamed over the target; if anything fails, or the process is killed, the old file stays as it
-was and the temporary file is removed (a kill can leave a stray ".NAME.*.tmp"). Files get the
+Outputs are regular files and directories only: output_file and output_dir refuse anything else
+(a device such as /dev/null or /dev/full, a FIFO, a socket) before any work is done, and
+atomic_write checks again. Every file lenet5x writes (checkpoints, config.yaml, metrics.jsonl
+rewritten on resume, pictures, shipped weights, downloads) goes to a temporary file beside its
+target, is flushed to disk and renamed over the target; if anything fails, or the process is
+killed, the old file stays as it was and the temporary file is removed (a kill can leave a stray
+".NAME.*.tmp"). Files get the
 permissions the umask gives a new file, as open() would (mkstemp alone makes them 0600, which
 another user of a shared data folder or Docker volume could not read).
 """
@@ -11,10 +14,79 @@ another user of a shared data folder or Docker volume could not read).
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+from .errors import UserError, printable
+
+
+class OutputError(UserError):
+    """An output path is not a regular file or a directory (or cannot hold one): one line."""
+
+
+KINDS = (
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISREG, "a regular file"),
+)
+
+
+def _kind(path: Path) -> str | None:
+    """What is at `path`, following links ("a character device", ...), or None: nothing."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):  # nothing there (or a file above it)
+        return None
+    except OSError as error:
+        raise OutputError(f"{printable(path, 200)}: cannot be written ({error.strerror})") from None
+    return next((name for test, name in KINDS if test(mode)), "not a file")
+
+
+def _in_a_directory(path: Path) -> None:
+    """The nearest existing folder above `path` is a directory (we create the rest)."""
+    above = path.absolute().parent
+    while _kind(above) is None and above != above.parent:
+        above = above.parent
+    if _kind(above) != "a directory":
+        raise OutputError(
+            f"{printable(path, 200)}: cannot be written, {printable(above, 200)} is "
+            f"{_kind(above)}, not a directory; choose another path"
+        )
+
+
+def output_file(path) -> Path:
+    """`path` where a file is to be written: a regular file or nothing yet, below a directory.
+    Anything else (a device, a FIFO, a socket, a directory) -> OutputError, before any work."""
+    path = Path(path)
+    kind = _kind(path)
+    if kind not in (None, "a regular file"):
+        raise OutputError(
+            f"{printable(path, 200)}: is {kind}, not a regular file; lenet5x writes only "
+            "regular files: choose another path"
+        )
+    _in_a_directory(path)
+    return path
+
+
+def output_dir(path, names=()) -> Path:
+    """`path` where files `names` are to be written: a directory or nothing yet (then created
+    when they are written), each name a regular file or nothing. OutputError otherwise."""
+    path = Path(path)
+    kind = _kind(path)
+    if kind not in (None, "a directory"):
+        raise OutputError(
+            f"{printable(path, 200)}: is {kind}, not a directory; choose another folder"
+        )
+    _in_a_directory(path)
+    for name in names:
+        output_file(path / name)
+    return path
 
 
 def _umask() -> int:
@@ -36,9 +108,10 @@ def atomic_write(path, write: Callable[[BinaryIO], object], suffix: str = ".tmp"
     """Call write(handle) on a temporary file beside `path`, fsync it, rename it onto `path`.
 
     Any exception from `write` (a failed checksum, a full disk) leaves `path` untouched and no
-    temporary file behind. An OSError is raised again naming `path`.
+    temporary file behind. An OSError is raised again naming `path`; OutputError where `path`
+    is not a regular file (output_file).
     """
-    path = Path(path)
+    path = output_file(path)
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)

@@ -46,7 +46,7 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from .config import Config, ConfigError, find_config, load_config, save_config
+from .config import Config, ConfigError, assignment, find_config, load_config, save_config
 from .data import DeviceData, HostDataset, load_dataset
 from .data.distort import draw_inverse_maps, draw_pool_pass
 from .errors import Diverged, Interrupted
@@ -58,6 +58,7 @@ from .rundir import (
     choose_run_dir,
     create_run_dir,
     metrics_path,
+    skipped_note,
     truncate_metrics,
     writing,
 )
@@ -144,7 +145,7 @@ def configure(config=None, overrides=(), resume=None) -> tuple[Config, str]:
             "--resume continues a run as configured: only --epochs, --backend, --device, "
             "--data-dir, --no-progress and train.compile may be given with it"
         )
-    out = f"train.out={json.dumps(str(run_dir))}"
+    out = assignment("train.out", str(run_dir))
     return load_config(run_dir / "config.yaml", [*overrides, out]), run_dir.name
 
 
@@ -234,7 +235,9 @@ def start(run: Run) -> Run:
         lock = create_run_dir(run.run_dir)
         save_config(run.config, run.run_dir / "config.yaml")
         if run.resumed:
-            truncate_metrics(run.run_dir, run.epoch)
+            skipped = truncate_metrics(run.run_dir, run.epoch)
+            if skipped:
+                run.log(skipped_note(run.run_dir, skipped) + "; the checkpoint is intact")
             run.log(f"resuming {run.run_dir} at epoch {run.epoch + 1}, step {run.step}")
     n_params = sum(run.model.parameter_count(run.params).values())
     split = f"{len(run.train):,} train / {len(run.test):,} test"

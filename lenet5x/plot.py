@@ -9,10 +9,12 @@ Exit status: 0 done, 2 bad input (one line on stderr).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
 from .cli import OneLineParser, run_command
+from .files import output_file
 
 
 def parse_args(argv=None, prog: str = "python -m lenet5x.plot") -> argparse.Namespace:
@@ -70,8 +72,10 @@ def run(args) -> int:
         if args.out
         else (Path(args.runs[0]) / "curves.png" if len(args.runs) == 1 else Path("comparison.png"))
     )
+    output_file(out)
     labels = args.labels.split(",") if args.labels else None
-    print(f"wrote {plot_runs(args.runs, out, labels, args.references)}")
+    note = functools.partial(print, file=sys.stderr)
+    print(f"wrote {plot_runs(args.runs, out, labels, args.references, log=note)}")
     return 0
 
 

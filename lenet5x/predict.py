@@ -22,6 +22,7 @@ import numpy
 from .cli import BACKENDS, OneLineParser, run_command
 from .data.loading import pad_images
 from .data.photos import prepare_file
+from .files import output_dir
 from .restore import input_normalization, network_input, restore, scores
 
 
@@ -84,12 +85,28 @@ def table(names, prepared, values: numpy.ndarray, predicted, kind: str, classes)
     return "\n".join(lines)
 
 
+def shown_files(images, out_dir: Path) -> list[Path]:
+    """The --show picture of each image, checked (files.output_dir) before any work:
+    DIR/NAME-seen.png, and NAME-2-seen.png, ... for the same name from other folders."""
+    stems, used = [], set()
+    for path in images:
+        stem, n = Path(path).stem, 1
+        while stem in used:
+            n += 1
+            stem = f"{Path(path).stem}-{n}"
+        used.add(stem)
+        stems.append(f"{stem}-seen.png")
+    output_dir(out_dir, stems)
+    return [out_dir / name for name in stems]
+
+
 def run(args) -> int:
     restored = restore(args.checkpoint, args.backend)
     if args.show is not None:
         from .figures import figure
 
         figure(1, 1)  # fail before the work when matplotlib is missing
+    targets = [] if args.show is None else shown_files(args.images, Path(args.show))
     prepared = [prepare_file(path) for path in args.images]
     scale, offset = input_normalization(restored, args.data_dir)
     size = restored.config.data.input_size
@@ -110,14 +127,9 @@ def run(args) -> int:
 
     from .figures import plot_prediction
 
-    out_dir, used = Path(args.show), set()
-    for path, p, image, v, c in zip(args.images, prepared, seen, values, predicted, strict=True):
-        stem, n = Path(path).stem, 1
-        while stem in used:  # the same name from two folders: digit-2-seen.png, ...
-            n += 1
-            stem = f"{Path(path).stem}-{n}"
-        used.add(stem)
-        target = out_dir / f"{stem}-seen.png"
+    for path, target, p, image, v, c in zip(
+        args.images, targets, prepared, seen, values, predicted, strict=True
+    ):
         title = f"{Path(path).name}: predicted {classes[int(c)]}"
         plot_prediction(p.source, image, v, kind, classes, target, title)
         print(f"wrote {target}")

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shlex
+import stat
+import sys
 import time
 from pathlib import Path
 
-from .errors import UserError, WriteError
-from .files import atomic_write
+from .errors import UserError, WriteError, printable, shown
+from .files import atomic_write, output_dir
 
 try:
     import fcntl
@@ -70,6 +73,7 @@ def choose_run_dir(out: str | None, name: str, resume: bool) -> Path:
             f"cannot write to {existing} (permission denied or read-only); "
             "pass --out to a writable directory"
         )
+    output_dir(run_dir, (*RUN_FILES, LOCK))  # a run file that is a device, a FIFO, ...
     return run_dir
 
 
@@ -122,24 +126,100 @@ def writing(run_dir: Path):
         raise WriteError(f"could not write {where} ({error.strerror or error}); {then}") from None
 
 
-def read_metrics(run_dir) -> list[dict]:
-    """The per-epoch records of a run (lines that do not parse are skipped)."""
+def _number(value) -> bool:
+    """A finite number a float can hold (math.isfinite would overflow on a 400-digit int)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return abs(value) <= sys.float_info.max if isinstance(value, int) else math.isfinite(value)
+
+
+def _rate(value) -> bool:
+    return _number(value) and 0 <= value <= 1
+
+
+# A metrics.jsonl record as loop.end_of_pass writes it: field -> (check, required). Other fields
+# (the backend, the machine, an optimizer's own numbers) are kept as they are.
+RECORD = {
+    "epoch": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v < 2**31, True),
+    "train_loss": (_number, True),
+    "train_error": (_rate, True),
+    "test_loss": (_number, True),
+    "test_error": (_rate, True),
+    "val_loss": (_number, False),
+    "val_error": (_rate, False),
+    "train_error_full": (_rate, False),
+    "seconds": (_number, False),
+    "eval_seconds": (_number, False),
+    "samples_per_second": (_number, False),
+}
+MAX_METRICS = 16 << 20  # bytes of metrics.jsonl read (a record is ~500 bytes)
+
+
+def check_record(record) -> str | None:
+    """What is wrong with one metrics.jsonl record (a parsed line), or None."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not a record"
+    for field, (check, required) in RECORD.items():
+        if field not in record:
+            if required:
+                return f"no {field}"
+        elif not (check(record[field]) or (not required and record[field] is None)):
+            return f"{field} is {shown(record[field])}"
+    return None
+
+
+def read_metrics(run_dir, skipped: list | None = None) -> list[dict]:
+    """The per-epoch records of a run, in increasing epochs. A line that is not a valid record
+    (not UTF-8, not JSON, not an object, a field missing or out of range, an epoch out of
+    order) is skipped, and "line N: why" appended to `skipped`."""
     path = metrics_path(Path(run_dir))
-    if not path.exists():
+    skipped = [] if skipped is None else skipped
+    try:
+        with open(path, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                skipped.append("not a regular file")
+                return []
+            data = handle.read(MAX_METRICS + 1)
+    except FileNotFoundError:
         return []
+    except OSError as error:
+        skipped.append(f"cannot read ({error.strerror or error})")
+        return []
+    if len(data) > MAX_METRICS:
+        data = data[: data.rfind(b"\n", 0, MAX_METRICS) + 1]
+        skipped.append(f"all after the first {MAX_METRICS >> 20} MB")
     records = []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(data.splitlines(), 1):
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+            record = json.loads(line.decode("utf-8"))
+            problem = check_record(record)
+        except UnicodeDecodeError:
+            record, problem = None, "not UTF-8 text"
+        except (ValueError, RecursionError):
+            record, problem = None, "not JSON"
+        if problem is None and records and record["epoch"] <= records[-1]["epoch"]:
+            problem = f"epoch {record['epoch']} after epoch {records[-1]['epoch']}"
+        if problem is None:
+            records.append(record)
+        elif line.strip():
+            skipped.append(f"line {number}: {problem}")
     return records
 
 
-def truncate_metrics(run_dir, completed_epochs: int) -> None:
-    """Drop records of epochs after `completed_epochs` (written before a crash, redone on resume)."""
-    records = [r for r in read_metrics(run_dir) if r.get("epoch", 0) <= completed_epochs]
+def skipped_note(run_dir, skipped: list) -> str:
+    """One line saying which lines of a run's metrics.jsonl were left out (read_metrics)."""
+    shown_lines = "; ".join(printable(s, 60) for s in skipped[:3])
+    more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+    return f"note: {metrics_path(Path(run_dir))}: skipped what is not a valid record ({shown_lines}{more})"
+
+
+def truncate_metrics(run_dir, completed_epochs: int) -> list[str]:
+    """Drop records of epochs after `completed_epochs` (written before a crash, redone on resume)
+    and lines that are not valid records (read_metrics); returns what was skipped of the latter."""
+    skipped = []
+    records = [r for r in read_metrics(run_dir, skipped) if r["epoch"] <= completed_epochs]
     path = metrics_path(Path(run_dir))
-    if path.exists():
+    if path.is_file() or path.is_symlink():
         text = "".join(json.dumps(r) + "\n" for r in records)
         atomic_write(path, lambda handle: handle.write(text.encode()))
+    return skipped

@@ -10,14 +10,13 @@ a validation split: its lowest validation error) and curves.png.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import yaml
 
 from .cli import BACKENDS, OneLineParser, run_command
-from .config import SHORT_KEYS, config_names
+from .config import SHORT_KEYS, assignment, config_names
 from .loop import configure, fit
 
 
@@ -73,7 +72,7 @@ def parse_args(argv=None, prog: str = "python -m lenet5x.train") -> argparse.Nam
 def overrides(args: argparse.Namespace) -> list[str]:
     """The flags as `--set` assignments, then the --set ones (which win)."""
     given = {key: getattr(args, flag) for flag, key in SHORT_KEYS.items()}
-    flags = [f"{key}={json.dumps(value)}" for key, value in given.items() if value is not None]
+    flags = [assignment(key, value) for key, value in given.items() if value is not None]
     if args.no_progress:
         flags.append("train.progress=false")
     return [*flags, *args.overrides]

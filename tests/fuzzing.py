@@ -62,6 +62,7 @@ def _readers() -> dict:
     except ImportError:
         pass
     return {
+        **_round3_readers(tuple(restore_errors)),
         "idx_images": (read_idx_images, (DataError,)),
         "idx_labels": (read_idx_labels, (DataError,)),
         "idx_pair": (read_pair, (DataError,)),
@@ -69,6 +70,41 @@ def _readers() -> dict:
         "checkpoint": (load_checkpoint, (CheckpointError,)),
         "restore": (lambda path: restore(path, "numpy"), tuple(restore_errors)),
         "photo": (prepare_file, (ImageError,)),
+    }
+
+
+def _round3_readers(restore_errors: tuple) -> dict:
+    """The readers the third round touched (test_fuzz_round3.py): metrics.jsonl (read_metrics,
+    which never raises, and must hand on only valid records in increasing epochs), a network's
+    metadata as lenet5x.load and repr read it, and a photo under the demo's pixel budget."""
+    try:
+        from lenet5x.demo import MAX_DECODED_PIXELS
+        from lenet5x.rundir import check_record, read_metrics
+    except ImportError:  # before the third round
+        return {}
+    import lenet5x
+    from lenet5x.data import DataError
+    from lenet5x.data.photos import ImageError, prepare_file
+
+    def metrics(run_dir):
+        records = read_metrics(run_dir)
+        wrong = [problem for problem in map(check_record, records) if problem]
+        if wrong or any(
+            b["epoch"] <= a["epoch"] for a, b in zip(records, records[1:], strict=False)
+        ):
+            raise AssertionError(f"read_metrics handed on an invalid record: {wrong[:1]}")
+
+    def network(path):
+        os.environ["LENET5X_MIRROR"] = "http://127.0.0.1:9/"  # no download can start
+        if "lenet5x-fuzz-cache" not in os.environ.get("XDG_CACHE_HOME", ""):
+            os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="lenet5x-fuzz-cache-")
+        os.environ.pop("LENET5X_DATA_DIR", None)
+        repr(lenet5x.load(path, "numpy"))
+
+    return {
+        "metrics": (metrics, ()),
+        "network": (network, (*restore_errors, DataError)),
+        "demo_photo": (lambda path: prepare_file(path, MAX_DECODED_PIXELS), (ImageError,)),
     }
 
 

@@ -214,7 +214,7 @@ CHECKPOINT_CASES = {  # id -> (how the good run's checkpoint is broken, needle)
         f"{UNREADABLE} (not an .npz archive)",
     ),
     "flipped-byte": (lambda r: bytes_of(r, flip), f"{UNREADABLE} (BadZipFile: Bad CRC-32"),
-    "directory": (as_directory, f"{CKPT}: a directory without a checkpoint.npz"),
+    "directory": (as_directory, f"{CKPT}: is a directory, not a regular file"),
     "pickled-object": (
         lambda r: rewrite(r, pickled_object),
         f"{CKPT}: not a lenet5x checkpoint: it holds pickled Python objects",
@@ -258,11 +258,11 @@ CHECKPOINT_CASES = {  # id -> (how the good run's checkpoint is broken, needle)
     ),
     "corrupted-position": (
         lambda r: rewrite(r, set_meta("step", -3)),
-        f"{CKPT}: corrupted position",
+        f"{CKPT}: corrupted checkpoint metadata: step is -3",
     ),
     "corrupted-damping": (
         lambda r: rewrite(r, set_optimizer("mu", "lots")),
-        f"{CKPT}: corrupted SDLM damping mu 'lots'",
+        f"{CKPT}: corrupted checkpoint metadata: optimizer is",
     ),
     "corrupted-retries": (
         lambda r: rewrite(r, set_optimizer("retries_left", -1)),
@@ -270,7 +270,7 @@ CHECKPOINT_CASES = {  # id -> (how the good run's checkpoint is broken, needle)
     ),
     "no-optimizer-numbers": (
         lambda r: rewrite(r, lambda a, m: m.pop("optimizer")),
-        f"{CKPT}: corrupted checkpoint metadata (no optimizer state)",
+        f"{CKPT}: corrupted checkpoint metadata (no optimizer)",
     ),
 }
 

@@ -113,7 +113,7 @@ WRITER = """
 import sys, numpy
 from lenet5x.checkpoint import save_checkpoint
 for i in range(1, 1000000):
-    save_checkpoint(sys.argv[1], {"w": numpy.full(2_000_000, i, dtype=numpy.float32)}, {}, {"i": i})
+    save_checkpoint(sys.argv[1], {"w": numpy.full(2_000_000, i, dtype=numpy.float32)}, {}, {"epoch": i})
     print(i, flush=True)
 """
 
@@ -135,11 +135,11 @@ def test_sigkill_while_writing_leaves_the_previous_checkpoint(tmp_path):
         done = [first, *map(int, proc.stdout.read().split())]
         proc.wait()
         params, _, meta = load_checkpoint(path)
-        assert meta["i"] in (
+        assert meta["epoch"] in (
             done[-1],
             done[-1] + 1,
         )  # the last complete write (or one renamed unreported)
-        assert numpy.all(params["w"] == meta["i"])
+        assert numpy.all(params["w"] == meta["epoch"])
         strays = list(tmp_path.glob(".checkpoint.npz.*.tmp"))  # what a kill mid-write leaves behind
         mid_write += bool(strays)
         for stray in strays:

@@ -38,6 +38,10 @@ class ImageError(UserError):
     """A file is not a readable picture of a digit (one-line message)."""
 
 
+class TooLarge(ImageError):
+    """A picture over the pixels or bytes allowed (MAX_PIXELS, MAX_BYTES, or a caller's own)."""
+
+
 @dataclasses.dataclass
 class Prepared:
     """One picture and the MNIST-style digit made from it."""
@@ -47,30 +51,40 @@ class Prepared:
     inverted: bool  # the picture had a light background and was inverted
 
 
-def read_grayscale(source) -> numpy.ndarray:
+def read_grayscale(source, max_pixels: int = MAX_PIXELS) -> numpy.ndarray:
     """An image (a file's path, or its bytes: PNG, JPEG, ...) -> (H, W) float64 in [0, 1]; 0 is black.
 
     Phone photos are turned upright (EXIF orientation); transparent parts count as white paper;
-    pictures larger than MAX_SIDE pixels are reduced (area average) to that size.
+    pictures larger than MAX_SIDE pixels are reduced (area average) to that size. A picture that
+    decodes to more than `max_pixels` (after a JPEG's reduced decoding) is refused (TooLarge)
+    before it is decoded.
     """
-    image = _open(source)
+    image = _open(source, max_pixels)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
         paper = need("PIL.Image", "reading images").new("RGBA", image.size, (255, 255, 255, 255))
         image = need("PIL.Image", "reading images").alpha_composite(paper, image)
     if image.mode.startswith("I") or image.mode == "F":  # 16/32-bit grey
-        values = numpy.asarray(image, dtype=numpy.float64)
-        values = values / (65535.0 if values.max() > 255 else 255.0)
-        image = need("PIL.Image", "reading images").fromarray(
-            numpy.clip(values * 255, 0, 255).astype(numpy.uint8)
-        )
+        image = need("PIL.Image", "reading images").fromarray(eight_bit(numpy.asarray(image)))
     image = image.convert("L")
     if max(image.size) > MAX_SIDE:
         image.thumbnail((MAX_SIDE, MAX_SIDE), need("PIL.Image", "reading images").Resampling.BOX)
     return numpy.asarray(image, dtype=numpy.float64) / 255.0
 
 
-def _open(source):
+def eight_bit(values: numpy.ndarray, band: int = 256) -> numpy.ndarray:
+    """(H, W) 16- or 32-bit grey (integers or floats) -> uint8: value / top * 255, clipped, with
+    top 65535 where a value exceeds 255, else 255. A band of rows at a time in float64: a float
+    copy of the whole picture would cost four times its 16-bit pixels, several times over."""
+    top = 65535.0 if values.max() > 255 else 255.0
+    out = numpy.empty(values.shape, dtype=numpy.uint8)
+    for start in range(0, len(values), band):
+        rows = values[start : start + band].astype(numpy.float64) / top
+        out[start : start + band] = numpy.clip(rows * 255, 0, 255)
+    return out
+
+
+def _open(source, max_pixels: int = MAX_PIXELS):
     """A path or bytes -> a loaded, upright PIL image; ImageError naming the file otherwise."""
     image_module = need("PIL.Image", "reading images")
     ops = need("PIL.ImageOps", "reading images")
@@ -78,10 +92,10 @@ def _open(source):
     try:
         with image_module.open(io.BytesIO(data)) as image:  # no read can go past the real data
             image.draft("L", (MAX_SIDE, MAX_SIDE))  # a JPEG decodes at a reduced size
-            if image.width * image.height > MAX_PIXELS:
-                raise ImageError(
+            if image.width * image.height > max_pixels:
+                raise TooLarge(
                     f"{name}: {image.width}x{image.height} pixels is too large for a photo of "
-                    f"one digit (at most {MAX_PIXELS // 10**6} megapixels)"
+                    f"one digit (at most {max_pixels / 1e6:g} megapixels)"
                 )
             image.load()
             return ops.exif_transpose(image)
@@ -112,9 +126,7 @@ def _read(source) -> tuple[str, bytes]:
         except OSError as error:
             raise ImageError(f"{path}: cannot read ({error.strerror or error})") from None
     if len(data) > MAX_BYTES:
-        raise ImageError(
-            f"{name}: larger than {MAX_BYTES >> 20} MB; a photo of one digit is smaller"
-        )
+        raise TooLarge(f"{name}: larger than {MAX_BYTES >> 20} MB; a photo of one digit is smaller")
     return str(name), data
 
 
@@ -257,10 +269,10 @@ def mnist_style(gray: numpy.ndarray) -> tuple[numpy.ndarray, bool]:
     return numpy.round(digit * 255).astype(numpy.uint8), inverted
 
 
-def prepare_file(source) -> Prepared:
+def prepare_file(source, max_pixels: int = MAX_PIXELS) -> Prepared:
     """Read an image (a path, or a file's bytes) and make its MNIST-style digit; errors name the
-    file."""
-    gray = read_grayscale(source)
+    file. max_pixels: the most it may decode to (read_grayscale)."""
+    gray = read_grayscale(source, max_pixels)
     try:
         digit, inverted = mnist_style(gray)
     except ImageError as error:
