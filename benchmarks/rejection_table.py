@@ -103,7 +103,7 @@ def main(argv=None) -> int:
 
 def draw(curves: dict, path) -> None:
     """Both networks' curves in one figure, with the paper's Fig. 10 points."""
-    from lenet5x.figures import figure, save
+    from lenet5x.figures import figure, plain_log_labels, save
 
     fig = figure(6.4, 4.4)
     ax = fig.subplots()
@@ -115,6 +115,7 @@ def draw(curves: dict, path) -> None:
     for target in (0.5, 0.1):
         ax.axhline(target, color="grey", linestyle=":", linewidth=0.8)
     ax.set_yscale("log")
+    plain_log_labels(ax)
     ax.set_xlim(0, 10)
     ax.set_xlabel("MNIST test patterns rejected (lowest top-two margin first), %")
     ax.set_ylabel("error on the accepted, %")

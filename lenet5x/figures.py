@@ -217,6 +217,16 @@ def plot_confusion(matrix: numpy.ndarray, classes: Sequence[str], path, title: s
     return save(fig, path)
 
 
+def plain_log_labels(ax) -> None:
+    """A log-scaled y axis labelled 0.2, 0.5, 1 rather than 2x10^-1."""
+    from matplotlib.ticker import FuncFormatter
+
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(
+        FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else "")
+    )
+
+
 def plot_rejection(curve, path, title: str, references=None) -> Path:
     """The error-rejection curve (rejection.Curve): the error on the accepted patterns (log
     scale) against the share rejected, with the paper's 0.5% and 0.1% marked. references:
@@ -235,6 +245,7 @@ def plot_rejection(curve, path, title: str, references=None) -> Path:
     for i, (label, share) in enumerate((references or {}).items()):
         ax.plot([share], [0.5], "s", color=f"C{i + 1}", label=f"{label} (paper, Fig. 10)")
     ax.set_yscale("log")
+    plain_log_labels(ax)
     ax.set_xlim(0, max(10.0, 100 * (curve.rejected_at(0.001) or 0.0) * 1.2))
     ax.set_xlabel("test patterns rejected (lowest top-two margin first), %")
     ax.set_ylabel("error on the accepted, %")
