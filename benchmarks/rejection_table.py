@@ -72,11 +72,12 @@ def markdown(rows: list[dict]) -> str:
     )
     lines = [head]
     for r in rows:
+        margin = "none stored" if r["margin"] is None else f"{r['margin']:.3f}"
         distance = "-" if r["distance"] is None else f"{r['distance']:.2f}"
         shapes = " / ".join(f"{100 * r[k]:.0f}%" for k in ("strokes", "squares", "blank"))
         lines.append(
             f"| {r['network']} | {pct(r['error'])} | **{pct(r['at 0.5%'])}** | {pct(r['at 0.1%'])} "
-            f"| {r['margin']:.3f} | {distance} | {pct(r['refused'])} | {pct(r['accepted error'])} "
+            f"| {margin} | {distance} | {pct(r['refused'])} | {pct(r['accepted error'])} "
             f"| {shapes} |"
         )
     paper = ", ".join(f"{k} {v}%" for k, v in PAPER.items())

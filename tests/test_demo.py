@@ -145,7 +145,8 @@ def test_refusals_are_answers_not_errors(demo, net):
     from PIL import ImageDraw
 
     picture = Image.new("L", (280, 280), 0)
-    points = [(40, 40), (240, 60), (50, 120), (230, 150), (60, 210), (240, 240), (140, 30)]
+    points = [(140, 20), (260, 140), (140, 260), (20, 140), (140, 20), (140, 260), (20, 140)]
+    points.append((260, 140))  # a diamond crossed both ways
     ImageDraw.Draw(picture).line(points, fill=255, width=18, joint="curve")
     status, answer = predict(demo, encode(numpy.asarray(picture)))
     assert status == 200 and answer["digit"] == -1, answer["label"]

@@ -217,8 +217,8 @@ def check_the_page_shows_it(driver, refused=False):
 
 
 REFUSALS = ("not sure", "not a digit", "no ink")
-ZIGZAG = [
-    [(0.15, 0.15), (0.85, 0.22), (0.18, 0.43), (0.82, 0.54), (0.2, 0.75), (0.85, 0.86), (0.5, 0.1)]
+SCRIBBLE = [  # a diamond crossed both ways
+    [(0.5, 0.1), (0.9, 0.5), (0.5, 0.9), (0.1, 0.5), (0.5, 0.1), (0.5, 0.9), (0.1, 0.5), (0.9, 0.5)]
 ]
 ONE = [[(0.52, 0.18), (0.51, 0.35), (0.50, 0.55), (0.49, 0.82)]]
 SEVEN = [[(0.28, 0.22), (0.50, 0.21), (0.72, 0.22), (0.62, 0.42), (0.52, 0.62), (0.45, 0.82)]]
@@ -283,7 +283,7 @@ def test_a_test_digit_and_the_screenshot(site, browser):
 def test_a_scribble_is_not_sure_or_not_a_digit(site, browser):
     url, _ = site
     open_page(browser, url)
-    draw(browser, ZIGZAG)
+    draw(browser, SCRIBBLE)
     assert wait_for_answer(browser) in ("not sure", "not a digit")
     check_the_page_shows_it(browser, refused=True)
     page = browser.execute_script(
