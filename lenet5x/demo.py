@@ -8,7 +8,8 @@ fitted into 20x20, centred by mass, padded to 32x32), then classified.
     GET  /                     the page (also /index.html, /demo.css, /demo.js)
     GET  /api/model            {"name", "description", "architecture", "score_kind",
                                 "test_error", "parameters", "classes", "dataset", "samples",
-                                "reject_margin", "not_digit_distance"}
+                                "reject_margin", "reject_target_error",
+                                "not_digit_distance", "not_digit_quantile"}
     POST /api/predict          body: one PNG or JPEG (Content-Type image/png or image/jpeg)
                                -> {"digit", "label", "reason", "best", "runner_up", "margin",
                                    "shares", "scores", "score_kind", "inverted", "input",
@@ -333,7 +334,9 @@ def model_info(net, samples: bool) -> dict:
         "dataset": restored.config.data.dataset,
         "samples": samples,
         "reject_margin": net.limits.margin,
+        "reject_target_error": restored.meta.get("reject_target_error"),
         "not_digit_distance": net.limits.distance,
+        "not_digit_quantile": restored.meta.get("not_digit_quantile"),
     }
 
 

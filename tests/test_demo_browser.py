@@ -304,4 +304,5 @@ def test_a_scribble_is_not_sure_or_not_a_digit(site, browser):
     assert page["status"].startswith("Says not "), page
     assert page["longest"] < 90, page  # no full bar for a guess
     assert "not sure" in page["caption"] and "share of belief" in page["caption"], page
+    assert "for 0.5% error" in page["caption"] and "beyond 99.9% of" in page["caption"], page
     assert console_errors(browser) == []

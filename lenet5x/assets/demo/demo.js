@@ -486,11 +486,13 @@
     if (typeof model.reject_margin === "number") {
       caption.append(" It says \u201cnot sure\u201d when the two best classes are closer than a margin of " +
         formatDistance(model.reject_margin) + (kind === "probability" ? " (log-probability gap)" : " (distance gap)") +
-        ", chosen on digits held out of training for 0.5% error on what it answers.");
+        ", chosen on digits held out of training for " +
+        formatPercent(Number(model.reject_target_error), 1) + " error on what it answers.");
     }
     if (typeof model.not_digit_distance === "number") {
       caption.append(" \u201cNot a digit\u201d: nearest distance above " +
-        formatDistance(model.not_digit_distance) + ", beyond 99.9% of the training digits.");
+        formatDistance(model.not_digit_distance) + ", beyond " +
+        formatPercent(Number(model.not_digit_quantile), 1) + " of the training digits.");
     }
     if (kind !== "rbf_distance" && kind !== "probability") {
       strong.textContent = "Score of each class.";
