@@ -126,10 +126,7 @@ def test_export_chooses_the_thresholds_without_the_test_set(held_out, tmp_path, 
         numpy.asarray(poisoned.test_images[:10])
 
 
-# modern.npz is still the network trained on all 60,000 images (no validation split): its
-# retraining with one was not finished in issue 29's session; re-exported, these pass (strict)
-AWAITING = pytest.mark.xfail(strict=True, reason="modern.npz awaits a run with a validation split")
-SHIPPED = ["lenet5", pytest.param("modern", marks=AWAITING)]
+SHIPPED = ["lenet5", "modern"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
