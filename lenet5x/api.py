@@ -3,6 +3,7 @@
     import lenet5x
     net = lenet5x.load("lenet5")              # shipped, or a run directory, or a .npz checkpoint
     net.predict(images)                       # (N, 28, 28) or (N, 32, 32), uint8 or floats 0-1
+    net.predict(images, reject=True)          # -1 where it refuses; net.decide(images).reasons
     net.scores(images), net.score_kind        # RBF distances (lower is closer) or probabilities
     net.features(image)                       # every layer's maps, as features.png draws them
     net.predict_photo("my_digit.jpg")         # a photo, prepared as MNIST's digits were
@@ -25,6 +26,7 @@ from .data.loading import pad_images
 from .data.photos import MAX_PIXELS, prepare_file
 from .errors import UserError
 from .im2col import plain_order
+from .rejection import Decisions, Limits, decide, limits_of, no_ink
 from .restore import Restored, input_normalization, network_input, restore, scores
 from .rundir import read_metrics
 
@@ -39,12 +41,16 @@ class InputError(UserError, ValueError):
 class Prediction:
     """What the network answers for one photo."""
 
-    digit: int  # the predicted class's index
-    label: str  # its name ("7"; for Fashion-MNIST "Sneaker")
+    digit: int  # the predicted class's index, or -1 where the network refuses (see reason)
+    label: str  # its name ("7"; for Fashion-MNIST "Sneaker"), or the reason it refuses
     scores: numpy.ndarray  # (K,) of kind score_kind
     score_kind: str  # "rbf_distance" (lower is closer) or "probability"
     inverted: bool  # the photo had a light background and was inverted
     input: numpy.ndarray  # (S, S) uint8: what the network saw, after the preparation
+    reason: str = ""  # "" for an answer; "no ink found", "not a digit", "not sure (4 or 9)"
+    best: int = -1  # the class with the best score, even where the network refuses
+    runner_up: int = -1  # the second best
+    margin: float = 0.0  # the top-two margin (rejection.margin)
 
 
 class Network:
@@ -82,6 +88,11 @@ class Network:
         return self.restored.meta.get("test_error")
 
     @property
+    def limits(self) -> Limits:
+        """The refusal thresholds stored with the network (rejection.py; None where not set)."""
+        return limits_of(self.restored.meta)
+
+    @property
     def prototypes(self) -> numpy.ndarray | None:
         """The classic model's fixed RBF prototypes (K, 84) of +1/-1, the 7x12 bitmaps of Fig. 3,
         or None for a model without an RBF output."""
@@ -103,11 +114,22 @@ class Network:
             parts.append(scores(self.restored, out))
         return numpy.concatenate(parts) if parts else numpy.zeros((0, len(self.classes)))
 
-    def predict(self, images) -> numpy.ndarray:
-        """images (N, 28, 28) or (N, 32, 32) -> (N,) predicted classes (int64)."""
+    def predict(self, images, reject: bool = False) -> numpy.ndarray:
+        """images (N, 28, 28) or (N, 32, 32) -> (N,) predicted classes (int64); with reject,
+        -1 where the network refuses (decide says why)."""
+        if reject:
+            return self.decide(images).labels
         values = self.scores(images)
         best = values.argmax(axis=1) if self.score_kind == "probability" else values.argmin(axis=1)
         return best.astype(numpy.int64)
+
+    def decide(self, images) -> Decisions:
+        """images -> Decisions (rejection.py): labels (N,) with -1 where refused, reasons (N,)
+        ("" or "no ink found", "not a digit", "not sure (4 or 9)"), runner_up, margin."""
+        pixels = self._pixels(images)
+        return decide(
+            self.scores(pixels), self.score_kind, self.limits, self.classes, no_ink(pixels)
+        )
 
     def features(self, image) -> dict[str, numpy.ndarray]:
         """One image (28, 28) or (32, 32) -> {stage: its output}, in order from "input": maps
@@ -138,12 +160,17 @@ class Network:
         """A photo or scan of one handwritten digit (a path, or the file's bytes), prepared the
         way MNIST's digits were made (data/photos.py), as `lenet5x predict` does. max_pixels:
         the most it may decode to (else photos.TooLarge, before decoding)."""
-        prepared = prepare_file(photo, max_pixels)
+        prepared = prepare_file(photo, max_pixels, blank_if_no_ink=True)
         seen = pad_images(prepared.digit[None], self.restored.config.data.input_size)
-        values = self.scores(seen)[0]
-        digit = int(values.argmax() if self.score_kind == "probability" else values.argmin())
-        label = self.classes[digit]
-        return Prediction(digit, label, values, self.score_kind, prepared.inverted, seen[0])
+        values = self.scores(seen)
+        decided = decide(values, self.score_kind, self.limits, self.classes, no_ink(seen))
+        digit, reason = int(decided.labels[0]), decided.reasons[0]
+        best = int(values[0].argmax() if self.score_kind == "probability" else values[0].argmin())
+        label = reason or self.classes[digit]
+        return Prediction(
+            digit, label, values[0], self.score_kind, prepared.inverted, seen[0],
+            reason, best, int(decided.runner_up[0]), float(decided.margin[0]),
+        )  # fmt: skip
 
     def _pixels(self, images) -> numpy.ndarray:
         """Images as uint8 (N, S, S) at the network's input size; floats in [0, 1] are rounded to

@@ -220,12 +220,23 @@ META = {
     ),
     "dataset": (_or_null(_identity), "null or the data it was trained on (name, verified, sha256)"),
     "optimizer": (_host_numbers, "the optimizer's host numbers (name -> a finite number or null)"),
+    # the refusal thresholds export.py chooses (rejection.py); all null or none
+    "reject_margin": (_or_null(lambda v: _number(v) and v >= 0), "null or a number >= 0"),
+    "reject_target_error": (_or_null(_fraction), "null or an error rate in [0, 1]"),
+    "reject_validation_size": (_or_null(_count), "null or an integer >= 0"),
+    "reject_validation_share": (_or_null(_fraction), "null or a share in [0, 1]"),
+    "not_digit_distance": (_or_null(lambda v: _number(v) and v > 0), "null or a number > 0"),
+    "not_digit_quantile": (_or_null(_fraction), "null or a quantile in [0, 1]"),
     # lenet5x-checkpoint/1 kept SDLM's host numbers at the top level
     "sdlm_mu": (_or_null(_number), "null or a finite number"),
     "damping_retries_left": (_or_null(_count), "null or an integer >= 0"),
     "last_train_error": (_or_null(_number), "null or a finite number"),
 }
 REQUIRED = {FORMAT: ("format", "optimizer"), OLD_FORMAT: ("format",)}
+TOGETHER = (
+    ("reject_margin", "reject_target_error", "reject_validation_size", "reject_validation_share"),
+    ("not_digit_distance", "not_digit_quantile"),
+)
 
 
 def check_meta(path, meta) -> None:
@@ -251,6 +262,13 @@ def check_meta(path, meta) -> None:
         if not check(value):
             raise CheckpointError(
                 f"{path}: corrupted checkpoint metadata: {key} is {shown(value)}, expected {wanted}"
+            )
+    for group in TOGETHER:  # a threshold is used only with what says how it was chosen
+        given = [key for key in group if meta.get(key) is not None]
+        if given and len(given) < len(group):
+            missing = next(key for key in group if meta.get(key) is None)
+            raise CheckpointError(
+                f"{path}: corrupted checkpoint metadata: {given[0]} without {missing}"
             )
 
 

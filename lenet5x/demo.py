@@ -7,10 +7,22 @@ fitted into 20x20, centred by mass, padded to 32x32), then classified.
 
     GET  /                     the page (also /index.html, /demo.css, /demo.js)
     GET  /api/model            {"name", "description", "architecture", "score_kind",
-                                "test_error", "parameters", "classes", "dataset", "samples"}
+                                "test_error", "parameters", "classes", "dataset", "samples",
+                                "reject_margin", "reject_target_error",
+                                "not_digit_distance", "not_digit_quantile"}
     POST /api/predict          body: one PNG or JPEG (Content-Type image/png or image/jpeg)
-                               -> {"digit", "label", "scores", "score_kind", "inverted", "input",
+                               -> {"digit", "label", "reason", "best", "runner_up", "margin",
+                                   "shares", "scores", "score_kind", "inverted", "input",
                                    "maps", "f6", "nearest"}
+
+The answer says what `lenet5x predict` and Network.predict(..., reject=True) say (rejection.py):
+"digit" is the class, or -1 where the network refuses, and "label" its name or the reason ("not
+sure (4 or 9)", "not a digit", "no ink found": a blank drawing is an answer, not an error);
+"reason" is "" for an answer; "best" and "runner_up" the two best classes whatever the answer;
+"margin" the top-two margin (refused as "not sure" below /api/model's "reject_margin"; RBF
+models refuse as "not a digit" beyond "not_digit_distance"; either null: not set); "shares"
+(K floats, sum <= 1) what the bars show: softmax probabilities, or for RBF distances the MAP
+criterion's posterior (eq. 9, with the paper's "rubbish" class taking the rest).
     GET  /api/sample?kind=random|misclassified
                                -> {"index", "label", "predicted", "kind", "image",
                                    "prediction": /api/predict's answer for that test image}
@@ -42,10 +54,10 @@ A client's mistake gets a 4xx answer {"error": "<one line>"} and the server goes
 test data), 405 wrong method for a path, 411 no Content-Length, 413 body over MAX_BODY bytes
 (answered from the header, without reading the body) or a picture over MAX_DECODED_PIXELS
 (answered from its header, without decoding it), 415 not image/png or image/jpeg, 422 not a
-readable picture or no digit in it, 501 a method http.server does not know, 503 busy: more
-pictures at once than the memory budget allows (Budget; Retry-After says when to try again).
-Nothing is cached by the browser (Cache-Control: no-store). Requests are not logged unless
---verbose.
+readable picture, 501 a method http.server does not know, 503 busy: more pictures at once than
+the memory budget allows (Budget; Retry-After says when to try again). A blank picture is an
+answer ("no ink found"), not an error. Nothing is cached by the browser (Cache-Control: no-store).
+Requests are not logged unless --verbose.
 
 Exit status: 0 never (Ctrl-C: 130), 2 bad input or the port is in use (one line on stderr).
 """
@@ -74,6 +86,7 @@ import numpy
 
 from .cli import BACKENDS, OneLineParser, run_command
 from .errors import UserError
+from .rejection import decide, no_ink, shares
 
 ASSETS = Path(__file__).with_name("assets") / "demo"
 STATIC = {  # path -> (file in ASSETS, Content-Type)
@@ -267,6 +280,8 @@ class DemoServer(ThreadingHTTPServer):
         self.verbose = verbose
         self.static = {path: (read_asset(name), kind) for path, (name, kind) in STATIC.items()}
         self.model_info = model_info(net, samples is not None)
+        model = net.restored.config.model
+        self.map_j = model.map_j if model.loss == "map" else None  # eq. 9's rubbish class
         prototypes = net.prototypes
         self.prototype_urls = None if prototypes is None else [bitmap_url(p) for p in prototypes]
         # NumPy forward passes run side by side; other backends (a GPU) one at a time
@@ -285,11 +300,17 @@ class DemoServer(ThreadingHTTPServer):
         """/api/predict's answer for the (S, S) uint8 input the network saw, its (K,) scores and
         features (Network.features)."""
         net, kind = self.net, self.net.score_kind
-        digit = int(numpy.argmax(scores) if kind == "probability" else numpy.argmin(scores))
+        decided = decide(scores[None], kind, net.limits, net.classes, no_ink(seen[None]))
+        digit, reason = int(decided.labels[0]), decided.reasons[0]
         values = [float(v) for v in scores]
         answer = {
             "digit": digit,
-            "label": net.classes[digit],
+            "label": reason or net.classes[digit],
+            "reason": reason,
+            "best": int(numpy.argmax(scores) if kind == "probability" else numpy.argmin(scores)),
+            "runner_up": int(decided.runner_up[0]),
+            "margin": float(decided.margin[0]),
+            "shares": [float(v) for v in shares(scores[None], kind, self.map_j)[0]],
             "scores": values,
             "score_kind": kind,
             "inverted": bool(inverted),
@@ -347,6 +368,10 @@ def model_info(net, samples: bool) -> dict:
         "classes": list(net.classes),
         "dataset": restored.config.data.dataset,
         "samples": samples,
+        "reject_margin": net.limits.margin,
+        "reject_target_error": restored.meta.get("reject_target_error"),
+        "not_digit_distance": net.limits.distance,
+        "not_digit_quantile": restored.meta.get("not_digit_quantile"),
     }
 
 

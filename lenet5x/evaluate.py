@@ -4,6 +4,12 @@ Prints the test error, the accuracy of each class and the confusion matrix; writ
 matrix (confusion.png) and the misclassified test digits with their true and predicted labels
 (misclassified.png, like the paper's Fig. 11) into --out (default: the checkpoint's directory).
 
+--reject also prints the error-rejection curve (rejection.py: patterns refused in order of their
+top-two margin, lowest first), the share of the test set that must be refused to reach 0.5% and
+0.1% error on the rest (the paper's Fig. 10 measure), what the network's stored "not sure" and
+"not a digit" thresholds (chosen without the test set) do on it, and draws the curve
+(rejection.png) beside the confusion matrix.
+
 Exit status: 0 done, 2 bad input (one line on stderr).
 """
 
@@ -19,7 +25,17 @@ from .cli import BACKENDS, OneLineParser, run_command
 from .data import DeviceData
 from .files import output_dir
 from .parallel import default_workers, single_threaded_blas
+from .rejection import (
+    REPORTED_ERRORS,
+    Curve,
+    decide,
+    describe_limits,
+    limits_of,
+    margin,
+    rejection_curve,
+)
 from .restore import Restored, load_data, restore
+from .restore import scores as scores_of
 from .scoring import Scores, score
 
 PICTURES = ("confusion.png", "misclassified.png")  # what it writes into --out
@@ -66,6 +82,12 @@ def parse_args(argv=None, prog: str = "python -m lenet5x.evaluate") -> argparse.
         action="store_true",
         help="score on a test set other than the one the model was trained with",
     )
+    parser.add_argument(
+        "--reject",
+        action="store_true",
+        help="also the error-rejection curve by the top-two margin (the paper's Fig. 10) and "
+        "what the stored refusal thresholds do (rejection.png)",
+    )
     args = parser.parse_args(argv)
     if args.test_subset is not None and args.test_subset < 1:
         parser.error("--test-subset must be at least 1")
@@ -105,11 +127,41 @@ def matrix_table(matrix: numpy.ndarray, classes) -> str:
     return "\n".join(lines)
 
 
-def margin(outputs: numpy.ndarray, loss_name: str) -> numpy.ndarray:
-    """(N, K) outputs -> (N,) how far the winning class is ahead of the runner-up (higher = surer):
-    the gap between the two smallest RBF distances, or between the two largest logits."""
-    ordered = numpy.sort(outputs if loss_name in ("mse", "map") else -outputs, axis=1)
-    return ordered[:, 1] - ordered[:, 0]
+CURVE_POINTS = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1)  # shares rejected printed by --reject
+
+
+def rejection_report(restored: Restored, values: numpy.ndarray, labels: numpy.ndarray) -> Curve:
+    """Print the error-rejection curve of (N, K) test scores, the shares rejected at the
+    REPORTED_ERRORS, and what the stored thresholds give; return the curve."""
+    kind = restored.score_kind
+    predicted = values.argmin(1) if kind == "rbf_distance" else values.argmax(1)
+    wrong = predicted != labels
+    curve = rejection_curve(margin(values, kind), wrong)
+    unit = "RBF distances" if kind == "rbf_distance" else "log-probabilities (logits)"
+    print(f"\nrejection by the top-two margin (the gap between the two best {unit}):")
+    print("  rejected  error on the accepted  margin threshold")
+    for share in CURVE_POINTS:
+        i = min(int(numpy.searchsorted(curve.rejected, share)), len(curve.rejected) - 1)
+        print(f"  {curve.rejected[i]:8.2%}  {curve.error[i]:21.3%}  {curve.threshold[i]:16.3f}")
+    for target in REPORTED_ERRORS:
+        share = curve.rejected_at(target)
+        said = "never reached" if share is None else f"{share:.2%} of the test set rejected"
+        print(f"to reach {target:.1%} error: {said}")
+    meta = restored.meta
+    print(f"stored thresholds: {describe_limits(meta)}")
+    decided = decide(values, kind, limits_of(meta), restored.classes)
+    refused = decided.labels < 0
+    if refused.any():
+        accepted = ~refused
+        error = float(wrong[accepted].mean()) if accepted.any() else 0.0
+        counts = {
+            r: sum(x.startswith(r) for x in decided.reasons) for r in ("not sure", "not a digit")
+        }
+        print(
+            f"on this test set they refuse {refused.mean():.2%} ({counts['not sure']} not sure, "
+            f"{counts['not a digit']} not a digit); error on the accepted {error:.3%}"
+        )
+    return curve
 
 
 def run(args) -> int:
@@ -140,8 +192,15 @@ def run(args) -> int:
     )
     print(class_table(matrix, host.classes) + "\n")
     print(matrix_table(matrix, host.classes))
+    values = scores_of(restored, scores.outputs.T)
+    curve = rejection_report(restored, values, labels) if args.reject else None
     if not args.no_plots:
         written = draw(restored, host, scores, matrix, out, args.max_shown)
+        if curve is not None:
+            from .figures import plot_rejection
+
+            title = f"{restored.label}: error against share rejected ({host.name} test set)"
+            written.insert(1, plot_rejection(curve, out / "rejection.png", title))
         print("\n" + "\n".join(f"wrote {p}" for p in written))
     return 0
 
@@ -162,7 +221,8 @@ def draw(restored: Restored, host, scores: Scores, matrix, out: Path, max_shown:
         print("no misclassified test digits: misclassified.png not written")
         return written
     # the most confident mistakes first: they say most about what the network got wrong
-    order = numpy.argsort(-margin(scores.outputs[wrong], restored.model.loss.name), kind="stable")
+    values = scores_of(restored, scores.outputs[wrong].T)
+    order = numpy.argsort(-margin(values, restored.score_kind), kind="stable")
     shown = wrong[order][:max_shown]
     border = (host.test_images.shape[1] - 28) // 2
     digits = host.test_images[shown, border : border + 28, border : border + 28]

@@ -1,13 +1,27 @@
 """Shipped weights from a run: python -m lenet5x.export RUN_DIR --name NAME [--out FILE]
 
 Writes a small weights file (the parameters in float32, compressed, no optimizer state) with the
-run's configuration, the data it was trained on (data/loading.check_identity) and its final
-test error in the metadata. The networks shipped in the package were made this way:
+run's configuration, the data it was trained on (data/loading.check_identity), its final test
+error and its refusal thresholds (rejection.py) in the metadata. The networks shipped in the
+package were made this way, with 5,000 training images held out to choose the thresholds on:
 
-    lenet5x train --data-dir DATA --out runs/lenet5-s0            # the paper's LeNet-5, seed 0
-    lenet5x train --config modern --data-dir DATA --out runs/modern-s0
-    lenet5x export runs/lenet5-s0 --name lenet5
-    lenet5x export runs/modern-s0 --name modern
+    lenet5x train --data-dir DATA --set data.validation_size=5000 --out runs/lenet5-s0
+    lenet5x train --config modern --data-dir DATA --set data.validation_size=5000 --out runs/modern-s0
+    lenet5x export runs/lenet5-s0 --name lenet5 --data-dir DATA
+    lenet5x export runs/modern-s0 --name modern --data-dir DATA
+
+The weights are the final ones (checkpoint.npz), as without a validation split: the split only
+chooses the thresholds. Metadata written besides the run's own (numbers, or null where not set):
+    reject_margin           the "not sure" threshold on the top-two margin (rejection.margin),
+                            the smallest that gives reject_target_error on the validation split
+                            (null: the run held out no validation split)
+    reject_target_error     that target error on the accepted (0.005, the paper's Fig. 10)
+    reject_validation_size  how many validation images chose it
+    reject_validation_share the share of them it refuses
+    not_digit_distance      RBF models: the "not a digit" limit on the nearest RBF distance, the
+                            not_digit_quantile quantile of the training digits' nearest distances
+                            (null for a softmax model)
+    not_digit_quantile      that quantile (null for a softmax model)
 
 `lenet5x.load("lenet5")` and every result tool then take the name.
 
@@ -25,9 +39,19 @@ import numpy
 
 from .checkpoint import CheckpointError, save_checkpoint
 from .cli import OneLineParser, run_command
+from .data import DeviceData
 from .files import output_file
-from .restore import WEIGHTS, restore
+from .rejection import (
+    DISTANCE_QUANTILE,
+    TARGET_ERROR,
+    choose_threshold,
+    describe_limits,
+    distance_limit,
+    margin,
+)
+from .restore import WEIGHTS, Restored, load_data, restore, scores
 from .rundir import read_metrics, skipped_note
+from .scoring import score
 
 
 def parse_args(argv=None, prog: str = "python -m lenet5x.export") -> argparse.Namespace:
@@ -44,11 +68,17 @@ def parse_args(argv=None, prog: str = "python -m lenet5x.export") -> argparse.Na
     parser.add_argument(
         "--out", metavar="FILE", help=f"the file to write (default: {WEIGHTS}/NAME.npz)"
     )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="the training data, to choose the refusal thresholds (default: as in training)",
+    )
     return parser.parse_args(argv)
 
 
-def export(run_dir, name: str, out=None, log=None) -> Path:
-    """The run's checkpoint.npz (its final weights) as a weights file named `name`. log: where a
+def export(run_dir, name: str, out=None, data_dir=None, log=None) -> Path:
+    """The run's checkpoint.npz (its final weights) as a weights file named `name`, with the
+    refusal thresholds chosen on its validation and training splits (calibrate). log: where a
     note about lines of metrics.jsonl that are not valid records goes."""
     run_dir = Path(run_dir)
     target = output_file(out or WEIGHTS / f"{name}.npz")
@@ -76,6 +106,7 @@ def export(run_dir, name: str, out=None, log=None) -> Path:
     meta.update(
         step=0, partial=None, name=name, source=run_dir.name, test_error=final["test_error"]
     )
+    meta.update(calibrate(restored, load_data(restored, data_dir)))
     # where the files were on the machine that trained it means nothing elsewhere
     config = meta["config"]
     meta["config"] = {
@@ -87,14 +118,51 @@ def export(run_dir, name: str, out=None, log=None) -> Path:
     return target
 
 
+def calibrate(restored: Restored, host) -> dict:
+    """The refusal thresholds (the metadata fields in this module's docstring), from the host
+    dataset's validation and training splits only: the test set is never read."""
+    kind, config = restored.score_kind, restored.config
+
+    def scored(images, labels):
+        data = DeviceData(restored.backend, images, labels, host.scale, host.offset)
+        result = score(restored.model, restored.params, data, config.train.eval_batch_size)
+        return scores(restored, result.outputs.T), result.predictions != labels
+
+    fields = dict.fromkeys(
+        ("reject_margin", "reject_validation_size", "reject_validation_share"), None
+    )
+    fields.update(
+        reject_target_error=TARGET_ERROR, not_digit_distance=None, not_digit_quantile=None
+    )
+    if host.validation_images is not None:
+        values, wrong = scored(host.validation_images, host.validation_labels)
+        threshold = choose_threshold(margin(values, kind), wrong, TARGET_ERROR)
+        fields.update(
+            reject_margin=threshold,
+            reject_validation_size=len(wrong),
+            reject_validation_share=float(numpy.mean(margin(values, kind) < threshold)),
+        )
+    if kind == "rbf_distance":
+        values, _ = scored(host.train_images, host.train_labels)
+        fields.update(
+            not_digit_distance=distance_limit(values), not_digit_quantile=DISTANCE_QUANTILE
+        )
+    return fields
+
+
 def main(argv=None, prog: str = "python -m lenet5x.export") -> int:
     args = parse_args(argv, prog)
 
     def body() -> int:
         target = export(
-            args.run_dir, args.name, args.out, log=functools.partial(print, file=sys.stderr)
+            args.run_dir,
+            args.name,
+            args.out,
+            args.data_dir,
+            log=functools.partial(print, file=sys.stderr),
         )
         print(f"wrote {target} ({target.stat().st_size / 1024:.0f} KB)")
+        print(describe_limits(restore(target, backend="numpy").meta))
         return 0
 
     return run_command(body)

@@ -236,6 +236,44 @@ def plot_confusion(matrix: numpy.ndarray, classes: Sequence[str], path, title: s
     return save(fig, path)
 
 
+def plain_log_labels(ax) -> None:
+    """A log-scaled y axis labelled 0.2, 0.5, 1 rather than 2x10^-1."""
+    from matplotlib.ticker import FuncFormatter
+
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(
+        FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else "")
+    )
+
+
+def plot_rejection(curve, path, title: str, references=None) -> Path:
+    """The error-rejection curve (rejection.Curve): the error on the accepted patterns (log
+    scale) against the share rejected, with the paper's 0.5% and 0.1% marked. references:
+    {label: share rejected at 0.5% error} drawn as points (the paper's Fig. 10 values)."""
+    fig = figure(6.4, 4.4)
+    ax = fig.subplots()
+    keep = curve.error > 0
+    ax.plot(100 * curve.rejected[keep], 100 * curve.error[keep], color="C0", label="this network")
+    for target, style in ((0.005, "--"), (0.001, ":")):
+        ax.axhline(100 * target, color="grey", linestyle=style, linewidth=0.8)
+        share = curve.rejected_at(target)
+        if share is not None:
+            ax.plot([100 * share], [100 * target], "o", color="C0")
+            ax.annotate(f"{share:.1%}", (100 * share, 100 * target), xytext=(5, 4),
+                        textcoords="offset points", fontsize=8)  # fmt: skip
+    for i, (label, share) in enumerate((references or {}).items()):
+        ax.plot([share], [0.5], "s", color=f"C{i + 1}", label=f"{label} (paper, Fig. 10)")
+    ax.set_yscale("log")
+    plain_log_labels(ax)
+    ax.set_xlim(0, max(10.0, 100 * (curve.rejected_at(0.001) or 0.0) * 1.2))
+    ax.set_xlabel("test patterns rejected (lowest top-two margin first), %")
+    ax.set_ylabel("error on the accepted, %")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    return save(fig, path)
+
+
 def plot_prediction(
     source: numpy.ndarray,
     seen: numpy.ndarray,

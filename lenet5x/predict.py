@@ -3,8 +3,11 @@
 Each PNG/JPEG photo or scan of one handwritten digit is made into a 32x32 input the way MNIST was
 made (images.py: grayscale, inverted when the paper is light, cropped to the ink, fitted into
 20x20, centred by mass in 28x28, padded to 32x32), normalized as in training, and classified. One
-line per image: the predicted class, then the score of every class (the classic model: squared
-RBF distances to the class prototypes, lower = closer; the modern model: softmax probabilities).
+line per image: the answer, then the score of every class (the classic model: squared RBF
+distances to the class prototypes, lower = closer; the modern model: softmax probabilities).
+The answer is the class, or where the network refuses (rejection.py, with the thresholds stored
+with it): "not sure (4 or 9)" (the top two classes too close), "not a digit" (RBF: far from
+every prototype) or "no ink found" (a blank picture, which does not stop the others).
 --show DIR also writes, per image, a PNG with the picture, the 32x32 input the network saw and
 the scores.
 
@@ -23,6 +26,7 @@ from .cli import BACKENDS, OneLineParser, run_command
 from .data.loading import pad_images
 from .data.photos import prepare_file
 from .files import output_dir
+from .rejection import decide, describe_limits, limits_of, no_ink
 from .restore import input_normalization, network_input, restore, scores
 
 
@@ -71,17 +75,20 @@ def parse_args(argv=None, prog: str = "python -m lenet5x.predict") -> argparse.N
     return args
 
 
-def table(names, prepared, values: numpy.ndarray, predicted, kind: str, classes) -> str:
-    """One line per image: its name, the predicted class, then a column of scores per class."""
+def table(names, prepared, values: numpy.ndarray, answers, kind: str, classes) -> str:
+    """One line per image: its name, the answer (a class, or why it is refused), then a column
+    of scores per class."""
     width = max(5, *(len(str(n)) for n in names))
     cell = max(7, *(len(c) + 1 for c in classes))
-    lines = [f"{'image':<{width}}  {'class':>5}  " + "".join(f"{c:>{cell}}" for c in classes)]
-    for name, p, v, c in zip(names, prepared, values, predicted, strict=True):
+    said = max(5, *(len(a) for a in answers))
+    head = f"{'image':<{width}}  {'answer':>{said}}  " + "".join(f"{c:>{cell}}" for c in classes)
+    lines = [head]
+    for name, p, v, answer in zip(names, prepared, values, answers, strict=True):
         cells = "".join(
             f"{x:>{cell}.1%}" if kind == "probability" else f"{x:>{cell}.1f}" for x in v
         )
         note = "  (inverted)" if p.inverted else ""
-        lines.append(f"{str(name):<{width}}  {classes[int(c)]:>5}  {cells}{note}")
+        lines.append(f"{str(name):<{width}}  {answer:>{said}}  {cells}{note}")
     return "\n".join(lines)
 
 
@@ -107,30 +114,32 @@ def run(args) -> int:
 
         figure(1, 1)  # fail before the work when matplotlib is missing
     targets = [] if args.show is None else shown_files(args.images, Path(args.show))
-    prepared = [prepare_file(path) for path in args.images]
+    prepared = [prepare_file(path, blank_if_no_ink=True) for path in args.images]
     scale, offset = input_normalization(restored, args.data_dir)
     size = restored.config.data.input_size
     seen = pad_images(numpy.stack([p.digit for p in prepared]), size)  # (N, 32, 32) uint8
     out, _ = restored.model.forward(restored.params, network_input(restored, seen, scale, offset))
     values, kind = scores(restored, out), restored.score_kind
-    predicted = numpy.asarray(restored.backend.to_numpy(restored.model.loss.predict(out)))
     classes = restored.classes
+    decided = decide(values, kind, limits_of(restored.meta), classes, no_ink(seen))
+    answers = [r or classes[int(c)] for r, c in zip(decided.reasons, decided.labels, strict=True)]
     what = (
         "softmax probabilities"
         if kind == "probability"
         else "squared RBF distances (lower = closer)"
     )
     print(f"{restored.note}\nscores: {what}; (inverted): the picture had a light background")
-    print(table(args.images, prepared, values, predicted, kind, restored.classes))
+    print(f"refusals: {describe_limits(restored.meta)}")
+    print(table(args.images, prepared, values, answers, kind, restored.classes))
     if args.show is None:
         return 0
 
     from .figures import plot_prediction
 
-    for path, target, p, image, v, c in zip(
-        args.images, targets, prepared, seen, values, predicted, strict=True
+    for path, target, p, image, v, said in zip(
+        args.images, targets, prepared, seen, values, answers, strict=True
     ):
-        title = f"{Path(path).name}: predicted {classes[int(c)]}"
+        title = f"{Path(path).name}: " + (f"predicted {said}" if said in classes else said)
         plot_prediction(p.source, image, v, kind, classes, target, title)
         print(f"wrote {target}")
     return 0

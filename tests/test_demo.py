@@ -134,6 +134,28 @@ def decoded(url: str) -> Image.Image:
     return image
 
 
+def test_refusals_are_answers_not_errors(demo, net):
+    status, model = ask_json(demo, "GET", "/api/model")
+    assert model["reject_margin"] == net.limits.margin
+    assert model["not_digit_distance"] == net.limits.distance
+    status, answer = predict(demo, blank())
+    assert status == 200 and (answer["digit"], answer["label"]) == (-1, "no ink found")
+    assert answer["reason"] == "no ink found" and len(answer["scores"]) == 10
+    # a zig-zag scribble, as a user draws one on the pad
+    from PIL import ImageDraw
+
+    picture = Image.new("L", (280, 280), 0)
+    points = [(140, 20), (260, 140), (140, 260), (20, 140), (140, 20), (140, 260), (20, 140)]
+    points.append((260, 140))  # a diamond crossed both ways
+    ImageDraw.Draw(picture).line(points, fill=255, width=18, joint="curve")
+    status, answer = predict(demo, encode(numpy.asarray(picture)))
+    assert status == 200 and answer["digit"] == -1, answer["label"]
+    assert answer["label"] == answer["reason"] != ""
+    assert answer["reason"] == "not a digit" or answer["reason"].startswith("not sure (")
+    assert max(answer["shares"]) < 0.9  # no full bar for a guess
+    check_prediction(answer, net)
+
+
 def a_one() -> bytes:
     """A '1' as the pad draws it: a thick white vertical stroke on black, 280x280."""
     image = numpy.zeros((280, 280), dtype=numpy.uint8)
@@ -184,8 +206,10 @@ def test_model_describes_the_network(demo, net):
 def check_prediction(answer, net):
     assert answer["score_kind"] == "rbf_distance"
     scores = answer["scores"]
-    assert len(scores) == 10 and answer["digit"] == int(numpy.argmin(scores))
-    assert answer["label"] == str(answer["digit"]) and isinstance(answer["inverted"], bool)
+    assert len(scores) == 10 and answer["best"] == int(numpy.argmin(scores))
+    assert answer["digit"] == (-1 if answer["reason"] else answer["best"])
+    assert answer["label"] == (answer["reason"] or str(answer["digit"]))
+    assert isinstance(answer["inverted"], bool) and len(answer["shares"]) == 10
     assert decoded(answer["input"]).size == (32, 32)
     assert {m["name"]: m["shape"] for m in answer["maps"]} == LENET5_MAPS
     for stage in answer["maps"]:
@@ -197,7 +221,7 @@ def check_prediction(answer, net):
     assert len(answer["f6"]["values"]) == 84 and decoded(answer["f6"]["image"]).size == (7, 12)
     nearest = answer["nearest"]
     assert [n["digit"] for n in nearest] == list(numpy.argsort(scores)[:3])
-    assert nearest[0]["digit"] == answer["digit"] and nearest[0]["distance"] == min(scores)
+    assert nearest[0]["digit"] == answer["best"] and nearest[0]["distance"] == min(scores)
     assert all(decoded(n["image"]).size == (7, 12) for n in nearest)
 
 
@@ -234,7 +258,7 @@ def test_test_digits(demo, digits, mnist_dir, net):
             if kind == "misclassified":
                 assert sample["predicted"] != sample["label"]
             check_prediction(sample["prediction"], net)
-            assert sample["prediction"]["label"] == sample["predicted"]
+            assert net.classes[sample["prediction"]["best"]] == sample["predicted"]
             seen = numpy.asarray(decoded(sample["prediction"]["input"]))
             assert (seen[2:30, 2:30] == test_images[index]).all()
             assert sample["predicted"] == str(net.predict(test_images[index][None])[0])
@@ -278,7 +302,6 @@ def raw_case(data: bytes, shutdown=False):
 BAD = {  # name: (how to ask, the status, a piece of the message)
     "not-an-image": (http_case("POST", "/api/predict", b"hello", PNG), 422, "not an image"),
     "empty-body": (http_case("POST", "/api/predict", b"", PNG), 400, "empty"),
-    "blank-canvas": (http_case("POST", "/api/predict", blank(), PNG), 422, "no digit found"),
     "truncated-png": (http_case("POST", "/api/predict", a_one()[:100], PNG), 422, "image"),
     "text-plain": (
         http_case("POST", "/api/predict", b"1234", {"Content-Type": "text/plain"}),

@@ -158,7 +158,7 @@ def wait_for_answer(driver, timeout=15):
         return d.execute_script(
             "const p = window.__predictions;"
             "return p.sent > 0 && p.open === 0 && performance.now() - p.last > 600;"
-        ) and d.find_element(By.ID, "status").text.startswith("Reads ")
+        ) and d.find_element(By.ID, "status").text.startswith(("Reads ", "Says "))
 
     try:
         WebDriverWait(driver, timeout, poll_frequency=0.1).until(settled)
@@ -182,7 +182,7 @@ def rendered_maps(driver) -> list[dict]:
     )
 
 
-def check_the_page_shows_it(driver):
+def check_the_page_shows_it(driver, refused=False):
     maps = rendered_maps(driver)
     stages = {m["stage"] for m in maps}
     assert stages == {"C1", "S2", "C3", "S4"}, stages
@@ -212,10 +212,14 @@ def check_the_page_shows_it(driver):
         "input": [32, 32],
         "nearest": [7, 7, 7],
         "bars": 10,
-        "predicted": 1,
+        "predicted": 0 if refused else 1,
     }
 
 
+REFUSALS = ("not sure", "not a digit", "no ink")
+SCRIBBLE = [  # a diamond crossed both ways
+    [(0.5, 0.1), (0.9, 0.5), (0.5, 0.9), (0.1, 0.5), (0.5, 0.1), (0.5, 0.9), (0.1, 0.5), (0.9, 0.5)]
+]
 ONE = [[(0.52, 0.18), (0.51, 0.35), (0.50, 0.55), (0.49, 0.82)]]
 SEVEN = [[(0.28, 0.22), (0.50, 0.21), (0.72, 0.22), (0.62, 0.42), (0.52, 0.62), (0.45, 0.82)]]
 
@@ -255,12 +259,15 @@ def test_a_test_digit_and_the_screenshot(site, browser):
     if samples:  # the page shows what the network answers for that very test image
         for button in ("random-digit", "misclassified-digit"):
             browser.find_element(By.ID, button).click()
-            assert wait_for_answer(browser).isdigit()
+            answer = wait_for_answer(browser)
+            refused = answer in REFUSALS
+            assert answer.isdigit() or refused, answer
             info = browser.find_element(By.ID, "sample-info").text
             assert info.startswith("Test image "), info
-            check_the_page_shows_it(browser)
+            check_the_page_shows_it(browser, refused)
         said = info.split("the model says ")[1]
-        assert browser.find_element(By.ID, "digit").text == said != info.split()[4]
+        assert said != info.split()[4]  # a digit it gets wrong: its best class is not the label
+        assert browser.find_element(By.ID, "digit").text in (said, *REFUSALS)
         browser.find_element(By.ID, "clear").click()
         WebDriverWait(browser, 5).until(lambda d: d.find_element(By.ID, "digit").text == "?")
     draw(browser, three())
@@ -271,3 +278,31 @@ def test_a_test_digit_and_the_screenshot(site, browser):
     if target:
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         assert browser.get_screenshot_as_file(target), target
+
+
+def test_a_scribble_is_not_sure_or_not_a_digit(site, browser):
+    url, _ = site
+    open_page(browser, url)
+    draw(browser, SCRIBBLE)
+    assert wait_for_answer(browser) in ("not sure", "not a digit")
+    check_the_page_shows_it(browser, refused=True)
+    page = browser.execute_script(
+        """
+        const digit = document.getElementById('digit');
+        const bars = Array.from(document.querySelectorAll('#scores .score-bar'))
+          .map((b) => parseFloat(b.style.width));
+        return {refused: digit.classList.contains('is-refused'),
+                colour: getComputedStyle(digit).color,
+                kind: document.getElementById('label-kind').textContent,
+                caption: document.getElementById('scores-caption').textContent,
+                status: document.getElementById('status').textContent,
+                longest: Math.max(...bars)};
+        """
+    )
+    assert page["refused"] and page["colour"] != "rgb(124, 196, 255)", page  # not the accent
+    assert page["kind"].startswith(("not sure (", "not a digit")), page
+    assert page["status"].startswith("Says not "), page
+    assert page["longest"] < 90, page  # no full bar for a guess
+    assert "not sure" in page["caption"] and "share of belief" in page["caption"], page
+    assert "for 0.5% error" in page["caption"] and "beyond 99.9% of" in page["caption"], page
+    assert console_errors(browser) == []

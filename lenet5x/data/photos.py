@@ -42,6 +42,10 @@ class TooLarge(ImageError):
     """A picture over the pixels or bytes allowed (MAX_PIXELS, MAX_BYTES, or a caller's own)."""
 
 
+class NoInkError(ImageError):
+    """A readable picture with no ink in it (a blank page): "no ink found", not a mistake."""
+
+
 @dataclasses.dataclass
 class Prepared:
     """One picture and the MNIST-style digit made from it."""
@@ -149,10 +153,10 @@ def ink_map(gray: numpy.ndarray) -> tuple[numpy.ndarray, bool]:
     noise = 1.4826 * float(numpy.median(numpy.abs(residual - numpy.median(residual))))  # robust std
     peak = float(ink.max())
     if peak < 0.1:
-        raise ImageError("no digit found: the picture has almost no contrast")
+        raise NoInkError("no ink found: the picture has almost no contrast")
     floor = max(4.0 * noise, 0.05 * peak)
     if peak <= floor:
-        raise ImageError("no digit found: the ink is no darker than the paper's noise")
+        raise NoInkError("no ink found: the ink is no darker than the paper's noise")
     return numpy.clip((ink - floor) / (peak - floor), 0.0, 1.0), inverted
 
 
@@ -181,7 +185,7 @@ def ink_box(ink: numpy.ndarray, core: float = 0.5, keep: float = 0.05) -> tuple[
     """
     solid = numpy.where(ink > core, ink, 0.0)
     if not solid.any():
-        raise ImageError("no digit found in the picture")
+        raise NoInkError("no ink found in the picture")
     h, w = ink.shape
     cell = max(1, -(-max(h, w) // 128))
     ch, cw = -(-h // cell), -(-w // cell)
@@ -269,13 +273,17 @@ def mnist_style(gray: numpy.ndarray) -> tuple[numpy.ndarray, bool]:
     return numpy.round(digit * 255).astype(numpy.uint8), inverted
 
 
-def prepare_file(source, max_pixels: int = MAX_PIXELS) -> Prepared:
+def prepare_file(source, max_pixels: int = MAX_PIXELS, blank_if_no_ink: bool = False) -> Prepared:
     """Read an image (a path, or a file's bytes) and make its MNIST-style digit; errors name the
-    file. max_pixels: the most it may decode to (read_grayscale)."""
+    file. max_pixels: the most it may decode to (read_grayscale). A picture without ink raises
+    NoInkError, or with blank_if_no_ink gives a blank digit (all 0), which the tools answer with
+    "no ink found" (rejection.no_ink)."""
     gray = read_grayscale(source, max_pixels)
     try:
         digit, inverted = mnist_style(gray)
     except ImageError as error:
+        if isinstance(error, NoInkError) and blank_if_no_ink:
+            return Prepared(gray, numpy.zeros((FIELD, FIELD), dtype=numpy.uint8), False)
         where = "the image" if isinstance(source, (bytes, bytearray, memoryview)) else source
-        raise ImageError(f"{where}: {error}") from None
+        raise type(error)(f"{where}: {error}") from None
     return Prepared(gray, digit, inverted)

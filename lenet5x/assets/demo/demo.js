@@ -412,16 +412,19 @@
     const label = data.label !== undefined && data.label !== null ? String(data.label)
       : (state.classes[index] !== undefined ? state.classes[index] : String(data.digit));
 
-    el.digit.textContent = label;
+    const reason = typeof data.reason === "string" ? data.reason : "";
+    el.digit.textContent = reason ? refusalWord(reason) : label;
     el.digit.classList.remove("is-empty");
-    el["label-kind"].textContent = describeScore(kind, scores[index]);
-    renderScores(scores, kind, index);
+    el.digit.classList.toggle("is-refused", reason !== "");
+    el["label-kind"].textContent = reason ? describeRefusal(data, scores, kind)
+      : describeScore(kind, scores[index]);
+    renderScores(scores, kind, reason ? -1 : index, data.shares);
     setImage(el["input-image"], data.input, 32, 32);
     renderMaps(Array.isArray(data.maps) ? data.maps : []);
     renderF6(data.f6 || null, Array.isArray(data.nearest) ? data.nearest : []);
     setStale(false);
 
-    let message = "Reads " + label + " · answered in " + Math.round(elapsedMs) + " ms";
+    let message = (reason ? "Says " : "Reads ") + label + " · answered in " + Math.round(elapsedMs) + " ms";
     if (data.inverted) message += " · the image was inverted (dark ink on light)";
     showStatus(message);
   }
@@ -437,6 +440,28 @@
     return scores.indexOf(best);
   }
 
+  // A refusal in a word or two for the big answer: "not sure", "not a digit", "no ink".
+  function refusalWord(reason) {
+    if (reason.startsWith("not sure")) return "not sure";
+    return reason === "no ink found" ? "no ink" : reason;
+  }
+
+  // Why it refused, with the numbers: the runner-up, the margin or distance against the limit.
+  function describeRefusal(data, scores, kind) {
+    const model = state.model || {};
+    const margin = Number(data.margin);
+    if (String(data.reason).startsWith("not sure")) {
+      return data.reason + " · margin " + formatDistance(margin) + " < " +
+        formatDistance(Number(model.reject_margin));
+    }
+    if (data.reason === "not a digit" && Number.isInteger(data.best)) {
+      return "not a digit · nearest distance " + formatDistance(scores[data.best]) + " > " +
+        formatDistance(Number(model.not_digit_distance)) + " (nearest: " +
+        (state.classes[data.best] || data.best) + ")";
+    }
+    return String(data.reason);
+  }
+
   function describeScore(kind, value) {
     if (!Number.isFinite(value)) return "";
     if (kind === "rbf_distance") return "RBF distance " + formatDistance(value) + " · lower is closer";
@@ -450,11 +475,26 @@
     const strong = document.createElement("strong");
     if (kind === "rbf_distance") {
       strong.textContent = "Squared distance to each class's prototype: lower is closer.";
-      caption.append(strong, " Bars show closeness (nearest distance ÷ distance): the nearest class gets the full bar.");
+      caption.append(strong, " Bars show each class's share of belief by the paper's MAP criterion " +
+        "(eq. 9): e^−d ÷ (e^−j + Σ e^−d), where e^−j is its \u201cnone of them\u201d class, so " +
+        "a shape far from every prototype gets no full bar.");
     } else if (kind === "probability") {
       strong.textContent = "Probability of each class";
       caption.append(strong, " (softmax output), 0–100%.");
-    } else {
+    }
+    const model = state.model || {};
+    if (typeof model.reject_margin === "number") {
+      caption.append(" It says \u201cnot sure\u201d when the two best classes are closer than a margin of " +
+        formatDistance(model.reject_margin) + (kind === "probability" ? " (log-probability gap)" : " (distance gap)") +
+        ", chosen on digits held out of training for " +
+        formatPercent(Number(model.reject_target_error), 1) + " error on what it answers.");
+    }
+    if (typeof model.not_digit_distance === "number") {
+      caption.append(" \u201cNot a digit\u201d: nearest distance above " +
+        formatDistance(model.not_digit_distance) + ", beyond " +
+        formatPercent(Number(model.not_digit_quantile), 1) + " of the training digits.");
+    }
+    if (kind !== "rbf_distance" && kind !== "probability") {
       strong.textContent = "Score of each class.";
       caption.append(strong);
     }
@@ -488,11 +528,12 @@
     return scores.map((s) => clamp01(Math.abs(s) / top));
   }
 
-  function renderScores(scores, kind, predicted) {
+  function renderScores(scores, kind, predicted, shares) {
     if (scores.length !== el.scores.children.length) {
       buildScoreRows(scores.map((_, i) => (state.classes[i] !== undefined ? state.classes[i] : String(i))));
     }
-    const lengths = barLengths(scores, kind);
+    const lengths = Array.isArray(shares) && shares.length === scores.length
+      ? shares.map((v) => clamp01(Number(v))) : barLengths(scores, kind);
     Array.from(el.scores.children).forEach((row, i) => {
       const value = scores[i];
       const text = kind === "rbf_distance" ? formatDistance(value)
@@ -620,6 +661,7 @@
   function resetResults() {
     el.digit.textContent = "?";
     el.digit.classList.add("is-empty");
+    el.digit.classList.remove("is-refused");
     el["label-kind"].textContent = "waiting for a digit";
     resetScores();
     setImage(el["input-image"], null, 32, 32);
