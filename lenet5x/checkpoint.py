@@ -263,12 +263,11 @@ def check_meta(path, meta) -> None:
             raise CheckpointError(
                 f"{path}: corrupted checkpoint metadata: {key} is {shown(value)}, expected {wanted}"
             )
-    for group in TOGETHER:  # a threshold is used only with what says how it was chosen
-        given = [key for key in group if meta.get(key) is not None]
-        if given and len(given) < len(group):
-            missing = next(key for key in group if meta.get(key) is None)
+    for threshold, *how in TOGETHER:  # a threshold is used only with how it was chosen
+        missing = [key for key in how if meta.get(key) is None]
+        if meta.get(threshold) is not None and missing:
             raise CheckpointError(
-                f"{path}: corrupted checkpoint metadata: {given[0]} without {missing}"
+                f"{path}: corrupted checkpoint metadata: {threshold} without {missing[0]}"
             )
 
 
