@@ -27,7 +27,7 @@ from reliability import SMOKE, environment, train, write_dataset
 
 import lenet5x
 from lenet5x import demo as demo_module
-from lenet5x.checkpoint import META, CheckpointError, check_meta, load_checkpoint
+from lenet5x.checkpoint import META, TOGETHER, CheckpointError, check_meta, load_checkpoint
 from lenet5x.config import apply_override, assignment, load_config
 from lenet5x.files import OutputError, output_dir, output_file
 from lenet5x.restore import WEIGHTS
@@ -162,8 +162,15 @@ def test_the_shipped_and_written_metadata_pass(one_epoch):
 def test_a_removed_field_is_still_read_where_optional():
     with numpy.load(WEIGHTS / "modern.npz", allow_pickle=False) as archive:
         meta = json.loads(str(archive["meta"]))
+    needed = {key for threshold, *how in TOGETHER if meta.get(threshold) is not None for key in how}
+    assert needed  # the shipped network has its refusal thresholds
     for key in set(meta) - {"format", "optimizer", "config"}:
-        check_meta("x.npz", {k: v for k, v in meta.items() if k != key})
+        removed = {k: v for k, v in meta.items() if k != key}
+        if key in needed:  # a threshold without how it was chosen is refused
+            with pytest.raises(CheckpointError, match=f"without {key}"):
+                check_meta("x.npz", removed)
+        else:
+            check_meta("x.npz", removed)
     for key in ("format", "optimizer", "config"):
         with pytest.raises(CheckpointError):
             check_meta("x.npz", {k: v for k, v in meta.items() if k != key} | {"config": None})
