@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import zipfile
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import numpy
 from . import __version__
 from .backend import to_numpy
 from .data.sources import DATASETS, FILES
-from .errors import UserError, printable, shown
+from .errors import UserError, finite_number, printable, shown
 from .files import atomic_write
 
 FORMAT = "lenet5x-checkpoint/2"
@@ -115,16 +114,9 @@ def _count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31
 
 
-def _number(value) -> bool:
-    """A finite number a float can hold (math.isfinite would overflow on a 400-digit int)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    return abs(value) <= sys.float_info.max if isinstance(value, int) else math.isfinite(value)
-
-
 def _fraction(value) -> bool:
     """An error rate."""
-    return _number(value) and 0 <= value <= 1
+    return finite_number(value) and 0 <= value <= 1
 
 
 def _text(value) -> bool:
@@ -137,7 +129,7 @@ def _sums(value) -> bool:
     return (
         isinstance(value, dict)
         and set(value) == {"loss", "errors", "seen", "seconds"}
-        and all(_number(v) for v in value.values())
+        and all(finite_number(v) for v in value.values())
         and all(value[k] >= 0 for k in ("errors", "seen", "seconds"))
     )
 
@@ -188,7 +180,7 @@ def _host_numbers(value) -> bool:
     return (
         isinstance(value, dict)
         and len(value) <= 16
-        and all(_text(k) and (v is None or _number(v)) for k, v in value.items())
+        and all(_text(k) and (v is None or finite_number(v)) for k, v in value.items())
     )
 
 
@@ -211,26 +203,26 @@ META = {
     "name": (_or_null(_text), "the name it is loaded by"),
     "source": (_or_null(_text), "the run it was exported from"),
     "input_scale": (
-        _or_null(lambda v: _number(v) and 0 < v <= 1e3),
+        _or_null(lambda v: finite_number(v) and 0 < v <= 1e3),
         "null or a number in (0, 1000]",
     ),
     "input_offset": (
-        _or_null(lambda v: _number(v) and abs(v) <= 1e3),
+        _or_null(lambda v: finite_number(v) and abs(v) <= 1e3),
         "null or a number in [-1000, 1000]",
     ),
     "dataset": (_or_null(_identity), "null or the data it was trained on (name, verified, sha256)"),
     "optimizer": (_host_numbers, "the optimizer's host numbers (name -> a finite number or null)"),
     # the refusal thresholds export.py chooses (rejection.py); all null or none
-    "reject_margin": (_or_null(lambda v: _number(v) and v >= 0), "null or a number >= 0"),
+    "reject_margin": (_or_null(lambda v: finite_number(v) and v >= 0), "null or a number >= 0"),
     "reject_target_error": (_or_null(_fraction), "null or an error rate in [0, 1]"),
     "reject_validation_size": (_or_null(_count), "null or an integer >= 0"),
     "reject_validation_share": (_or_null(_fraction), "null or a share in [0, 1]"),
-    "not_digit_distance": (_or_null(lambda v: _number(v) and v > 0), "null or a number > 0"),
+    "not_digit_distance": (_or_null(lambda v: finite_number(v) and v > 0), "null or a number > 0"),
     "not_digit_quantile": (_or_null(_fraction), "null or a quantile in [0, 1]"),
     # lenet5x-checkpoint/1 kept SDLM's host numbers at the top level
-    "sdlm_mu": (_or_null(_number), "null or a finite number"),
+    "sdlm_mu": (_or_null(finite_number), "null or a finite number"),
     "damping_retries_left": (_or_null(_count), "null or an integer >= 0"),
-    "last_train_error": (_or_null(_number), "null or a finite number"),
+    "last_train_error": (_or_null(finite_number), "null or a finite number"),
 }
 REQUIRED = {FORMAT: ("format", "optimizer"), OLD_FORMAT: ("format",)}
 TOGETHER = (
@@ -348,12 +340,12 @@ def check_resume(path, meta: dict, config: dict, steps: int) -> None:
     sums = ("loss", "errors", "seen", "seconds")
     if step and not (
         isinstance(partial, dict)
-        and all(_number(partial.get(k)) for k in sums)
+        and all(finite_number(partial.get(k)) for k in sums)
         and partial["seen"] >= step
     ):
         raise CheckpointError(f"{path}: corrupted partial-epoch sums {shown(partial)}")
     best = meta.get("best_error")
-    if best is not None and not _number(best):
+    if best is not None and not finite_number(best):
         raise CheckpointError(f"{path}: corrupted best_error {shown(best)}")
 
 

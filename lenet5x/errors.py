@@ -7,7 +7,9 @@ message says where it came from and a caller can catch one kind.
 
 from __future__ import annotations
 
+import math
 import reprlib
+import sys
 
 
 class UserError(Exception):
@@ -53,3 +55,12 @@ def printable(text, limit: int = 80) -> str:
     text = str(text)
     text = text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def finite_number(value) -> bool:
+    """Whether a value read from a file is a finite number a float can hold (not a bool; no
+    math.isfinite on a 400-digit int, which overflows): what the readers of checkpoints and
+    metrics check numbers with."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return abs(value) <= sys.float_info.max if isinstance(value, int) else math.isfinite(value)

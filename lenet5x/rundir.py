@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import shlex
 import stat
-import sys
 import time
 from pathlib import Path
 
-from .errors import UserError, WriteError, printable, shown
+from .errors import UserError, WriteError, finite_number, printable, shown
 from .files import atomic_write, output_dir
 
 try:
@@ -126,31 +124,24 @@ def writing(run_dir: Path):
         raise WriteError(f"could not write {where} ({error.strerror or error}); {then}") from None
 
 
-def _number(value) -> bool:
-    """A finite number a float can hold (math.isfinite would overflow on a 400-digit int)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    return abs(value) <= sys.float_info.max if isinstance(value, int) else math.isfinite(value)
-
-
 def _rate(value) -> bool:
-    return _number(value) and 0 <= value <= 1
+    return finite_number(value) and 0 <= value <= 1
 
 
 # A metrics.jsonl record as loop.end_of_pass writes it: field -> (check, required). Other fields
 # (the backend, the machine, an optimizer's own numbers) are kept as they are.
 RECORD = {
     "epoch": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v < 2**31, True),
-    "train_loss": (_number, True),
+    "train_loss": (finite_number, True),
     "train_error": (_rate, True),
-    "test_loss": (_number, True),
+    "test_loss": (finite_number, True),
     "test_error": (_rate, True),
-    "val_loss": (_number, False),
+    "val_loss": (finite_number, False),
     "val_error": (_rate, False),
     "train_error_full": (_rate, False),
-    "seconds": (_number, False),
-    "eval_seconds": (_number, False),
-    "samples_per_second": (_number, False),
+    "seconds": (finite_number, False),
+    "eval_seconds": (finite_number, False),
+    "samples_per_second": (finite_number, False),
 }
 MAX_METRICS = 16 << 20  # bytes of metrics.jsonl read (a record is ~500 bytes)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy
 import pytest
+from fuzzing import folder, worker  # noqa: F401  (the fuzzing tests' fixtures)
 
 from lenet5x.arrays import gpu_paths
 from lenet5x.backend import BackendError, resolve

@@ -34,6 +34,8 @@ import time
 import zlib
 from pathlib import Path
 
+import pytest
+
 SECONDS = float(os.environ.get("LENET5X_FUZZ_SECONDS", "2"))
 MEMORY_MB = int(os.environ.get("LENET5X_FUZZ_MEMORY_MB", "1024"))
 LOG = os.environ.get("LENET5X_FUZZ_LOG") or None
@@ -595,3 +597,22 @@ def alias_bomb_object(levels: int = 9, fanout: int = 9, leaf="lol"):
 
 if __name__ == "__main__" and "--worker" in sys.argv:
     worker_main(sys.argv[1])
+
+
+# -- fixtures the fuzzing test files share (imported there by name) ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def worker():
+    """A Worker process for the module's readers, closed after it; the summary written then."""
+    w = Worker()
+    w.start()
+    yield w
+    w.close()
+    if RECORDER is not None:
+        RECORDER.write_summary()
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return tmp_path_factory.mktemp("fuzz")

@@ -103,21 +103,6 @@ def _short(value, limit=300):
     return text if len(text) <= limit else text[:limit] + f"...<{len(text)} chars>"
 
 
-@pytest.fixture(scope="module")
-def worker():
-    w = fuzzing.Worker()
-    w.start()
-    yield w
-    w.close()
-    if fuzzing.RECORDER is not None:
-        fuzzing.RECORDER.write_summary()
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return tmp_path_factory.mktemp("fuzz")
-
-
 def run_case(worker, folder: Path, test: str, reader: str, case: Case, args_from) -> None:
     """Write the case's files into a fresh sub-folder, call the reader on them, check the outcome."""
     here = folder / test

@@ -43,22 +43,6 @@ from lenet5x.config import ConfigError, assignment, load_config
 from lenet5x.restore import WEIGHTS
 from lenet5x.rundir import RECORD
 
-
-@pytest.fixture(scope="module")
-def worker():
-    w = fuzzing.Worker()
-    w.start()
-    yield w
-    w.close()
-    if fuzzing.RECORDER is not None:
-        fuzzing.RECORDER.write_summary()
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return tmp_path_factory.mktemp("fuzz3")
-
-
 # -- a network's metadata --------------------------------------------------------------------------
 
 
