@@ -72,7 +72,7 @@ print("MNIST from", Path(DATA).resolve())
 # %%
 net = lenet5x.load("lenet5")
 print(net)
-print(f"{net.parameters:,} trainable parameters; classes {net.classes}; scores: {net.score_kind}")
+print(f"{net.parameter_count:,} trainable parameters; classes {net.classes}; scores: {net.score_kind}")
 
 # %% [markdown]
 # The MNIST test set has 10,000 digits. `load_dataset` reads the IDX files and pads the 28x28

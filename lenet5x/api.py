@@ -6,6 +6,7 @@
     net.scores(images), net.score_kind        # RBF distances (lower is closer) or probabilities
     net.features(image)                       # every layer's maps, as features.png draws them
     net.predict_photo("my_digit.jpg")         # a photo, prepared as MNIST's digits were
+    print(net); net.parameters                # the layer table; the weights, read-only arrays
     run = lenet5x.fit("modern", epochs=2, **{"data.train_subset": 5000})
 
 Images are MNIST-like: white ink on black, one digit centred in each. Everything returned is
@@ -15,6 +16,8 @@ NumPy, whatever backend computed it.
 from __future__ import annotations
 
 import dataclasses
+import types
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy
@@ -27,6 +30,7 @@ from .errors import UserError
 from .im2col import plain_order
 from .restore import Restored, input_normalization, network_input, restore, scores
 from .rundir import read_metrics
+from .summary import Row, format_table, layer_table
 
 BATCH = 1000  # images per forward pass (predict, scores)
 
@@ -45,6 +49,9 @@ class Prediction:
     score_kind: str  # "rbf_distance" (lower is closer) or "probability"
     inverted: bool  # the photo had a light background and was inverted
     input: numpy.ndarray  # (S, S) uint8: what the network saw, after the preparation
+    doubts: tuple[
+        str, ...
+    ] = ()  # why the answer may be wrong ("the ink touches the picture's edge")
 
 
 class Network:
@@ -56,8 +63,17 @@ class Network:
         self.scale, self.offset = input_normalization(restored, data_dir)
 
     def __repr__(self) -> str:
+        """The network's name, its test error, then its layer table (summary.py): each layer's
+        kind, output shape, trainable parameters and connections, with the totals."""
         error = "" if self.test_error is None else f", test error {self.test_error:.2%}"
-        return f"<lenet5x.Network {self.name}: {self.description}{error}>"
+        title = f"lenet5x.Network {self.name}: {self.description}{error}"
+        return format_table(self.layers, title)
+
+    @property
+    def layers(self) -> list[Row]:
+        """The layer table: one summary.Row (name, kind, shape, parameters, connections) per
+        layer, as in the paper's section II-B."""
+        return layer_table(self.restored.model, self.restored.params)
 
     @property
     def name(self) -> str:
@@ -89,7 +105,20 @@ class Network:
         return None if w is None else to_numpy(w)
 
     @property
-    def parameters(self) -> int:
+    def parameters(self) -> Mapping[str, numpy.ndarray]:
+        """The trained weights, read-only: {"C1.weight": (6, 1, 5, 5) array, "C1.bias": (6,),
+        ...}, one NumPy array per trainable tensor, named layer.tensor (the checkpoint's keys).
+        Neither the mapping nor its arrays can be written; copy an array to change it."""
+        params = self.restored.params
+        out = {}
+        for key in self.restored.model.trainable_keys:
+            array = numpy.array(to_numpy(params[key]))  # a copy: the network's own stay intact
+            array.setflags(write=False)
+            out[key] = array
+        return types.MappingProxyType(out)
+
+    @property
+    def parameter_count(self) -> int:
         """The number of trainable parameters (the paper's LeNet-5: 60,000)."""
         return sum(self.restored.model.parameter_count(self.restored.params).values())
 
@@ -142,7 +171,15 @@ class Network:
         values = self.scores(seen)[0]
         digit = int(values.argmax() if self.score_kind == "probability" else values.argmin())
         label = self.classes[digit]
-        return Prediction(digit, label, values, self.score_kind, prepared.inverted, seen[0])
+        return Prediction(
+            digit,
+            label,
+            values,
+            self.score_kind,
+            prepared.inverted,
+            seen[0],
+            tuple(prepared.doubts),
+        )
 
     def _pixels(self, images) -> numpy.ndarray:
         """Images as uint8 (N, S, S) at the network's input size; floats in [0, 1] are rounded to

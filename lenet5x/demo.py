@@ -308,7 +308,7 @@ def model_info(net, samples: bool) -> dict:
         "architecture": restored.config.model.architecture,
         "score_kind": net.score_kind,
         "test_error": net.test_error,
-        "parameters": net.parameters,
+        "parameters": net.parameter_count,
         "classes": list(net.classes),
         "dataset": restored.config.data.dataset,
         "samples": samples,

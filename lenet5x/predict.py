@@ -1,12 +1,14 @@
 """Read your own handwriting: python -m lenet5x.predict MODEL IMAGE...
 
 Each PNG/JPEG photo or scan of one handwritten digit is made into a 32x32 input the way MNIST was
-made (images.py: grayscale, inverted when the paper is light, cropped to the ink, fitted into
-20x20, centred by mass in 28x28, padded to 32x32), normalized as in training, and classified. One
-line per image: the predicted class, then the score of every class (the classic model: squared
-RBF distances to the class prototypes, lower = closer; the modern model: softmax probabilities).
+made (data/photos.py: the page found, the ink on it, ruled lines taken away, cropped to the
+digit, fitted into 20x20, centred by mass in 28x28, padded to 32x32), normalized as in training,
+and classified. One line per image: the predicted class, then the score of every class (the
+classic model: squared RBF distances to the class prototypes, lower = closer; the modern model:
+softmax probabilities).
 --show DIR also writes, per image, a PNG with the picture, the 32x32 input the network saw and
-the scores.
+the scores, with the crop drawn on the picture. A picture that does not look like one digit on a
+page (ink touching its edge, several marks, ink everywhere) gets a note on stderr.
 
 Exit status: 0 done, 2 bad input (one line on stderr).
 """
@@ -84,6 +86,11 @@ def table(names, prepared, values: numpy.ndarray, predicted, kind: str, classes)
     return "\n".join(lines)
 
 
+def doubt_line(doubts) -> str:
+    """One line saying why an answer may be wrong, and what to do."""
+    return "; ".join(doubts) + ": the answer may be wrong; crop the picture to the one digit"
+
+
 def run(args) -> int:
     restored = restore(args.checkpoint, args.backend)
     if args.show is not None:
@@ -105,6 +112,9 @@ def run(args) -> int:
     )
     print(f"{restored.note}\nscores: {what}; (inverted): the picture had a light background")
     print(table(args.images, prepared, values, predicted, kind, restored.classes))
+    for name, p in zip(args.images, prepared, strict=True):
+        if p.doubts:
+            print(f"note: {name}: {doubt_line(p.doubts)}", file=sys.stderr)
     if args.show is None:
         return 0
 
@@ -119,7 +129,9 @@ def run(args) -> int:
         used.add(stem)
         target = out_dir / f"{stem}-seen.png"
         title = f"{Path(path).name}: predicted {classes[int(c)]}"
-        plot_prediction(p.source, image, v, kind, classes, target, title)
+        if p.doubts:
+            title += f"\n(doubtful: {'; '.join(p.doubts)})"
+        plot_prediction(p.source, image, v, kind, classes, target, title, p.box)
         print(f"wrote {target}")
     return 0
 

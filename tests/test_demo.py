@@ -173,7 +173,7 @@ def test_model_describes_the_network(demo, net):
     assert model["name"] == "lenet5" and model["architecture"] == "classic"
     assert model["score_kind"] == "rbf_distance" and model["dataset"] == "mnist"
     assert model["classes"] == [str(d) for d in range(10)]
-    assert model["parameters"] == net.parameters and model["test_error"] == net.test_error
+    assert model["parameters"] == net.parameter_count and model["test_error"] == net.test_error
     assert model["description"] == net.description and isinstance(model["samples"], bool)
     assert ask_json(demo, "GET", "/api/model?x=1")[1] == model
 
