@@ -17,6 +17,7 @@ import numpy
 
 from .cli import BACKENDS, OneLineParser, run_command
 from .data import DeviceData
+from .extras import INSTALL, MissingExtra, need
 from .parallel import default_workers, single_threaded_blas
 from .restore import Restored, load_data, restore
 from .scoring import Scores, score
@@ -111,10 +112,6 @@ def margin(outputs: numpy.ndarray, loss_name: str) -> numpy.ndarray:
 
 def run(args) -> int:
     restored = restore(args.checkpoint, args.backend)
-    if not args.no_plots:
-        from .figures import figure
-
-        figure(1, 1)  # fail now, not after the evaluation, when matplotlib is missing
     host = load_data(restored, args.data_dir, args.test_subset, args.other_data)
     test = DeviceData(restored.backend, host.test_images, host.test_labels, host.scale, host.offset)
     batch = restored.config.train.eval_batch_size
@@ -136,10 +133,28 @@ def run(args) -> int:
     print(class_table(matrix, host.classes) + "\n")
     print(matrix_table(matrix, host.classes))
     if not args.no_plots:
+        if not has_matplotlib():
+            print(f"note: {NO_FIGURES}", file=sys.stderr)
+            return 0
         out = Path(args.out) if args.out else restored.out_dir
         written = draw(restored, host, scores, matrix, out, args.max_shown)
         print("\n" + "\n".join(f"wrote {p}" for p in written))
     return 0
+
+
+NO_FIGURES = (
+    "confusion.png and misclassified.png not drawn: matplotlib is missing "
+    f"({INSTALL} installs it); --no-plots prints the tables alone"
+)
+
+
+def has_matplotlib() -> bool:
+    """Whether the figures can be drawn (the plots extra is installed)."""
+    try:
+        need("matplotlib", "drawing pictures")
+    except MissingExtra:
+        return False
+    return True
 
 
 def draw(restored: Restored, host, scores: Scores, matrix, out: Path, max_shown: int) -> list:

@@ -6,10 +6,11 @@ test error in the metadata. The networks shipped in the package were made this w
 
     lenet5x train --data-dir DATA --out runs/lenet5-s0            # the paper's LeNet-5, seed 0
     lenet5x train --config modern --data-dir DATA --out runs/modern-s0
-    lenet5x export runs/lenet5-s0 --name lenet5
-    lenet5x export runs/modern-s0 --name modern
+    lenet5x export runs/lenet5-s0 --name lenet5 --into-package
+    lenet5x export runs/modern-s0 --name modern --into-package
 
-`lenet5x.load("lenet5")` and every result tool then take the name.
+`lenet5x.load("lenet5")` and every result tool then take the name. Without --into-package the
+file is written into the current folder (NAME.npz) or --out, and the tools take its path.
 
 Exit status: 0 done, 2 bad input (one line on stderr).
 """
@@ -39,14 +40,25 @@ def parse_args(argv=None, prog: str = "python -m lenet5x.export") -> argparse.Na
     parser.add_argument(
         "--name", required=True, help="the name it is loaded by (lenet5x.load(NAME))"
     )
-    parser.add_argument(
-        "--out", metavar="FILE", help=f"the file to write (default: {WEIGHTS}/NAME.npz)"
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--out", metavar="FILE", help="the file to write (default: NAME.npz in this folder)"
     )
-    return parser.parse_args(argv)
+    where.add_argument(
+        "--into-package",
+        action="store_true",
+        help=f"write it among the shipped networks, {WEIGHTS}/NAME.npz (for lenet5x's "
+        "maintainers, in a checkout: an installed package is no place for your files)",
+    )
+    args = parser.parse_args(argv)
+    if args.into_package:
+        args.out = WEIGHTS / f"{args.name}.npz"
+    return args
 
 
 def export(run_dir, name: str, out=None) -> Path:
-    """The run's checkpoint.npz (its final weights) as a weights file named `name`."""
+    """The run's checkpoint.npz (its final weights) as a weights file named `name`, written to
+    `out` (default: NAME.npz in the current folder)."""
     run_dir = Path(run_dir)
     restored = restore(run_dir / "checkpoint.npz", backend="numpy", dtype="float32")
     records = read_metrics(run_dir)
@@ -76,7 +88,7 @@ def export(run_dir, name: str, out=None) -> Path:
         "data": {**config["data"], "dir": None},
         "train": {**config["train"], "out": None},
     }
-    target = Path(out) if out else WEIGHTS / f"{name}.npz"
+    target = Path(out) if out else Path(f"{name}.npz")
     save_checkpoint(target, params, {}, meta, compressed=True)
     return target
 

@@ -58,18 +58,22 @@ def parse_args(argv=None, prog: str = "python -m lenet5x.predict") -> argparse.N
         help="the training data, needed only for models trained with standardized inputs "
         "whose checkpoint does not store the normalization",
     )
-    args = parser.parse_args(argv)
-    if args.show is not None and Path(args.show).suffix.lower() in (
-        ".png",
-        ".jpg",
-        ".jpeg",
-        ".bmp",
-        ".tif",
-    ):
-        parser.error(
-            f"--show takes a folder, not {args.show}: put the images first, or write --show=DIR"
-        )
-    return args
+    return parser.parse_intermixed_args(
+        show_before_images(sys.argv[1:] if argv is None else list(argv))
+    )
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
+
+def show_before_images(argv: list[str]) -> list[str]:
+    """`--show my_4.jpg`: the picture is an image to read, not --show's folder; --show then writes
+    into the current folder (the argument list with "." put after --show)."""
+    out = list(argv)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--show" and Path(out[i + 1]).suffix.lower() in IMAGE_SUFFIXES:
+            return out[: i + 1] + ["."] + out[i + 1 :]
+    return out
 
 
 def table(names, prepared, values: numpy.ndarray, predicted, kind: str, classes) -> str:
