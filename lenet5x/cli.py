@@ -68,6 +68,7 @@ COMMANDS = {  # lenet5x NAME: the module lenet5x.NAME, whose main(argv, prog) ru
     "demo": "draw a digit in the browser and watch the network read it",
     "export": "make a shipped-weights file from a run",
     "info": "a network's layer table; without a name, the shipped configs and networks",
+    "tutorial": "write the tutorial notebook into a folder (default: here)",
 }
 
 

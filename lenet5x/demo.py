@@ -7,7 +7,9 @@ fitted into 20x20, centred by mass, padded to 32x32), then classified.
 
     GET  /                     the page (also /index.html, /demo.css, /demo.js)
     GET  /api/model            {"name", "description", "architecture", "score_kind",
-                                "test_error", "parameters", "classes", "dataset", "samples"}
+                                "test_error", "parameters", "classes", "dataset", "samples",
+                                "layers": [{"name", "kind", "shape", "parameters",
+                                            "connections"}, ...] (the layer table, summary.py)}
     POST /api/predict          body: one PNG or JPEG (Content-Type image/png or image/jpeg)
                                -> {"digit", "label", "scores", "score_kind", "inverted", "input",
                                    "maps", "f6", "nearest"}
@@ -312,6 +314,16 @@ def model_info(net, samples: bool) -> dict:
         "classes": list(net.classes),
         "dataset": restored.config.data.dataset,
         "samples": samples,
+        "layers": [  # the layer table (summary.py), for the stages' explanations
+            {
+                "name": row.name,
+                "kind": row.kind,
+                "shape": list(row.shape),
+                "parameters": row.parameters,
+                "connections": row.connections,
+            }
+            for row in net.layers
+        ],
     }
 
 
