@@ -271,3 +271,60 @@ def test_a_test_digit_and_the_screenshot(site, browser):
     if target:
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         assert browser.get_screenshot_as_file(target), target
+
+
+def test_each_stage_says_what_it_computes_and_a_map_enlarges(site, browser):
+    url, _ = site
+    open_page(browser, url)
+    draw(browser, SEVEN)
+    assert wait_for_answer(browser) == "7"
+    notes = browser.execute_script(
+        "return Object.fromEntries(Array.from(document.querySelectorAll('#maps figure.stage'))"
+        ".map((f) => [f.dataset.stage, f.querySelector('.stage-note').textContent]));"
+    )
+    assert set(notes) == {"C1", "S2", "C3", "S4"}
+    assert notes["C1"].startswith("convolution: six 5×5 kernels")
+    assert "156 parameters, 122,304 connections" in notes["C1"] and "paper §II-B" in notes["C1"]
+    assert "1,516 parameters, 151,600 connections" in notes["C3"] and "Table I" in notes["C3"]
+    assert "lenet5x tutorial" in browser.find_element(By.ID, "learn").text
+    first = browser.find_element(By.CSS_SELECTOR, "#maps figure[data-stage='C1'] img.map")
+    first.click()
+    dialog = browser.find_element(By.ID, "enlarge")
+    WebDriverWait(browser, 5).until(lambda d: dialog.get_attribute("open") is not None)
+    big = browser.find_element(By.ID, "enlarged-image")
+    assert big.get_attribute("src") == first.get_attribute("src")
+    assert big.rect["width"] >= 10 * 28  # C1's 28x28 map drawn at least ten times larger
+    assert "C1 map 1" in browser.find_element(By.ID, "enlarged-caption").text
+    dialog.click()
+    WebDriverWait(browser, 5).until(lambda d: dialog.get_attribute("open") is None)
+    assert browser.find_element(By.ID, "digit").text == "7"  # closing it clears nothing
+    assert console_errors(browser) == []
+
+
+def test_on_a_phone_the_answer_is_in_view_while_drawing(site, browser):
+    url, _ = site
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True},
+    )
+    try:
+        open_page(browser, url)
+        pad = browser.find_element(By.ID, "pad")
+        browser.execute_script("arguments[0].scrollIntoView({block: 'end'});", pad)
+        draw(browser, SEVEN)
+        assert wait_for_answer(browser) == "7"
+        view = browser.execute_script(
+            "const box = (id) => document.getElementById(id).getBoundingClientRect();"
+            "return {digit: [box('digit').top, box('digit').bottom],"
+            " pad: [box('pad').top, box('pad').bottom], height: window.innerHeight};"
+        )
+        assert 0 <= view["digit"][0] and view["digit"][1] <= view["height"], view
+        assert 0 <= view["pad"][0] and view["pad"][1] <= view["height"], view
+        target = os.environ.get("LENET5X_PHONE_SCREENSHOT")
+        if target:
+            assert browser.get_screenshot_as_file(target), target
+    finally:
+        browser.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False},
+        )
