@@ -21,7 +21,8 @@ Pictures in the answers are PNG data URLs ("data:image/png;base64,..."), at thei
 (the browser scales them up):
   - "input": the 32x32 uint8 image the network saw, white ink on black;
   - "maps": one entry per stage with 2-D maps after the input (C1, S2, C3, S4; the modern
-    model's C1, P2, C3, P4): {"name", "shape": [C, H, W], "range": [min, max],
+    model's C1, P2, C3, P4), and C5's 120 outputs as one 12x10 picture (shape [1, 12, 10]):
+    {"name", "shape": [C, H, W], "range": [min, max],
     "images": C data URLs}; every map of a stage is grey-scaled over the stage's range (min
     black, max white; a constant stage is black), so maps of one stage compare;
   - "f6": the classic model's 84 F6 outputs {"image": 7 wide x 12 tall, "values": 84 floats}
@@ -142,12 +143,18 @@ def bitmap_url(vector: numpy.ndarray) -> str:
     return png_url(grey(numpy.asarray(vector).reshape(12, 7), -1.0, 1.0))
 
 
+C5_PICTURE = (1, 12, 10)  # C5's 120 outputs drawn as one 10-wide, 12-tall picture, a pixel each
+
+
 def stage_maps(features: dict) -> list[dict]:
-    """The stages with 2-D maps after the input (C1, S2, C3, S4), each grey over its range."""
+    """The stages with 2-D maps after the input (C1, S2, C3, S4), each grey over its range, and
+    C5's 120 outputs as one 12x10 picture (C5_PICTURE)."""
     out = []
     for name, value in features.items():
-        if name == "input" or value.ndim != 3 or value.shape[1] < 2 or value.shape[2] < 2:
-            continue  # C5 is (120, 1, 1): numbers, not pictures
+        if name == "C5" and value.size == numpy.prod(C5_PICTURE):
+            value = value.reshape(C5_PICTURE)
+        elif name == "input" or value.ndim != 3 or value.shape[1] < 2 or value.shape[2] < 2:
+            continue  # F6 and the scores: numbers, drawn elsewhere
         low, high = float(value.min()), float(value.max())
         pixels = grey(value, low, high)
         out.append(

@@ -28,7 +28,13 @@ import lenet5x  # noqa: E402
 from lenet5x.data import read_idx_images, read_idx_labels  # noqa: E402
 from lenet5x.demo import MAX_BODY, make_server  # noqa: E402
 
-LENET5_MAPS = {"C1": [6, 28, 28], "S2": [6, 14, 14], "C3": [16, 10, 10], "S4": [16, 5, 5]}
+LENET5_MAPS = {
+    "C1": [6, 28, 28],
+    "S2": [6, 14, 14],
+    "C3": [16, 10, 10],
+    "S4": [16, 5, 5],
+    "C5": [1, 12, 10],  # its 120 outputs as one picture
+}
 
 
 @pytest.fixture(scope="module")

@@ -185,13 +185,13 @@ def rendered_maps(driver) -> list[dict]:
 def check_the_page_shows_it(driver):
     maps = rendered_maps(driver)
     stages = {m["stage"] for m in maps}
-    assert stages == {"C1", "S2", "C3", "S4"}, stages
-    assert len(maps) == 6 + 6 + 16 + 16
-    sizes = {"C1": 28, "S2": 14, "C3": 10, "S4": 5}
+    assert stages == {"C1", "S2", "C3", "S4", "C5"}, stages
+    assert len(maps) == 6 + 6 + 16 + 16 + 1
+    sizes = {"C1": (28, 28), "S2": (14, 14), "C3": (10, 10), "S4": (5, 5), "C5": (10, 12)}
     for m in maps:
-        assert m["complete"] and m["width"] == m["height"] == sizes[m["stage"]], m
+        assert m["complete"] and (m["width"], m["height"]) == sizes[m["stage"]], m
         assert m["src"].startswith("data:image/png;base64,")
-    for stage in stages:  # the server's maps differ from one another; blank placeholders do not
+    for stage in stages - {"C5"}:  # the server's maps differ from one another; blanks do not
         assert len({m["src"] for m in maps if m["stage"] == stage}) > 1, stage
     state = driver.execute_script(
         """
@@ -282,7 +282,8 @@ def test_each_stage_says_what_it_computes_and_a_map_enlarges(site, browser):
         "return Object.fromEntries(Array.from(document.querySelectorAll('#maps figure.stage'))"
         ".map((f) => [f.dataset.stage, f.querySelector('.stage-note').textContent]));"
     )
-    assert set(notes) == {"C1", "S2", "C3", "S4"}
+    assert set(notes) == {"C1", "S2", "C3", "S4", "C5"}
+    assert "120 numbers" in notes["C5"] and "48,120 parameters" in notes["C5"]
     assert notes["C1"].startswith("convolution: six 5×5 kernels")
     assert "156 parameters, 122,304 connections" in notes["C1"] and "paper §II-B" in notes["C1"]
     assert "1,516 parameters, 151,600 connections" in notes["C3"] and "Table I" in notes["C3"]

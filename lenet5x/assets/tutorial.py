@@ -512,8 +512,8 @@ label, j = int(host.test_labels[0]), 10.0
 mse = distances[label]
 map_loss = distances[label] + numpy.log(numpy.exp(-j) + numpy.exp(-distances).sum())
 print("distances:", numpy.round(distances, 1), f"(true class {label})")
-print(f"MSE term y_D = {mse:.2f}; MAP loss = {map_loss:.2f} (the soft minimum adds little")
-print("when the right class is already much the nearest)")
+print(f"MSE term y_D = {mse:.2f}; MAP loss = {map_loss:.2f}: when the right class is much the")
+print("nearest, the soft minimum is about y_D and cancels it; wrong classes coming near cost")
 
 # %% [markdown]
 # ### SGD against SDLM

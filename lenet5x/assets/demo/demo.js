@@ -32,6 +32,7 @@
     { name: "S2", shape: [6, 14, 14] },
     { name: "C3", shape: [16, 10, 10] },
     { name: "S4", shape: [16, 5, 5] },
+    { name: "C5", shape: [1, 12, 10] },
   ];
   // What each stage computes, in a line (the paper's section II-B); sizes and parameters come
   // from the model's layer table (/api/model "layers").
@@ -41,7 +42,8 @@
     S2: "subsampling: each 2×2 block summed, scaled, biased and squashed; half the size",
     C3: "convolution over chosen S2 maps (Table I): strokes combined into parts of digits",
     S4: "subsampling again: 16 maps of 5×5",
-    C5: "convolution 5×5 over all of S4: 120 numbers that describe the whole digit",
+    C5: "convolution 5×5 over all of S4: 120 numbers that describe the whole digit, drawn " +
+      "as one 12×10 picture, a pixel each",
     P2: "2×2 max-pooling and ReLU of C1",
     P4: "2×2 max-pooling and ReLU of C3",
   };
@@ -563,7 +565,8 @@
       label.className = "stage-label";
       label.innerHTML = '<span class="stage-name"></span><span class="stage-sep"> · </span><span class="stage-shape"></span>';
       label.querySelector(".stage-name").textContent = m.name;
-      label.querySelector(".stage-shape").textContent = count + "@" + h + "×" + w;
+      label.querySelector(".stage-shape").textContent =
+        count === 1 ? h * w + " outputs" : count + "@" + h + "×" + w;
 
       const grid = document.createElement("div");
       grid.className = "map-grid";
