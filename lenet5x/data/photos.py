@@ -208,8 +208,10 @@ def paper_surface(values: numpy.ndarray, page: numpy.ndarray) -> tuple[numpy.nda
         residual = values_on_page - basis @ coef
         noise = 1.4826 * float(numpy.median(numpy.abs(residual[keep]))) + 1e-6
         keep = residual < 2.5 * noise + 0.01
-    grid_rows, grid_cols = numpy.mgrid[0:h, 0:w].astype(float)
-    return design(grid_rows, grid_cols) @ coef, noise
+    r = (numpy.arange(h) / h - 0.5)[:, None]  # the same terms, broadcast: no (H*W, 6) matrix
+    c = (numpy.arange(w) / w - 0.5)[None, :]
+    surface = coef[0] + coef[1] * r + coef[2] * c + coef[3] * r * r + coef[4] * r * c
+    return surface + coef[5] * c * c, noise
 
 
 def ink_map(gray: numpy.ndarray) -> tuple[numpy.ndarray, numpy.ndarray, bool]:
@@ -284,12 +286,19 @@ def erase_band(view: numpy.ndarray, rows: numpy.ndarray, cols: numpy.ndarray) ->
     centre = numpy.polyval(coef, cols.astype(float))
     in_band = numpy.abs(rows - centre) <= half
     reach = int(numpy.ceil(half)) + 2
-    height = view.shape[0]
-    for r, c, y in zip(rows[in_band], cols[in_band], centre[in_band], strict=True):
-        above = view[max(0, int(y - half) - reach) : max(0, int(y - half)), c].any()
-        below = view[min(height, int(y + half) + 1) : int(y + half) + 1 + reach, c].any()
-        if not (above and below):
-            view[r, c] = False
+    r, c, y = rows[in_band], cols[in_band], centre[in_band]
+    steps = numpy.arange(1, reach + 1)
+    above = near_ink(view, numpy.floor(y - half).astype(int)[:, None] - steps, c)
+    below = near_ink(view, numpy.floor(y + half).astype(int)[:, None] + steps, c)
+    crossing = above & below
+    view[r[~crossing], c[~crossing]] = False
+
+
+def near_ink(view: numpy.ndarray, rows: numpy.ndarray, cols: numpy.ndarray) -> numpy.ndarray:
+    """(n,) whether view has ink at any of rows (n, k) in column cols (n,), off the edge none."""
+    inside = (rows >= 0) & (rows < view.shape[0])
+    values = view[numpy.clip(rows, 0, view.shape[0] - 1), cols[:, None]]
+    return (values & inside).any(axis=1)
 
 
 def digit_pieces(mask: numpy.ndarray, ink: numpy.ndarray, page: numpy.ndarray):
