@@ -7,6 +7,7 @@
     net.scores(images), net.score_kind        # RBF distances (lower is closer) or probabilities
     net.features(image)                       # every layer's maps, as features.png draws them
     net.predict_photo("my_digit.jpg")         # a photo, prepared as MNIST's digits were
+    print(net); net.parameters                # the layer table; the weights, read-only arrays
     run = lenet5x.fit("modern", epochs=2, **{"data.train_subset": 5000})
 
 Images are MNIST-like: white ink on black, one digit centred in each. Everything returned is
@@ -16,6 +17,8 @@ NumPy, whatever backend computed it.
 from __future__ import annotations
 
 import dataclasses
+import types
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy
@@ -29,6 +32,7 @@ from .im2col import plain_order
 from .rejection import Decisions, Limits, decide, limits_of, no_ink
 from .restore import Restored, input_normalization, network_input, restore, scores
 from .rundir import read_metrics
+from .summary import Row, format_table, layer_table
 
 BATCH = 1000  # images per forward pass (predict, scores)
 
@@ -51,6 +55,9 @@ class Prediction:
     best: int = -1  # the class with the best score, even where the network refuses
     runner_up: int = -1  # the second best
     margin: float = 0.0  # the top-two margin (rejection.margin)
+    doubts: tuple[
+        str, ...
+    ] = ()  # why the answer may be wrong ("the ink touches the picture's edge")
 
 
 class Network:
@@ -62,8 +69,17 @@ class Network:
         self.scale, self.offset = input_normalization(restored, data_dir)
 
     def __repr__(self) -> str:
+        """The network's name, its test error, then its layer table (summary.py): each layer's
+        kind, output shape, trainable parameters and connections, with the totals."""
         error = "" if self.test_error is None else f", test error {self.test_error:.2%}"
-        return f"<lenet5x.Network {self.name}: {self.description}{error}>"
+        title = f"lenet5x.Network {self.name}: {self.description}{error}"
+        return format_table(self.layers, title)
+
+    @property
+    def layers(self) -> list[Row]:
+        """The layer table: one summary.Row (name, kind, shape, parameters, connections) per
+        layer, as in the paper's section II-B."""
+        return layer_table(self.restored.model, self.restored.params)
 
     @property
     def name(self) -> str:
@@ -100,7 +116,20 @@ class Network:
         return None if w is None else to_numpy(w)
 
     @property
-    def parameters(self) -> int:
+    def parameters(self) -> Mapping[str, numpy.ndarray]:
+        """The trained weights, read-only: {"C1.weight": (6, 1, 5, 5) array, "C1.bias": (6,),
+        ...}, one NumPy array per trainable tensor, named layer.tensor (the checkpoint's keys).
+        Neither the mapping nor its arrays can be written; copy an array to change it."""
+        params = self.restored.params
+        out = {}
+        for key in self.restored.model.trainable_keys:
+            array = numpy.array(to_numpy(params[key]))  # a copy: the network's own stay intact
+            array.setflags(write=False)
+            out[key] = array
+        return types.MappingProxyType(out)
+
+    @property
+    def parameter_count(self) -> int:
         """The number of trainable parameters (the paper's LeNet-5: 60,000)."""
         return sum(self.restored.model.parameter_count(self.restored.params).values())
 
@@ -170,6 +199,7 @@ class Network:
         return Prediction(
             digit, label, values[0], self.score_kind, prepared.inverted, seen[0],
             reason, best, int(decided.runner_up[0]), float(decided.margin[0]),
+            tuple(prepared.doubts),
         )  # fmt: skip
 
     def _pixels(self, images) -> numpy.ndarray:

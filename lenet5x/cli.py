@@ -13,6 +13,7 @@ to an exit status.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -31,7 +32,13 @@ class OneLineParser(argparse.ArgumentParser):
 def run_command(body: Callable[[], int | None]) -> int:
     """Run a command's body; what goes wrong becomes one line on stderr and its exit status."""
     try:
-        return body() or 0
+        status = body() or 0
+        sys.stdout.flush()  # here, so that a closed pipe is answered below
+        return status
+    except BrokenPipeError:  # `lenet5x ... | head`: the reader has read what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # nothing more to write at exit, and no complaint
+        return 0
     except UserError as error:
         return _fail(f"error: {error}", 2)
     except WriteError as error:
@@ -61,6 +68,8 @@ COMMANDS = {  # lenet5x NAME: the module lenet5x.NAME, whose main(argv, prog) ru
     "demo": "draw a digit in the browser and watch the network read it",
     "export": "make a shipped-weights file from a run",
     "sweep": "many runs from one sweep file, in parallel on Dask (local or a cluster)",
+    "info": "a network's layer table; without a name, the shipped configs and networks",
+    "tutorial": "write the tutorial notebook into a folder (default: here)",
 }
 
 

@@ -9,7 +9,9 @@ fitted into 20x20, centred by mass, padded to 32x32), then classified.
     GET  /api/model            {"name", "description", "architecture", "score_kind",
                                 "test_error", "parameters", "classes", "dataset", "samples",
                                 "reject_margin", "reject_target_error",
-                                "not_digit_distance", "not_digit_quantile"}
+                                "not_digit_distance", "not_digit_quantile",
+                                "layers": [{"name", "kind", "shape", "parameters",
+                                            "connections"}, ...] (the layer table, summary.py)}
     POST /api/predict          body: one PNG or JPEG (Content-Type image/png or image/jpeg)
                                -> {"digit", "label", "reason", "best", "runner_up", "margin",
                                    "shares", "scores", "score_kind", "inverted", "input",
@@ -31,7 +33,8 @@ Pictures in the answers are PNG data URLs ("data:image/png;base64,..."), at thei
 (the browser scales them up):
   - "input": the 32x32 uint8 image the network saw, white ink on black;
   - "maps": one entry per stage with 2-D maps after the input (C1, S2, C3, S4; the modern
-    model's C1, P2, C3, P4): {"name", "shape": [C, H, W], "range": [min, max],
+    model's C1, P2, C3, P4), and C5's 120 outputs as one 12x10 picture (shape [1, 12, 10]):
+    {"name", "shape": [C, H, W], "range": [min, max],
     "images": C data URLs}; every map of a stage is grey-scaled over the stage's range (min
     black, max white; a constant stage is black), so maps of one stage compare;
   - "f6": the classic model's 84 F6 outputs {"image": 7 wide x 12 tall, "values": 84 floats}
@@ -187,12 +190,18 @@ def bitmap_url(vector: numpy.ndarray) -> str:
     return png_url(grey(numpy.asarray(vector).reshape(12, 7), -1.0, 1.0))
 
 
+C5_PICTURE = (1, 12, 10)  # C5's 120 outputs drawn as one 10-wide, 12-tall picture, a pixel each
+
+
 def stage_maps(features: dict) -> list[dict]:
-    """The stages with 2-D maps after the input (C1, S2, C3, S4), each grey over its range."""
+    """The stages with 2-D maps after the input (C1, S2, C3, S4), each grey over its range, and
+    C5's 120 outputs as one 12x10 picture (C5_PICTURE)."""
     out = []
     for name, value in features.items():
-        if name == "input" or value.ndim != 3 or value.shape[1] < 2 or value.shape[2] < 2:
-            continue  # C5 is (120, 1, 1): numbers, not pictures
+        if name == "C5" and value.size == numpy.prod(C5_PICTURE):
+            value = value.reshape(C5_PICTURE)
+        elif name == "input" or value.ndim != 3 or value.shape[1] < 2 or value.shape[2] < 2:
+            continue  # F6 and the scores: numbers, drawn elsewhere
         low, high = float(value.min()), float(value.max())
         pixels = grey(value, low, high)
         out.append(
@@ -364,7 +373,7 @@ def model_info(net, samples: bool) -> dict:
         "architecture": restored.config.model.architecture,
         "score_kind": net.score_kind,
         "test_error": net.test_error,
-        "parameters": net.parameters,
+        "parameters": net.parameter_count,
         "classes": list(net.classes),
         "dataset": restored.config.data.dataset,
         "samples": samples,
@@ -372,6 +381,16 @@ def model_info(net, samples: bool) -> dict:
         "reject_target_error": restored.meta.get("reject_target_error"),
         "not_digit_distance": net.limits.distance,
         "not_digit_quantile": restored.meta.get("not_digit_quantile"),
+        "layers": [  # the layer table (summary.py), for the stages' explanations
+            {
+                "name": row.name,
+                "kind": row.kind,
+                "shape": list(row.shape),
+                "parameters": row.parameters,
+                "connections": row.connections,
+            }
+            for row in net.layers
+        ],
     }
 
 

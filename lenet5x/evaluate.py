@@ -23,6 +23,7 @@ import numpy
 
 from .cli import BACKENDS, OneLineParser, run_command
 from .data import DeviceData
+from .extras import INSTALL, MissingExtra, need
 from .files import output_dir
 from .parallel import default_workers, single_threaded_blas
 from .rejection import (
@@ -167,11 +168,8 @@ def rejection_report(restored: Restored, values: numpy.ndarray, labels: numpy.nd
 def run(args) -> int:
     restored = restore(args.checkpoint, args.backend)
     out = Path(args.out) if args.out else restored.out_dir
-    if not args.no_plots:
-        from .figures import figure
-
-        figure(1, 1)  # fail now, not after the evaluation, when matplotlib is missing
-        output_dir(out, PICTURES)
+    if not args.no_plots and has_matplotlib():
+        output_dir(out, PICTURES)  # refused before the evaluation, not after it
     host = load_data(restored, args.data_dir, args.test_subset, args.other_data)
     test = DeviceData(restored.backend, host.test_images, host.test_labels, host.scale, host.offset)
     batch = restored.config.train.eval_batch_size
@@ -195,6 +193,9 @@ def run(args) -> int:
     values = scores_of(restored, scores.outputs.T)
     curve = rejection_report(restored, values, labels) if args.reject else None
     if not args.no_plots:
+        if not has_matplotlib():
+            print(f"note: {NO_FIGURES}", file=sys.stderr)
+            return 0
         written = draw(restored, host, scores, matrix, out, args.max_shown)
         if curve is not None:
             from .figures import plot_rejection
@@ -203,6 +204,21 @@ def run(args) -> int:
             written.insert(1, plot_rejection(curve, out / "rejection.png", title))
         print("\n" + "\n".join(f"wrote {p}" for p in written))
     return 0
+
+
+NO_FIGURES = (
+    "confusion.png and misclassified.png not drawn: matplotlib is missing "
+    f"({INSTALL} installs it); --no-plots prints the tables alone"
+)
+
+
+def has_matplotlib() -> bool:
+    """Whether the figures can be drawn (the plots extra is installed)."""
+    try:
+        need("matplotlib", "drawing pictures")
+    except MissingExtra:
+        return False
+    return True
 
 
 def draw(restored: Restored, host, scores: Scores, matrix, out: Path, max_shown: int) -> list:

@@ -7,8 +7,8 @@ package were made this way, with 5,000 training images held out to choose the th
 
     lenet5x train --data-dir DATA --set data.validation_size=5000 --out runs/lenet5-s0
     lenet5x train --config modern --data-dir DATA --set data.validation_size=5000 --out runs/modern-s0
-    lenet5x export runs/lenet5-s0 --name lenet5 --data-dir DATA
-    lenet5x export runs/modern-s0 --name modern --data-dir DATA
+    lenet5x export runs/lenet5-s0 --name lenet5 --data-dir DATA --into-package
+    lenet5x export runs/modern-s0 --name modern --data-dir DATA --into-package
 
 The weights are the final ones (checkpoint.npz), as without a validation split: the split only
 chooses the thresholds. Metadata written besides the run's own (numbers, or null where not set):
@@ -23,7 +23,8 @@ chooses the thresholds. Metadata written besides the run's own (numbers, or null
                             (null for a softmax model)
     not_digit_quantile      that quantile (null for a softmax model)
 
-`lenet5x.load("lenet5")` and every result tool then take the name.
+`lenet5x.load("lenet5")` and every result tool then take the name. Without --into-package the
+file is written into the current folder (NAME.npz) or --out, and the tools take its path.
 
 Exit status: 0 done, 2 bad input (one line on stderr).
 """
@@ -65,23 +66,34 @@ def parse_args(argv=None, prog: str = "python -m lenet5x.export") -> argparse.Na
     parser.add_argument(
         "--name", required=True, help="the name it is loaded by (lenet5x.load(NAME))"
     )
-    parser.add_argument(
-        "--out", metavar="FILE", help=f"the file to write (default: {WEIGHTS}/NAME.npz)"
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--out", metavar="FILE", help="the file to write (default: NAME.npz in this folder)"
+    )
+    where.add_argument(
+        "--into-package",
+        action="store_true",
+        help=f"write it among the shipped networks, {WEIGHTS}/NAME.npz (for lenet5x's "
+        "maintainers, in a checkout: an installed package is no place for your files)",
     )
     parser.add_argument(
         "--data-dir",
         metavar="DIR",
         help="the training data, to choose the refusal thresholds (default: as in training)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.into_package:
+        args.out = WEIGHTS / f"{args.name}.npz"
+    return args
 
 
 def export(run_dir, name: str, out=None, data_dir=None, log=None) -> Path:
-    """The run's checkpoint.npz (its final weights) as a weights file named `name`, with the
-    refusal thresholds chosen on its validation and training splits (calibrate). log: where a
-    note about lines of metrics.jsonl that are not valid records goes."""
+    """The run's checkpoint.npz (its final weights) as a weights file named `name`, written to
+    `out` (default: NAME.npz in the current folder), with the refusal thresholds chosen on its
+    validation and training splits (calibrate). log: where a note about lines of metrics.jsonl
+    that are not valid records goes."""
     run_dir = Path(run_dir)
-    target = output_file(out or WEIGHTS / f"{name}.npz")
+    target = output_file(Path(out) if out else Path(f"{name}.npz"))
     restored = restore(run_dir / "checkpoint.npz", backend="numpy", dtype="float32")
     skipped = []
     records = read_metrics(run_dir, skipped)

@@ -104,12 +104,19 @@ def run(args) -> int:
     k = weight.shape[-1]
     kernels = f"learned C1 kernels ({weight.shape[0]} of {k}x{k}; red positive, blue negative)"
     title = f"{what} through {restored.label}: predicted {predicted}"
+    there = [p for p in (out_dir / "kernels.png", out_dir / "feature_maps.png") if p.exists()]
     written = [
         plot_kernels(weight, out_dir / PICTURES[0], f"{kernels}, {restored.label}"),
         plot_feature_maps(maps, out_dir / PICTURES[1], title, code=rbf_code(net, stages)),
     ]
     print(f"{restored.note}\n{what}: predicted {predicted}")
-    print("\n".join(f"wrote {p}" for p in written))
+    print(
+        "\n".join(
+            f"wrote {p}" + (" (replacing the earlier one)" if p in there else "") for p in written
+        )
+    )
+    if there:
+        print("(--out DIR writes them elsewhere)")
     return 0
 
 

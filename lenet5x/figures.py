@@ -282,11 +282,20 @@ def plot_prediction(
     classes: Sequence[str],
     path,
     title: str,
+    box: tuple[int, int, int, int] | None = None,
 ) -> Path:
-    """The picture as given (H, W) in [0, 1], the network's input (S, S) uint8, the class scores (K,)."""
-    fig = figure(10, 3.2)
+    """The picture as given (H, W) in [0, 1] with the crop `box` (top, bottom, left, right) drawn
+    on it, the network's input (S, S) uint8, the class scores (K,)."""
+    fig = figure(10, 3.4)
     photo_ax, seen_ax, bar_ax = fig.subplots(1, 3, width_ratios=[1, 1, 1.6])
     photo_ax.imshow(source, cmap="gray", vmin=0, vmax=1)
+    if box is not None and box[1] > box[0]:
+        top, bottom, left, right = box
+        photo_ax.add_patch(
+            need("matplotlib.patches", "drawing figures").Rectangle(
+                (left - 0.5, top - 0.5), right - left, bottom - top, fill=False, color="C3", lw=1.5
+            )
+        )
     photo_ax.set_title("picture", fontsize=10)
     seen_ax.imshow(seen, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
     seen_ax.set_title(f"network input {seen.shape[0]}x{seen.shape[1]}", fontsize=10)

@@ -1,15 +1,17 @@
 """Read your own handwriting: python -m lenet5x.predict MODEL IMAGE...
 
 Each PNG/JPEG photo or scan of one handwritten digit is made into a 32x32 input the way MNIST was
-made (images.py: grayscale, inverted when the paper is light, cropped to the ink, fitted into
-20x20, centred by mass in 28x28, padded to 32x32), normalized as in training, and classified. One
-line per image: the answer, then the score of every class (the classic model: squared RBF
-distances to the class prototypes, lower = closer; the modern model: softmax probabilities).
-The answer is the class, or where the network refuses (rejection.py, with the thresholds stored
-with it): "not sure (4 or 9)" (the top two classes too close), "not a digit" (RBF: far from
-every prototype) or "no ink found" (a blank picture, which does not stop the others).
+made (data/photos.py: the page found, the ink on it, ruled lines taken away, cropped to the
+digit, fitted into 20x20, centred by mass in 28x28, padded to 32x32), normalized as in training,
+and classified. One line per image: the answer, then the score of every class (the classic
+model: squared RBF distances to the class prototypes, lower = closer; the modern model: softmax
+probabilities). The answer is the class, or where the network refuses (rejection.py, with the
+thresholds stored with it): "not sure (4 or 9)" (the top two classes too close), "not a digit"
+(RBF: far from every prototype) or "no ink found" (a blank picture, which does not stop the
+others).
 --show DIR also writes, per image, a PNG with the picture, the 32x32 input the network saw and
-the scores.
+the scores, with the crop drawn on the picture. A picture that does not look like one digit on a
+page (ink touching its edge, several marks, ink everywhere) gets a note on stderr.
 
 Exit status: 0 done, 2 bad input (one line on stderr).
 """
@@ -61,18 +63,22 @@ def parse_args(argv=None, prog: str = "python -m lenet5x.predict") -> argparse.N
         help="the training data, needed only for models trained with standardized inputs "
         "whose checkpoint does not store the normalization",
     )
-    args = parser.parse_args(argv)
-    if args.show is not None and Path(args.show).suffix.lower() in (
-        ".png",
-        ".jpg",
-        ".jpeg",
-        ".bmp",
-        ".tif",
-    ):
-        parser.error(
-            f"--show takes a folder, not {args.show}: put the images first, or write --show=DIR"
-        )
-    return args
+    return parser.parse_intermixed_args(
+        show_before_images(sys.argv[1:] if argv is None else list(argv))
+    )
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
+
+def show_before_images(argv: list[str]) -> list[str]:
+    """`--show my_4.jpg`: the picture is an image to read, not --show's folder; --show then writes
+    into the current folder (the argument list with "." put after --show)."""
+    out = list(argv)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--show" and Path(out[i + 1]).suffix.lower() in IMAGE_SUFFIXES:
+            return out[: i + 1] + ["."] + out[i + 1 :]
+    return out
 
 
 def table(names, prepared, values: numpy.ndarray, answers, kind: str, classes) -> str:
@@ -107,6 +113,11 @@ def shown_files(images, out_dir: Path) -> list[Path]:
     return [out_dir / name for name in stems]
 
 
+def doubt_line(doubts) -> str:
+    """One line saying why an answer may be wrong, and what to do."""
+    return "; ".join(doubts) + ": the answer may be wrong; crop the picture to the one digit"
+
+
 def run(args) -> int:
     restored = restore(args.checkpoint, args.backend)
     if args.show is not None:
@@ -131,6 +142,9 @@ def run(args) -> int:
     print(f"{restored.note}\nscores: {what}; (inverted): the picture had a light background")
     print(f"refusals: {describe_limits(restored.meta)}")
     print(table(args.images, prepared, values, answers, kind, restored.classes))
+    for name, p in zip(args.images, prepared, strict=True):
+        if p.doubts:
+            print(f"note: {name}: {doubt_line(p.doubts)}", file=sys.stderr)
     if args.show is None:
         return 0
 
@@ -140,7 +154,9 @@ def run(args) -> int:
         args.images, targets, prepared, seen, values, answers, strict=True
     ):
         title = f"{Path(path).name}: " + (f"predicted {said}" if said in classes else said)
-        plot_prediction(p.source, image, v, kind, classes, target, title)
+        if p.doubts:
+            title += f"\n(doubtful: {'; '.join(p.doubts)})"
+        plot_prediction(p.source, image, v, kind, classes, target, title, p.box)
         print(f"wrote {target}")
     return 0
 

@@ -41,7 +41,7 @@ def test_readme_example_predicts_the_first_test_digits(test_set):
     predicted = net.predict(images[:1000])  # (N, 28, 28) uint8, white ink on black
     assert predicted.shape == (1000,) and predicted.dtype == numpy.int64
     assert numpy.mean(predicted == labels[:1000]) >= 0.99
-    assert net.parameters == 60_000 and net.score_kind == "rbf_distance"
+    assert net.parameter_count == 60_000 and net.score_kind == "rbf_distance"
 
 
 def test_scores_take_28_or_32_pixels_uint8_or_floats(test_set):

@@ -28,7 +28,13 @@ import lenet5x  # noqa: E402
 from lenet5x.data import read_idx_images, read_idx_labels  # noqa: E402
 from lenet5x.demo import MAX_BODY, make_server  # noqa: E402
 
-LENET5_MAPS = {"C1": [6, 28, 28], "S2": [6, 14, 14], "C3": [16, 10, 10], "S4": [16, 5, 5]}
+LENET5_MAPS = {
+    "C1": [6, 28, 28],
+    "S2": [6, 14, 14],
+    "C3": [16, 10, 10],
+    "S4": [16, 5, 5],
+    "C5": [1, 12, 10],  # its 120 outputs as one picture
+}
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +201,7 @@ def test_model_describes_the_network(demo, net):
     assert model["name"] == "lenet5" and model["architecture"] == "classic"
     assert model["score_kind"] == "rbf_distance" and model["dataset"] == "mnist"
     assert model["classes"] == [str(d) for d in range(10)]
-    assert model["parameters"] == net.parameters and model["test_error"] == net.test_error
+    assert model["parameters"] == net.parameter_count and model["test_error"] == net.test_error
     assert model["description"] == net.description and isinstance(model["samples"], bool)
     assert ask_json(demo, "GET", "/api/model?x=1")[1] == model
 

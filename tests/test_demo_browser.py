@@ -185,13 +185,13 @@ def rendered_maps(driver) -> list[dict]:
 def check_the_page_shows_it(driver, refused=False):
     maps = rendered_maps(driver)
     stages = {m["stage"] for m in maps}
-    assert stages == {"C1", "S2", "C3", "S4"}, stages
-    assert len(maps) == 6 + 6 + 16 + 16
-    sizes = {"C1": 28, "S2": 14, "C3": 10, "S4": 5}
+    assert stages == {"C1", "S2", "C3", "S4", "C5"}, stages
+    assert len(maps) == 6 + 6 + 16 + 16 + 1
+    sizes = {"C1": (28, 28), "S2": (14, 14), "C3": (10, 10), "S4": (5, 5), "C5": (10, 12)}
     for m in maps:
-        assert m["complete"] and m["width"] == m["height"] == sizes[m["stage"]], m
+        assert m["complete"] and (m["width"], m["height"]) == sizes[m["stage"]], m
         assert m["src"].startswith("data:image/png;base64,")
-    for stage in stages:  # the server's maps differ from one another; blank placeholders do not
+    for stage in stages - {"C5"}:  # the server's maps differ from one another; blanks do not
         assert len({m["src"] for m in maps if m["stage"] == stage}) > 1, stage
     state = driver.execute_script(
         """
@@ -306,3 +306,61 @@ def test_a_scribble_is_not_sure_or_not_a_digit(site, browser):
     assert "not sure" in page["caption"] and "share of belief" in page["caption"], page
     assert "for 0.5% error" in page["caption"] and "beyond 99.9% of" in page["caption"], page
     assert console_errors(browser) == []
+
+
+def test_each_stage_says_what_it_computes_and_a_map_enlarges(site, browser):
+    url, _ = site
+    open_page(browser, url)
+    draw(browser, SEVEN)
+    assert wait_for_answer(browser) == "7"
+    notes = browser.execute_script(
+        "return Object.fromEntries(Array.from(document.querySelectorAll('#maps figure.stage'))"
+        ".map((f) => [f.dataset.stage, f.querySelector('.stage-note').textContent]));"
+    )
+    assert set(notes) == {"C1", "S2", "C3", "S4", "C5"}
+    assert "120 numbers" in notes["C5"] and "48,120 parameters" in notes["C5"]
+    assert notes["C1"].startswith("convolution: six 5×5 kernels")
+    assert "156 parameters, 122,304 connections" in notes["C1"] and "paper §II-B" in notes["C1"]
+    assert "1,516 parameters, 151,600 connections" in notes["C3"] and "Table I" in notes["C3"]
+    assert "lenet5x tutorial" in browser.find_element(By.ID, "learn").text
+    first = browser.find_element(By.CSS_SELECTOR, "#maps figure[data-stage='C1'] img.map")
+    first.click()
+    dialog = browser.find_element(By.ID, "enlarge")
+    WebDriverWait(browser, 5).until(lambda d: dialog.get_attribute("open") is not None)
+    big = browser.find_element(By.ID, "enlarged-image")
+    assert big.get_attribute("src") == first.get_attribute("src")
+    assert big.rect["width"] >= 10 * 28  # C1's 28x28 map drawn at least ten times larger
+    assert "C1 map 1" in browser.find_element(By.ID, "enlarged-caption").text
+    dialog.click()
+    WebDriverWait(browser, 5).until(lambda d: dialog.get_attribute("open") is None)
+    assert browser.find_element(By.ID, "digit").text == "7"  # closing it clears nothing
+    assert console_errors(browser) == []
+
+
+def test_on_a_phone_the_answer_is_in_view_while_drawing(site, browser):
+    url, _ = site
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True},
+    )
+    try:
+        open_page(browser, url)
+        pad = browser.find_element(By.ID, "pad")
+        browser.execute_script("arguments[0].scrollIntoView({block: 'end'});", pad)
+        draw(browser, SEVEN)
+        assert wait_for_answer(browser) == "7"
+        view = browser.execute_script(
+            "const box = (id) => document.getElementById(id).getBoundingClientRect();"
+            "return {digit: [box('digit').top, box('digit').bottom],"
+            " pad: [box('pad').top, box('pad').bottom], height: window.innerHeight};"
+        )
+        assert 0 <= view["digit"][0] and view["digit"][1] <= view["height"], view
+        assert 0 <= view["pad"][0] and view["pad"][1] <= view["height"], view
+        target = os.environ.get("LENET5X_PHONE_SCREENSHOT")
+        if target:
+            assert browser.get_screenshot_as_file(target), target
+    finally:
+        browser.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": WIDTH, "height": HEIGHT, "deviceScaleFactor": 1, "mobile": False},
+        )

@@ -1,9 +1,10 @@
-"""docs/tutorial.ipynb: it runs from start to end on real MNIST, and it is docs/tutorial.py.
+"""docs/tutorial.ipynb: it runs from start to end on real MNIST, and it is the tutorial's source.
 
-docs/tutorial.py (a jupytext "percent" script) is the source; docs/tutorial.ipynb is made from
-it and executed, so that readers see its figures without running it:
+lenet5x/assets/tutorial.py (a jupytext "percent" script, shipped in the package: `lenet5x
+tutorial` makes a notebook of it) is the source; docs/tutorial.ipynb is made from it and
+executed, so that readers see its figures without running it:
 
-    jupytext --to ipynb docs/tutorial.py
+    jupytext --to ipynb --output docs/tutorial.ipynb lenet5x/assets/tutorial.py
     cd docs && jupyter execute --inplace tutorial.ipynb    # or nbclient, as below
 """
 
@@ -15,10 +16,12 @@ from pathlib import Path
 
 import pytest
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
-SOURCE, NOTEBOOK = DOCS / "tutorial.py", DOCS / "tutorial.ipynb"
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+SOURCE, NOTEBOOK = ROOT / "lenet5x" / "assets" / "tutorial.py", DOCS / "tutorial.ipynb"
 REGENERATE = (
-    "regenerate it: jupytext --to ipynb docs/tutorial.py, then execute it in place "
+    "regenerate it: jupytext --to ipynb --output docs/tutorial.ipynb lenet5x/assets/tutorial.py, "
+    "then execute it in place "
     "(cd docs && jupyter execute --inplace tutorial.ipynb)"
 )
 CELL_TIMEOUT = 300  # seconds; the whole notebook takes about 15 s on a 2-core CPU
@@ -45,20 +48,40 @@ def test_stored_notebook_is_the_script_executed():
     assert NOTEBOOK.stat().st_size < MAX_BYTES, "the stored notebook is too large: smaller figures"
 
 
-def test_tutorial_runs(mnist_dir, monkeypatch):
+def test_the_command_writes_the_scripts_cells(tmp_path, capsys):
     jupytext = pytest.importorskip("jupytext")
+    nbformat = pytest.importorskip("nbformat")
+    from lenet5x.tutorial import NAME, main
+
+    assert main([str(tmp_path / "class")]) == 0
+    written = nbformat.read(tmp_path / "class" / NAME, as_version=4)
+    nbformat.validate(written)
+    assert cells(written) == cells(jupytext.read(SOURCE))
+    assert "jupyter lab" in capsys.readouterr().out
+    assert main([str(tmp_path / "class")]) == 2  # a student's answers are never replaced
+    assert "--force" in capsys.readouterr().err
+
+
+def test_tutorial_runs_anywhere_and_leaves_nothing_behind(mnist_dir, monkeypatch, tmp_path):
+    pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
     pytest.importorskip("matplotlib")
     pytest.importorskip("PIL")
+    import nbformat
+
+    from lenet5x.tutorial import NAME, write_tutorial
+
     monkeypatch.setenv("LENET5X_DATA_DIR", os.fspath(mnist_dir))
-    before = sorted(p.relative_to(DOCS) for p in DOCS.rglob("*"))
-    notebook = jupytext.read(SOURCE)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", os.fspath(tmp_path / "tmp"))  # the kernel's temporary folders
+    folder = tmp_path / "somewhere"
+    notebook = nbformat.read(write_tutorial(folder), as_version=4)
     client = nbclient.NotebookClient(
         notebook,
         timeout=CELL_TIMEOUT,
         kernel_name="python3",
-        resources={"metadata": {"path": os.fspath(DOCS)}},  # the working directory
+        resources={"metadata": {"path": os.fspath(folder)}},  # the working directory
     )
     client.execute()  # a cell that raises fails here (CellExecutionError), naming the cell
     outputs = "".join(
@@ -71,5 +94,6 @@ def test_tutorial_runs(mnist_dir, monkeypatch):
     assert f"recorded with the weights: {measured}%" in outputs  # what the shipped weights say
     assert "total: 60,000" in outputs
     assert "true label 3, predicted 3\n" in outputs  # the photo
-    after = sorted(p.relative_to(DOCS) for p in DOCS.rglob("*"))
-    assert after == before, "the notebook wrote into docs/; it should write to a temporary folder"
+    assert f"MNIST from {mnist_dir}" in outputs  # found as the commands find it
+    assert sorted(p.name for p in folder.iterdir()) == [NAME]
+    assert not [p for p in (tmp_path / "tmp").iterdir() if "lenet5x" in p.name]

@@ -32,7 +32,21 @@
     { name: "S2", shape: [6, 14, 14] },
     { name: "C3", shape: [16, 10, 10] },
     { name: "S4", shape: [16, 5, 5] },
+    { name: "C5", shape: [1, 12, 10] },
   ];
+  // What each stage computes, in a line (the paper's section II-B); sizes and parameters come
+  // from the model's layer table (/api/model "layers").
+  const PAPER_URL = "http://yann.lecun.com/exdb/publis/pdf/lecun-01a.pdf";
+  const STAGE_WHAT = {
+    C1: "convolution: six 5×5 kernels slide over the input; a map lights up where its pattern is",
+    S2: "subsampling: each 2×2 block summed, scaled, biased and squashed; half the size",
+    C3: "convolution over chosen S2 maps (Table I): strokes combined into parts of digits",
+    S4: "subsampling again: 16 maps of 5×5",
+    C5: "convolution 5×5 over all of S4: 120 numbers that describe the whole digit, drawn " +
+      "as one 12×10 picture, a pixel each",
+    P2: "2×2 max-pooling and ReLU of C1",
+    P4: "2×2 max-pooling and ReLU of C3",
+  };
   const NEAREST_PLACEHOLDERS = 3;
   const MAPS_PER_COLUMN = 8;
 
@@ -64,16 +78,18 @@
   function init() {
     for (const id of ["pad", "pad-hint", "clear", "samples", "random-digit", "misclassified-digit",
       "sample-info", "status", "model", "digit", "label-kind", "scores", "scores-caption",
-      "input-image", "maps", "f6", "f6-image", "nearest"]) {
+      "input-image", "maps", "f6", "f6-image", "nearest",
+      "enlarge", "enlarged-image", "enlarged-caption"]) {
       el[id] = document.getElementById(id);
     }
     installErrorTrap();
     setUpPad();
+    setUpEnlarge();
     el.clear.addEventListener("click", clearAll);
     el["random-digit"].addEventListener("click", () => loadSample("random"));
     el["misclassified-digit"].addEventListener("click", () => loadSample("misclassified"));
     document.addEventListener("keydown", (event) => {
-      if (event.key === "Escape") clearAll();
+      if (event.key === "Escape" && !el.enlarge.open) clearAll();  // an open map closes first
     });
     buildScoreRows(state.classes);
     resetResults();
@@ -116,6 +132,7 @@
     }
     state.scoreKind = model.score_kind || state.scoreKind;
     renderModelLine(model);
+    refreshStageNotes();
     setScoreCaptions(state.scoreKind);
     const samplesOn = model.samples === true;
     el.samples.hidden = !samplesOn;
@@ -559,7 +576,10 @@
   function renderMaps(maps) {
     const sameLayout = el.maps.children.length === maps.length &&
       maps.every((m, i) => el.maps.children[i].dataset.key === stageKey(m));
-    if (!sameLayout) buildStages(maps);
+    if (!sameLayout) {
+      buildStages(maps);
+      refreshStageNotes();
+    }
     maps.forEach((m, i) => {
       const images = Array.isArray(m.images) ? m.images : [];
       const imgs = el.maps.children[i].querySelectorAll("img.map");
@@ -586,7 +606,8 @@
       label.className = "stage-label";
       label.innerHTML = '<span class="stage-name"></span><span class="stage-sep"> · </span><span class="stage-shape"></span>';
       label.querySelector(".stage-name").textContent = m.name;
-      label.querySelector(".stage-shape").textContent = count + "@" + h + "×" + w;
+      label.querySelector(".stage-shape").textContent =
+        count === 1 ? h * w + " outputs" : count + "@" + h + "×" + w;
 
       const grid = document.createElement("div");
       grid.className = "map-grid";
@@ -600,9 +621,51 @@
         img.src = blankUrl(w, h);
         grid.append(img);
       }
-      figure.append(label, grid);
+      const note = document.createElement("p");
+      note.className = "stage-note";
+      figure.append(label, note, grid);
       el.maps.append(figure);
     }
+  }
+
+  // One line under each stage's name: what it computes, its parameters and connections.
+  function refreshStageNotes() {
+    const layers = state.model && Array.isArray(state.model.layers) ? state.model.layers : [];
+    for (const figure of el.maps.children) {
+      const note = figure.querySelector(".stage-note");
+      if (!note) continue;
+      const name = figure.dataset.stage;
+      const layer = layers.find((l) => l.name === name);
+      const parts = [STAGE_WHAT[name] || (layer ? layer.kind : "")];
+      if (layer) {
+        parts.push(formatCount(layer.parameters) + " parameters, " +
+          formatCount(layer.connections) + " connections");
+      }
+      note.replaceChildren(parts.filter(Boolean).join(" · ") + " · ");
+      const link = document.createElement("a");
+      link.href = PAPER_URL;
+      link.target = "_blank";
+      link.rel = "noopener noreferrer";
+      link.textContent = "paper §II-B";
+      note.append(link);
+    }
+  }
+
+  function formatCount(n) {
+    return Number(n).toLocaleString("en-US");
+  }
+
+  // Click a map: see it large (a dialog; Escape or a click closes it).
+  function setUpEnlarge() {
+    el.maps.addEventListener("click", (event) => {
+      const img = event.target.closest("img.map");
+      if (!img) return;
+      el["enlarged-image"].src = img.src;
+      el["enlarged-image"].alt = img.alt;
+      el["enlarged-caption"].textContent = img.title || img.alt;
+      el.enlarge.showModal();
+    });
+    el.enlarge.addEventListener("click", () => el.enlarge.close());
   }
 
   function stageShape(m) {

@@ -29,15 +29,16 @@
 # 3. the C3 connection table (Table I) and the 60,000 parameters;
 # 4. SDLM's per-parameter learning rates, set beside the paper's own figures;
 # 5. a short training run;
-# 6. what the layers see (the feature maps, and F6's code against the bitmaps of Fig. 3);
-# 7. a "photo" of a digit through the network.
+# 6. what the layers see (the feature maps, the C1 kernels, F6's code against Fig. 3's bitmaps);
+# 7. a "photo" of a digit through the network;
+#
+# with the loss and SGD against SDLM after the training run, and four exercises at the end.
 #
 # One convention to keep in mind: **inside the library the batch is the last axis**. Maps are
 # `(C, H, W, N)` and vectors `(F, N)`. The high-level API (`lenet5x.load`, `Network`) takes
 # ordinary batch-first NumPy images, `(N, 28, 28)` or `(N, 32, 32)`.
 
 # %%
-import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -51,6 +52,7 @@ import lenet5x.backend
 from lenet5x import paper
 from lenet5x.config import DataConfig, ModelConfig
 from lenet5x.data import load_dataset
+from lenet5x.data.sources import find_dataset
 from lenet5x.layers import Conv2D, ScaledTanh
 from lenet5x.model import build_model
 from lenet5x.optim import SDLM
@@ -58,10 +60,14 @@ from lenet5x.optim import SDLM
 plt.rcParams["figure.dpi"] = 80  # small pictures: the stored notebook stays light
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's notebook bar, unused
 
-# where the MNIST files are; everything the notebook writes goes to a temporary folder
-DATA = os.environ.get("LENET5X_DATA_DIR", "../../shared/data/mnist")
-WORK = Path(tempfile.mkdtemp(prefix="lenet5x-tutorial-"))
-print("MNIST from", Path(DATA).resolve())
+# MNIST is looked for as the commands look for it: DATA (None: not set), $LENET5X_DATA_DIR,
+# ~/.cache/lenet5x; if none has it, it is downloaded (55 MB) into the cache. Everything the
+# notebook writes goes to a temporary folder, removed in the last cell.
+DATA = None  # or the folder that holds the four MNIST files, "path/to/mnist"
+found, looked_in = find_dataset("mnist", DATA)
+print("MNIST from", found["t10k-images-idx3-ubyte"].parent if found else "the internet (first run)")
+WORK_DIR = tempfile.TemporaryDirectory(prefix="lenet5x-tutorial-")
+WORK = Path(WORK_DIR.name)
 
 # %% [markdown]
 # ## 1. The shipped network
@@ -72,7 +78,9 @@ print("MNIST from", Path(DATA).resolve())
 # %%
 net = lenet5x.load("lenet5")
 print(net)
-print(f"{net.parameters:,} trainable parameters; classes {net.classes}; scores: {net.score_kind}")
+print(
+    f"{net.parameter_count:,} trainable parameters; classes {net.classes}; scores: {net.score_kind}"
+)
 
 # %% [markdown]
 # The MNIST test set has 10,000 digits. `load_dataset` reads the IDX files and pads the 28x28
@@ -482,6 +490,69 @@ error = (small != host.test_labels).mean()
 print(f"after {epochs[-1]} passes on 5,000 digits: {error:.2%} on all 10,000 test digits")
 
 # %% [markdown]
+# ### The loss, and why MAP
+#
+# The RBF output gives, for each class $i$, the squared distance $y_i$ between F6's 84 numbers
+# and class $i$'s 7x12 bitmap (eq. 7): lower is closer. The simplest criterion, the mean squared
+# error (eq. 8), only pulls the correct class's distance $y_D$ down: nothing keeps the other
+# classes away, and if the bitmaps could learn they would all collapse onto one code. The
+# paper's criterion (eq. 9) adds a term that pushes the *other* distances up:
+#
+# $$E = y_D + \log\Big(e^{-j} + \sum_i e^{-y_i}\Big)$$
+#
+# The second term is a soft minimum of all the distances (plus a constant "rubbish" class
+# $e^{-j}$, $j = 10$ here), so lowering $E$ means bringing the right class near *and* keeping the
+# wrong ones far. It is the negative log of the right class's probability when the classes'
+# probabilities are proportional to $e^{-y_i}$: training maximizes the probability of the right
+# answer, a *maximum a posteriori* (MAP) criterion. For one digit, by hand:
+
+# %%
+distances = net.scores(host.test_images[:1])[0]  # (10,) squared RBF distances y_i
+label, j = int(host.test_labels[0]), 10.0
+mse = distances[label]
+map_loss = distances[label] + numpy.log(numpy.exp(-j) + numpy.exp(-distances).sum())
+print("distances:", numpy.round(distances, 1), f"(true class {label})")
+print(f"MSE term y_D = {mse:.2f}; MAP loss = {map_loss:.2f}: when the right class is much the")
+print("nearest, the soft minimum is about y_D and cancels it; wrong classes coming near cost")
+
+# %% [markdown]
+# ### SGD against SDLM
+#
+# The same network on the same 2,000 digits for 4 passes, once with SDLM (a learning rate per
+# parameter from its curvature $h_{kk}$) and once with plain SGD with momentum at one global
+# rate, 0.001 (try 0.01: it diverges; 0.0001 barely moves). SDLM needs no such search: its
+# rates adapt to each layer by themselves (section 4).
+
+# %%
+curves = {}
+for name, settings in {
+    "SDLM (the paper's)": {},
+    "SGD, momentum 0.9, rate 0.001": {
+        "optimizer.name": "sgd",
+        "optimizer.schedule": [[None, 1e-3]],
+    },
+}.items():
+    trial = lenet5x.fit(
+        "smoke",
+        data_dir=DATA,
+        out=str(WORK / name.split()[0]),
+        epochs=4,
+        log=lambda line: None,
+        **settings,
+    )
+    curves[name] = [100 * r["test_error"] for r in trial.history]
+fig, ax = plt.subplots(figsize=(5.5, 3.2))
+for name, errors in curves.items():
+    ax.plot(range(1, len(errors) + 1), errors, "o-", label=name)
+ax.set_xlabel("pass")
+ax.set_ylabel("test error (%, 1,000 digits)")
+ax.set_xticks(range(1, 5))
+ax.legend(fontsize=9)
+fig.tight_layout()
+plt.show()
+print({name: f"{errors[-1]:.1f}%" for name, errors in curves.items()})
+
+# %% [markdown]
 # ## 6. What the layers see
 #
 # `net.features(image)` runs one image through the shipped network and returns every stage's
@@ -536,6 +607,23 @@ for ax, (title, vector) in zip(axes, pictures, strict=True):
 plt.show()
 
 # %% [markdown]
+# ### The learned C1 kernels
+#
+# `net.parameters` holds the trained weights as read-only NumPy arrays, named as in the
+# checkpoint. C1's six 5x5 kernels are what the first layer looks for: red weights add the ink
+# they cover, blue ones subtract it, so most kernels are small edge and stroke detectors.
+
+# %%
+kernels = net.parameters["C1.weight"][:, 0]  # (6, 5, 5)
+limit = numpy.abs(kernels).max()
+fig, axes = plt.subplots(1, 6, figsize=(8, 1.6))
+for i, ax in enumerate(axes):
+    ax.imshow(kernels[i], cmap="bwr", vmin=-limit, vmax=limit)
+    ax.set_title(f"C1 map {i}", fontsize=9)
+    ax.set_axis_off()
+plt.show()
+
+# %% [markdown]
 # ## 7. A photo of a digit
 #
 # `net.predict_photo(path)` takes a picture of one handwritten digit and prepares it the way
@@ -579,6 +667,45 @@ for name, score in sorted(
     print(f"  {name}: {score:7.1f}")
 
 # %% [markdown]
+# ## Exercises
+#
+# Write your answer in the cell below each question, then run the check cell at the end (a
+# teacher can hide or delete it before handing the notebook out).
+#
+# 1. How many trainable parameters does C3 have? Table I connects 60 (input, output) map pairs
+#    by 5x5 kernels, and each of the 16 output maps has a bias.
+# 2. How many connections (multiply-adds) does S2 have? Each of its 6x14x14 units sums a 2x2
+#    block, multiplies by its map's coefficient and adds its map's bias: count one connection
+#    per input and one for the bias.
+# 3. SDLM's rate for a parameter is $\epsilon_k = \eta / (\mu + h_{kk})$ (eq. 21). With
+#    $\eta = 0.0005$ and $\mu = 0.02$, what is the rate of a parameter whose $h_{kk}$ is 0.48?
+# 4. How many of the first 1,000 test digits does the shipped LeNet-5 misread? (`net.predict`)
+
+# %%
+answer_1 = None  # C3's trainable parameters
+answer_2 = None  # S2's connections
+answer_3 = None  # the rate
+answer_4 = None  # misread digits among the first 1,000
+
+# %%
+# the check (a teacher can hide this cell): the answers are computed, not written down
+table = {row.name: row for row in net.layers}
+truth = {
+    1: table["C3"].parameters,
+    2: table["S2"].connections,
+    3: 0.0005 / (0.02 + 0.48),
+    4: int((net.predict(host.test_images[:1000]) != host.test_labels[:1000]).sum()),
+}
+for question, (answer, right) in enumerate(
+    zip([answer_1, answer_2, answer_3, answer_4], truth.values(), strict=True), start=1
+):
+    if answer is None:
+        verdict = "not answered yet"
+    else:
+        verdict = "right" if numpy.isclose(answer, right, rtol=1e-6) else "not yet: try again"
+    print(f"question {question}: {verdict}")
+
+# %% [markdown]
 # ## Where to go next
 #
 # - `lenet5x train` (or `lenet5x.fit("lenet5")`) trains the full paper's network: 20 passes, the
@@ -586,3 +713,6 @@ for name, score in sorted(
 # - `lenet5x.load("lenet5").predict_photo("my_digit.jpg")` on a photo of your own handwriting.
 # - The layers in `lenet5x/layers/` are each one short file, with the forward, backward and
 #   second-derivative passes side by side: read them beside the paper's appendix C.
+
+# %%
+WORK_DIR.cleanup()  # the run directory and the photo: nothing is left behind
