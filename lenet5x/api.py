@@ -69,11 +69,17 @@ class Network:
         self.scale, self.offset = input_normalization(restored, data_dir)
 
     def __repr__(self) -> str:
+        """One line: <lenet5x.Network NAME: DESCRIPTION, test error E> (print shows the table)."""
+        return f"<{self._title()}>"
+
+    def __str__(self) -> str:
         """The network's name, its test error, then its layer table (summary.py): each layer's
         kind, output shape, trainable parameters and connections, with the totals."""
+        return format_table(self.layers, self._title())
+
+    def _title(self) -> str:
         error = "" if self.test_error is None else f", test error {self.test_error:.2%}"
-        title = f"lenet5x.Network {self.name}: {self.description}{error}"
-        return format_table(self.layers, title)
+        return f"lenet5x.Network {self.name}: {self.description}{error}"
 
     @property
     def layers(self) -> list[Row]:

@@ -29,8 +29,9 @@ def test_lenet5s_table_matches_the_paper():
     assert [r.shape for r in rows][:2] == [(6, 28, 28), (6, 14, 14)]
     assert sum(r.parameters for r in rows) == 60_000 == net.parameter_count
     assert sum(r.connections for r in rows) == 340_908  # "340,908 connections" (sec. II-B)
-    text = repr(net)
-    assert str(net) == text and "C3" in text and "340,908" in text and "60,000" in text
+    text = str(net)  # print(net): the title, then the table
+    assert text.startswith(repr(net)[1:-1] + "\n") and "\n" not in repr(net)
+    assert "C3" in text and "340,908" in text and "60,000" in text
 
 
 def test_parameters_are_a_read_only_mapping_of_numpy_arrays():
