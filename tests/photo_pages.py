@@ -215,17 +215,20 @@ def photo_set(mnist_images, mnist_labels, per_condition: int, seed: int = 0):
     return out
 
 
-def accuracy(net, cases) -> tuple[float, list]:
-    """(fraction read right, [(index, true, predicted)] of the misread) of a photo set's cases."""
-    wrong = []
+def accuracy(net, cases) -> tuple[float, list, int]:
+    """(fraction read right, [(index, true, read)] of the misread, how many the network would
+    refuse) of a photo set's cases. What it reads is its best class, refused or not (a refusal,
+    "not sure", says it may be wrong; rejection.py); a picture that cannot be read counts as -1."""
+    wrong, refused = [], 0
     for i, (data, label) in enumerate(cases):
         try:
-            got = net.predict_photo(data).digit
-        except Exception:  # a refused picture counts as misread
+            prediction = net.predict_photo(data)
+            got, refused = prediction.best, refused + bool(prediction.reason)
+        except Exception:
             got = -1
         if got != label:
             wrong.append((i, label, got))
-    return 1 - len(wrong) / len(cases), wrong
+    return 1 - len(wrong) / len(cases), wrong, refused
 
 
 if __name__ == "__main__":
@@ -246,8 +249,8 @@ if __name__ == "__main__":
     for condition, cases in sets.items():
         cells = []
         for name, net in nets.items():
-            acc, wrong = accuracy(net, cases)
+            acc, _, refused = accuracy(net, cases)
             totals[name].append(acc)
-            cells.append(f"{acc:.1%}")
+            cells.append(f"{acc:.1%} ({refused} not sure)")
         print(f"| {condition} | {' | '.join(cells)} |")
     print(f"| all | {' | '.join(f'{numpy.mean(v):.1%}' for v in totals.values())} |")

@@ -354,8 +354,9 @@ def test_on_a_phone_the_answer_is_in_view_while_drawing(site, browser):
             "return {digit: [box('digit').top, box('digit').bottom],"
             " pad: [box('pad').top, box('pad').bottom], height: window.innerHeight};"
         )
-        assert 0 <= view["digit"][0] and view["digit"][1] <= view["height"], view
-        assert 0 <= view["pad"][0] and view["pad"][1] <= view["height"], view
+        inside = view["height"] + 1  # layout in fractions of a pixel: scrolled to 844.4 of 844
+        assert 0 <= view["digit"][0] and view["digit"][1] <= inside, view
+        assert 0 <= view["pad"][0] and view["pad"][1] <= inside, view
         target = os.environ.get("LENET5X_PHONE_SCREENSHOT")
         if target:
             assert browser.get_screenshot_as_file(target), target
