@@ -25,7 +25,7 @@ import numpy
 
 from .backend import to_numpy
 from .config import SHORT_KEYS, overrides_from
-from .data.loading import pad_images
+from .data.loading import prepare_images
 from .data.photos import MAX_PIXELS, prepare_file
 from .errors import UserError
 from .im2col import plain_order
@@ -196,7 +196,7 @@ class Network:
         way MNIST's digits were made (data/photos.py), as `lenet5x predict` does. max_pixels:
         the most it may decode to (else photos.TooLarge, before decoding)."""
         prepared = prepare_file(photo, max_pixels, blank_if_no_ink=True)
-        seen = pad_images(prepared.digit[None], self.restored.config.data.input_size)
+        seen = prepare_images(prepared.digit[None], self.restored.config.data)
         values = self.scores(seen)
         decided = decide(values, self.score_kind, self.limits, self.classes, no_ink(seen))
         digit, reason = int(decided.labels[0]), decided.reasons[0]
@@ -214,7 +214,8 @@ class Network:
         array = numpy.asarray(to_numpy(images) if not isinstance(images, numpy.ndarray) else images)
         if array.ndim == 2:
             array = array[None]
-        size = self.restored.config.data.input_size
+        data = self.restored.config.data
+        size = data.input_size if data.digit_size is None else 28  # its own input, or a digit
         if array.ndim != 3 or array.shape[1:] not in ((28, 28), (size, size)):
             raise InputError(
                 f"images must be (N, 28, 28) or (N, {size}, {size}), white ink on black; "
@@ -228,7 +229,9 @@ class Network:
             array = numpy.round(array * 255).astype(numpy.uint8)
         elif array.dtype != numpy.uint8:
             raise InputError(f"images must be uint8 (0-255) or floats in [0, 1], got {array.dtype}")
-        return pad_images(array, size) if array.shape[1:] != (size, size) else array
+        if array.shape[1:] == (28, 28):
+            return prepare_images(array, data)
+        return array
 
 
 def load(name_or_path="lenet5", backend: str = "auto") -> Network:

@@ -13,6 +13,7 @@ these objects as they are.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import re
@@ -57,56 +58,166 @@ def _check_choices(settings) -> None:
             _one_of(name, value, typing.get_args(literal))
 
 
-Architecture = Literal["classic", "modern"]
 Loss = Literal["map", "mse", "cross_entropy"]
 Init = Literal["paper", "paper_sqrt", "lecun", "he"]
-# each architecture's criterion and initialization when the config leaves them None
-DEFAULT_LOSS = {"classic": "map", "modern": "cross_entropy"}
-DEFAULT_INIT = {"classic": "paper_sqrt", "modern": "he"}
-LOSSES = {"classic": ("map", "mse"), "modern": ("cross_entropy",)}
+LayerKind = Literal[
+    "convolution",  # Conv2D: maps (out), kernel, table
+    "convolution_max_pool",  # ConvMaxPool: a convolution and its 2x2 max-pooling in one layer
+    "subsampling",  # the paper's trainable 2x2 subsampling (S2, S4); maps: a multiple of its input's
+    "full",  # FullyConnected: maps = units
+    "rbf",  # EuclideanRBF output: maps = classes; prototypes
+    "scaled_tanh",
+    "relu",
+    "batch_norm",
+    "flatten",
+]
+# the criteria each kind of output layer can be trained with (the first: when loss is None)
+LOSSES = {"rbf": ("map", "mse"), "full": ("cross_entropy",)}
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerConfig:
+    """One layer of an architecture (model.py's build_model makes it; names as in sec. II-B)."""
+
+    name: str  # "C1": its parameters are "C1.weight", ...; unique, without "."
+    kind: LayerKind
+    maps: int | None = None  # convolution: output maps; subsampling: output maps (None: as many
+    # as its input; k times as many: each input map feeds k of them, as LeNet-4's S2); full:
+    # units; rbf: classes
+    kernel: int = 5  # convolution: k x k kernels (stride 1, no padding but model.c1_padding on C1)
+    # convolution: for each output map, the input maps it reads (Table I for LeNet-5's C3); None:
+    # every input map
+    table: tuple[tuple[int, ...], ...] | None = None
+    # rbf: "digits", the 7x12 bitmaps of Fig. 3 (84 inputs), or "place": +1 at the class and -1
+    # elsewhere (as many inputs as classes: a squared error to the classic place-coded targets)
+    prototypes: Literal["digits", "place"] = "digits"
+    when: Literal["always", "batch_norm"] = "always"  # "batch_norm": only with model.batch_norm
+
+    def __post_init__(self):
+        _check_choices(self)
+        if not self.name or "." in self.name:
+            raise ConfigError(f"name: {shown(self.name)} must be non-empty, without '.'")
+        _positive("maps", self.maps)
+        _positive("kernel", self.kernel)
+        needs_maps = ("convolution", "convolution_max_pool", "full", "rbf")
+        if self.kind in needs_maps and self.maps is None:
+            raise ConfigError(f"{self.name}: a {self.kind} layer needs maps (its outputs)")
+        if self.table is not None and (self.kind != "convolution" or len(self.table) != self.maps):
+            raise ConfigError(f"{self.name}: table: one row per output map of a convolution")
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchitectureConfig:
+    """A network as data: its layers in order, its input, and the criterion and initialization it
+    trains with by default. The shipped ones are lenet5x/assets/architectures.yaml."""
+
+    layers: tuple[LayerConfig, ...]
+    description: str = ""  # one line: "LeNet-5 (LeCun et al. 1998)"
+    input_size: int = 32  # the side of the input C1 takes without padding (data.input_size)
+    # the side each 28x28 image is shrunk to, then centred in the input (data.digit_size; LeNet-1:
+    # 16); None: as it is
+    digit_size: int | None = None
+    loss: Loss | None = None  # None: the output layer's first criterion (LOSSES)
+    init: Init = "paper_sqrt"
+
+    def __post_init__(self):
+        _check_choices(self)
+        if not self.layers:
+            raise ConfigError("layers: needs at least one layer")
+        names = [layer.name for layer in self.layers]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"layers: two layers are named {shown(_first_repeat(names))}")
+        output = self.layers[-1].kind
+        if output not in LOSSES:
+            raise ConfigError(f"layers: the last layer must be full or rbf, not {output}")
+        if self.loss is None:
+            object.__setattr__(self, "loss", LOSSES[output][0])
+        _one_of("loss", self.loss, LOSSES[output])
+        _positive("input_size", self.input_size)
+        _positive("digit_size", self.digit_size)
+
+    @property
+    def losses(self) -> tuple[str, ...]:
+        """The criteria its output layer can be trained with."""
+        return LOSSES[self.layers[-1].kind]
+
+
+def _first_repeat(names):
+    return next(n for i, n in enumerate(names) if n in names[:i])
+
+
+ARCHITECTURES_FILE = Path(__file__).with_name("assets") / "architectures.yaml"
+
+
+@functools.cache
+def architectures() -> dict[str, ArchitectureConfig]:
+    """The shipped architectures by name (classic, modern, lenet1, lenet4), checked as a config is."""
+    data = parse_yaml(ARCHITECTURES_FILE.read_text(), str(ARCHITECTURES_FILE))
+    try:
+        return {name: build(ArchitectureConfig, spec, name) for name, spec in data.items()}
+    except ConfigError as error:
+        raise ConfigError(f"{ARCHITECTURES_FILE}: {error}") from None
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    architecture: Architecture = (
-        "classic"  # the paper's LeNet-5, or "modern": ReLU, max-pool, softmax
-    )
-    # classic: "map" (eq. 9) or "mse" (eq. 8); modern: "cross_entropy". None: the architecture's
-    # own (DEFAULT_LOSS), spelled out when the config is made
+    # a shipped architecture's name: "classic" (the paper's LeNet-5), "modern" (ReLU, max-pool,
+    # softmax), "lenet1", "lenet4" (lenet5x/assets/architectures.yaml); or one spelled out
+    # here, as a mapping with the keys of ArchitectureConfig
+    architecture: str | ArchitectureConfig = "classic"
+    # "map" (eq. 9) or "mse" (eq. 8) for an RBF output; "cross_entropy" for a full one. None:
+    # the architecture's own, spelled out when the config is made
     loss: Loss | None = None
     map_j: float = 10.0  # the MAP criterion's constant j (eq. 9); the paper gives no value
     # "paper" (+-2.4/F_i, appendix A), "paper_sqrt" (+-2.4/sqrt(F_i): appendix A's rule for
     # independent inputs; with 1/F_i SDLM diverges, docs/reproducing.md, step 1), "lecun"
-    # (+-sqrt(3/F_i), Efficient BackProp) or "he". None: the architecture's own (DEFAULT_INIT)
+    # (+-sqrt(3/F_i), Efficient BackProp) or "he". None: the architecture's own
     init: Init | None = None
     c1_padding: int = 0  # zero padding of C1; 2 lets 28x28 images in unpadded (data.input_size: 28)
-    batch_norm: bool = False  # modern only: batch normalization after each pooling block
-    # classic S2/S4: "average" of each 2x2 block (sec. II-A) or "sum" (sec. II-B); with "sum" the
+    batch_norm: bool = False  # the architecture's batch-norm layers (modern: after each pooling)
+    # S2/S4: "average" of each 2x2 block (sec. II-A) or "sum" (sec. II-B); with "sum" the
     # S layers start 4x stronger and SDLM's second pass collapses (docs/reproducing.md, step 2)
     subsampling: Literal["average", "sum"] = "average"
-    # classic S2/S4: the value every trainable coefficient starts at (on the block's mean with
+    # S2/S4: the value every trainable coefficient starts at (on the block's mean with
     # "average"); None draws them like weights of fan-in 4 (appendix A): a random gain and sign
     # per map, some near zero (docs/reproducing.md, step 4)
     subsampling_coef: float | None = 1.0
 
     def __post_init__(self):
         _check_choices(self)
+        if isinstance(self.architecture, str) and self.architecture not in architectures():
+            _one_of("architecture", self.architecture, list(architectures()))
+        spec = self.spec
         if self.loss is None:
-            object.__setattr__(self, "loss", DEFAULT_LOSS[self.architecture])
+            object.__setattr__(self, "loss", spec.loss)
         if self.init is None:
-            object.__setattr__(self, "init", DEFAULT_INIT[self.architecture])
-        _one_of("loss", self.loss, LOSSES[self.architecture])
+            object.__setattr__(self, "init", spec.init)
+        _one_of("loss", self.loss, spec.losses)
         _positive("map_j", self.map_j)
         if not 0 <= self.c1_padding <= 2:
             raise ConfigError(f"c1_padding: must be 0, 1 or 2, got {self.c1_padding}")
         _positive("subsampling_coef", self.subsampling_coef)
-        if self.batch_norm and self.architecture != "modern":
-            raise ConfigError("batch_norm: offered for the modern architecture only")
+        if self.batch_norm and not any(layer.when == "batch_norm" for layer in spec.layers):
+            raise ConfigError(
+                f"batch_norm: the {self.name} architecture has no batch-norm layers (modern has)"
+            )
+
+    @property
+    def spec(self) -> ArchitectureConfig:
+        """The architecture as data: the shipped one of that name, or the one spelled out."""
+        if isinstance(self.architecture, ArchitectureConfig):
+            return self.architecture
+        return architectures()[self.architecture]
+
+    @property
+    def name(self) -> str:
+        """The architecture's name ("classic", ...; "custom" when spelled out in the config)."""
+        return self.architecture if isinstance(self.architecture, str) else "custom"
 
     @property
     def input_size(self) -> int:
-        """The side of the input the model takes: C1 makes 28x28 maps from 32 - 2 * c1_padding."""
-        return 32 - 2 * self.c1_padding
+        """The side of the input the model takes: the architecture's, less C1's padding."""
+        return self.spec.input_size - 2 * self.c1_padding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +251,10 @@ class DataConfig:
     dir: str | None = None  # where the IDX files are (else $LENET5X_DATA_DIR, cache, download)
     normalize: Literal["paper", "standardize"] = "paper"  # paper: background -0.1, ink 1.175
     input_size: int = 32  # images are zero-padded from 28x28 to this size (the paper: 32)
+    # each 28x28 image is first shrunk to this side (area averaging), then padded: LeNet-1's
+    # "down-sampled to 16x16 pixels and centered in the 28x28 input layer" (sec. III-C). None:
+    # as it is. Must be the architecture's digit_size
+    digit_size: int | None = None
     train_subset: int | None = None  # use only the first N training images (None: all 60,000)
     test_subset: int | None = None  # use only the first N test images (None: all 10,000)
     # hold out this many training images for validation (0: none, as in the paper). Only a
@@ -152,6 +267,8 @@ class DataConfig:
         _check_choices(self)
         if self.input_size not in (28, 30, 32):
             raise ConfigError(f"input_size: must be 28, 30 or 32, got {self.input_size}")
+        if self.digit_size is not None and not 8 <= self.digit_size <= 28:
+            raise ConfigError(f"digit_size: must be 8 to 28, got {self.digit_size}")
         _positive("train_subset", self.train_subset)
         _positive("test_subset", self.test_subset)
         _positive("validation_size", self.validation_size, allow_zero=True)
@@ -228,16 +345,23 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    model: ModelConfig = ModelConfig()
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)  # made when first needed
     data: DataConfig = DataConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
     train: TrainConfig = TrainConfig()
 
     def __post_init__(self):
-        if self.data.input_size != self.model.input_size:
+        m, side = self.model, self.model.spec.input_size
+        if self.data.input_size != m.input_size:
+            hint = ": use 32 and 0, or 28 and 2" if side == 32 else ""
             raise ConfigError(
-                f"data.input_size + 2 * model.c1_padding must be 32 (C1 makes 28x28 maps), got "
-                f"{self.data.input_size} and {self.model.c1_padding}: use 32 and 0, or 28 and 2"
+                f"data.input_size + 2 * model.c1_padding must be {side} (the input of "
+                f"{m.name}), got {self.data.input_size} and {m.c1_padding}{hint}"
+            )
+        if self.data.digit_size != m.spec.digit_size:
+            raise ConfigError(
+                f"data.digit_size must be {m.spec.digit_size} for the {m.name} architecture (its "
+                f"input's preparation), got {self.data.digit_size}"
             )
 
     def to_dict(self) -> dict:
@@ -273,6 +397,8 @@ def _coerce_union(value, tp, where: str):
         try:
             return _coerce(value, option, where)
         except ConfigError as error:
+            if isinstance(value, dict) and dataclasses.is_dataclass(option):
+                raise  # a mapping is meant for the section: its own error says what is wrong
             errors.append(str(error))
     if len(errors) == 1:
         raise ConfigError(errors[0])
@@ -343,6 +469,14 @@ def build(cls, data, where: str = ""):
         path = f"{where}.{key}" if where else key
         raise ConfigError(f"{path}: unknown key (known here: {', '.join(names)})")
     prefix = f"{where}." if where else ""
+    required = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [n for n in required if n not in data]
+    if missing:
+        raise ConfigError(f"{prefix}{missing[0]}: missing (required here)")
     values = {n: _coerce(data[n], hints[n], prefix + n) for n in names if n in data}
     try:
         return cls(**values)

@@ -1,4 +1,4 @@
-"""A LeNet-5 is a list of named layers plus a criterion; build_model makes `classic` or `modern`.
+"""A network is a list of named layers plus a criterion; build_model makes it from its data.
 
 Parameters are one flat dict of arrays keyed "LAYER.name" ("C1.weight", "S2.coef", ...); the
 gradients and second derivatives returned here are dicts with the same trainable keys, so an
@@ -12,8 +12,7 @@ from typing import Any
 
 import numpy
 
-from . import paper
-from .config import ModelConfig
+from .config import ConfigError, LayerConfig, ModelConfig
 from .layers import (
     BatchNorm,
     Conv2D,
@@ -175,60 +174,55 @@ class Model:
 
 
 def build_model(config: ModelConfig | None = None) -> Model:
-    """The LeNet-5 that a ModelConfig describes; without one, the paper's LeNet-5 exactly as
-    configs/lenet5.yaml trains it (MAP with j = 10, weights +-2.4/sqrt(F_i), averaging S2/S4
-    with coefficients starting at 1)."""
+    """The network that a ModelConfig describes: its architecture's layers (config.py's
+    ArchitectureConfig; the shipped ones in lenet5x/assets/architectures.yaml), in order, with the
+    config's settings. Without one, the paper's LeNet-5 exactly as configs/lenet5.yaml trains it
+    (MAP with j = 10, weights +-2.4/sqrt(F_i), averaging S2/S4 with coefficients starting at 1)."""
     m = config or ModelConfig()
-    size, padding = m.input_size, m.c1_padding
-    if m.architecture == "classic":
+    spec = m.spec
+    chosen = [c for c in spec.layers if c.when == "always" or m.batch_norm]
+    shape = (1, m.input_size, m.input_size)
+    layers = []
+    for i, c in enumerate(chosen):
+        first_conv = not any(k.kind.startswith("convolution") for k in chosen[:i])
+        layer = make_layer(c, shape, m, first_conv, hands_to_subsampling(chosen[i + 1 :]))
+        try:
+            shape = tuple(layer.out_shape(shape))
+        except ValueError as error:
+            raise ConfigError(f"model.architecture: layer {c.name}: {error}") from None
+        layers.append((c.name, layer))
+    description = spec.description + (", with batch norm" if m.batch_norm else "")
+    return Model(layers, make_loss(m.loss, m.map_j), (1, m.input_size, m.input_size), description)
+
+
+def make_layer(c: LayerConfig, in_shape, m: ModelConfig, first_conv: bool, block_order: bool):
+    """One layer from its LayerConfig, given the shape it takes: (maps, h, w) or (features,).
+    The first convolution takes model.c1_padding; `block_order`: see hands_to_subsampling."""
+    fan = in_shape[0]
+    padding = m.c1_padding if first_conv else 0
+    if c.kind == "convolution":
+        return Conv2D(fan, c.maps, c.kernel, c.table, padding, init=m.init, block_order=block_order)
+    if c.kind == "convolution_max_pool":
+        return ConvMaxPool(fan, c.maps, c.kernel, padding=padding, init=m.init)
+    if c.kind == "subsampling":
         average = m.subsampling == "average"
-        return _classic(
-            make_loss(m.loss, m.map_j), m.init, size, padding, average, m.subsampling_coef
+        return Subsampling(
+            c.maps or fan, init=m.init, average=average, coef_init=m.subsampling_coef, inputs=fan
         )
-    return _modern(make_loss(m.loss), m.init, size, padding, m.batch_norm)
+    if c.kind == "full":
+        return FullyConnected(fan, c.maps, init=m.init)
+    if c.kind == "rbf":
+        return EuclideanRBF(fan, c.maps, prototypes=c.prototypes)
+    if c.kind == "batch_norm":
+        return BatchNorm(fan)
+    return {"scaled_tanh": ScaledTanh, "relu": ReLU, "flatten": Flatten}[c.kind]()
 
 
-def _classic(loss, init: str, size: int, padding: int, average: bool, coef: float | None) -> Model:
-    layers = [
-        # C1 and C3 hand their maps to S2 and S4 in 2x2-block order (conv.py): the same function
-        ("C1", Conv2D(1, 6, 5, padding=padding, init=init, block_order=True)),
-        ("C1_f", ScaledTanh()),
-        ("S2", Subsampling(6, init=init, average=average, coef_init=coef)),
-        ("S2_f", ScaledTanh()),
-        ("C3", Conv2D(6, 16, 5, table=paper.C3_TABLE, init=init, block_order=True)),
-        ("C3_f", ScaledTanh()),
-        ("S4", Subsampling(16, init=init, average=average, coef_init=coef)),
-        ("S4_f", ScaledTanh()),
-        ("C5", Conv2D(16, 120, 5, init=init)),
-        ("C5_f", ScaledTanh()),
-        ("flatten", Flatten()),
-        ("F6", FullyConnected(120, 84, init=init)),
-        ("F6_f", ScaledTanh()),
-        ("RBF", EuclideanRBF(84, 10)),
-    ]
-    return Model(layers, loss, (1, size, size), "LeNet-5 (LeCun et al. 1998)")
-
-
-def _modern(loss, init: str, size: int, padding: int, batch_norm: bool) -> Model:
-    # max(relu(a)) == relu(max(a)): pooling first runs ReLU on a quarter of the values.
-    # Each convolution and its pooling (C1 and P2, C3 and P4) are one layer (convpool.py): the
-    # same function, computed faster.
-    layers = [
-        ("C1", ConvMaxPool(1, 6, 5, padding=padding, init=init)),
-        ("P2_f", ReLU()),
-        *([("P2_bn", BatchNorm(6))] if batch_norm else []),
-        ("C3", ConvMaxPool(6, 16, 5, init=init)),
-        ("P4_f", ReLU()),
-        *([("P4_bn", BatchNorm(16))] if batch_norm else []),
-        ("flatten", Flatten()),
-        ("C5", FullyConnected(400, 120, init=init)),
-        ("C5_f", ReLU()),
-        ("F6", FullyConnected(120, 84, init=init)),
-        ("F6_f", ReLU()),
-        ("OUT", FullyConnected(84, 10, init=init)),
-    ]
-    name = "LeNet-5, modern (ReLU, max-pool" + (", batch norm" if batch_norm else "") + ", softmax)"
-    return Model(layers, loss, (1, size, size), name)
+def hands_to_subsampling(after) -> bool:
+    """True when the next layer that is not an activation is a subsampling: a convolution then
+    hands its maps over in 2x2-block order (conv.py), the order its matmul makes them in."""
+    taker = next((c for c in after if c.kind not in ("scaled_tanh", "relu")), None)
+    return taker is not None and taker.kind == "subsampling"
 
 
 __all__ = ["Model", "build_model"]

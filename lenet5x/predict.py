@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy
 
 from .cli import BACKENDS, OneLineParser, run_command
-from .data.loading import pad_images
+from .data.loading import prepare_images
 from .data.photos import prepare_file
 from .files import output_dir
 from .rejection import decide, describe_limits, limits_of, no_ink
@@ -127,8 +127,7 @@ def run(args) -> int:
     targets = [] if args.show is None else shown_files(args.images, Path(args.show))
     prepared = [prepare_file(path, blank_if_no_ink=True) for path in args.images]
     scale, offset = input_normalization(restored, args.data_dir)
-    size = restored.config.data.input_size
-    seen = pad_images(numpy.stack([p.digit for p in prepared]), size)  # (N, 32, 32) uint8
+    seen = prepare_images(numpy.stack([p.digit for p in prepared]), restored.config.data)
     out, _ = restored.model.forward(restored.params, network_input(restored, seen, scale, offset))
     values, kind = scores(restored, out), restored.score_kind
     classes = restored.classes

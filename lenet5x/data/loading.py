@@ -38,6 +38,32 @@ class HostDataset:
         return self.offset
 
 
+def prepare_images(images: numpy.ndarray, d: DataConfig) -> numpy.ndarray:
+    """(N, 28, 28) uint8 digits -> (N, S, S) as the network takes them: shrunk to d.digit_size
+    first where it is set (LeNet-1), then centred at d.input_size (S) with a background border."""
+    if d.digit_size is not None:
+        images = shrink_images(images, d.digit_size)
+    return pad_images(images, d.input_size)
+
+
+def shrink_images(images: numpy.ndarray, side: int) -> numpy.ndarray:
+    """(N, h, w) uint8 -> (N, side, side) uint8, each output pixel the mean of the input area it
+    covers (fractions of pixels weighted by how much they cover): down-sampling without aliasing.
+    """
+    n, h, w = images.shape
+
+    def area(size: int):  # (side, size): the share of input pixel j in output pixel i
+        edges = numpy.linspace(0.0, size, side + 1)
+        left, right = edges[:-1, None], edges[1:, None]
+        j = numpy.arange(size)[None, :]
+        overlap = numpy.clip(numpy.minimum(right, j + 1) - numpy.maximum(left, j), 0.0, None)
+        return overlap / (size / side)
+
+    rows, columns = area(h), area(w)
+    out = numpy.einsum("ij,njk,lk->nil", rows, images.astype(numpy.float64), columns)
+    return numpy.clip(numpy.rint(out), 0, 255).astype(numpy.uint8)
+
+
 def pad_images(images: numpy.ndarray, size: int) -> numpy.ndarray:
     """(N, h, w) -> (N, size, size), centred, zero (background) border."""
     n, h, w = images.shape
@@ -109,9 +135,9 @@ def load_dataset(config=None, mirrors=None, log=None) -> HostDataset:
             numpy.sort(order[: d.validation_size]),
             numpy.sort(order[d.validation_size :]),
         )
-        val_x, val_y = pad_images(train_x[val_idx], d.input_size), train_y[val_idx]
+        val_x, val_y = prepare_images(train_x[val_idx], d), train_y[val_idx]
         train_x, train_y = train_x[train_idx], train_y[train_idx]
-    train_x, test_x = pad_images(train_x, d.input_size), pad_images(test_x, d.input_size)
+    train_x, test_x = prepare_images(train_x, d), prepare_images(test_x, d)
     scale, offset = normalization(d.normalize, train_x)
     classes = DATASETS[d.dataset].classes
     return HostDataset(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy
+
 from .. import fused, paper
 from ..arrays import array_namespace
 
@@ -10,7 +12,10 @@ class EuclideanRBF:
     """y_i = sum_j (x_j - w_ij)^2.  x: (84, N) -> y: (10, N); prediction = argmin_i y_i.
 
     The 10x84 prototypes w are the +1/-1 7x12 bitmaps of the digits; they are constants, not
-    trainable parameters (params["prototypes"], never updated).
+    trainable parameters (params["prototypes"], never updated). With prototypes="place" they are
+    place codes instead, +1 at the class and -1 elsewhere (classes x classes): y_i is then the
+    squared error to class i's target, the output code of the paper's earlier networks (LeNet-1
+    and LeNet-4 here).
 
     Second-derivative pass: y is quadratic in x, so besides the Gauss-Newton term
     sum_i (dy_i/dx_j)^2 d2E/dy_i^2 it keeps its own curvature sum_i dy_i d2y_i/dx_j^2
@@ -21,8 +26,10 @@ class EuclideanRBF:
 
     trainable: tuple[str, ...] = ()
 
-    def __init__(self, in_features=84, classes=10) -> None:
-        self.in_features, self.classes = in_features, classes
+    def __init__(self, in_features=84, classes=10, prototypes="digits") -> None:
+        self.in_features, self.classes, self.prototypes = in_features, classes, prototypes
+        if prototypes not in ("digits", "place"):
+            raise ValueError(f"RBF prototypes: 'digits' or 'place', not {prototypes!r}")
 
     def out_shape(self, in_shape) -> tuple[int, ...]:
         if tuple(in_shape) != (self.in_features,):
@@ -30,7 +37,10 @@ class EuclideanRBF:
         return (self.classes,)
 
     def init(self, rng, backend) -> dict:
-        prototypes = paper.rbf_prototypes()
+        if self.prototypes == "place":
+            prototypes = 2.0 * numpy.eye(self.classes, self.in_features) - 1.0
+        else:
+            prototypes = paper.rbf_prototypes()
         if prototypes.shape != (self.classes, self.in_features):
             raise ValueError(
                 f"RBF prototypes are {prototypes.shape}, not {self.classes}x{self.in_features}"

@@ -52,18 +52,46 @@ class Subsampling:
 
     `coef_init`: every coefficient starts at this value; None draws them like weights of fan-in 4
     (appendix A), which gives each map a random gain and sign, some near zero.
+
+    `inputs`: the maps it takes, when fewer than `channels` (a divisor k of it): each input map
+    then feeds k consecutive maps, each with its own coefficient and bias (LeNet-4's S2: "8
+    subsampling maps connected in pairs to each first-layer feature map", sec. III-C); the
+    backward passes add the k maps' terms.
     """
 
     trainable = ("coef", "bias")
     takes_block_order = True  # x may be in 2x2-block order (Conv2D's block_order)
 
-    def __init__(self, channels, init="paper", average=False, coef_init=None) -> None:
+    def __init__(self, channels, init="paper", average=False, coef_init=None, inputs=None) -> None:
         self.channels, self.init_scheme, self.average = channels, init, average
         self.coef_init = coef_init
         self.scale = 0.25 if average else 1.0  # of each block's sum
+        self.inputs = inputs or channels
+        if channels % self.inputs:
+            raise ValueError(f"{channels} subsampling maps cannot share {self.inputs} input maps")
+        self.copies = channels // self.inputs  # maps fed by each input map
 
     def out_shape(self, in_shape) -> tuple[int, ...]:
-        return _check_even(self, in_shape)
+        if in_shape[0] != self.inputs:
+            raise ValueError(f"Subsampling expects {self.inputs} input maps, got {in_shape[0]}")
+        return (self.channels, *_check_even(self, in_shape)[1:])
+
+    def _fan_out(self, s) -> Any:
+        """(C_in, h, w, N) -> (C_in * copies, h, w, N): each input map repeated `copies` times."""
+        if self.copies == 1:
+            return s
+        xp = array_namespace(s)
+        c, h, w, n = s.shape
+        spread = xp.broadcast_to(s[:, None, ...], (c, self.copies, h, w, n))
+        return xp.reshape(spread, (c * self.copies, h, w, n))
+
+    def _fan_in(self, g) -> Any:
+        """Adjoint of _fan_out: (C_in * copies, h, w, N) -> (C_in, h, w, N), the copies summed."""
+        if self.copies == 1:
+            return g
+        xp = array_namespace(g)
+        _, h, w, n = g.shape
+        return xp.sum(xp.reshape(g, (self.inputs, self.copies, h, w, n)), axis=1)
 
     def init(self, rng, backend) -> dict:
         coef = init_weights(rng, (self.channels,), 4, self.init_scheme)
@@ -74,7 +102,9 @@ class Subsampling:
 
     def forward(self, params, x, train=False) -> tuple:
         coef, bias = params["coef"][:, None, None, None], params["bias"][:, None, None, None]
-        s, a = fused.SUBSAMPLING(sum_2x2(x), self.scale, coef, bias)  # s: the scaled block sums
+        s, a = fused.SUBSAMPLING(
+            self._fan_out(sum_2x2(x)), self.scale, coef, bias
+        )  # s: scaled sums
         return a, (s, in_block_order(x))
 
     def backward(self, params, cache, dy, need_dx=True) -> tuple:
@@ -84,7 +114,7 @@ class Subsampling:
         if not need_dx:
             return None, grads
         dx = fused.SUBSAMPLING_BACKWARD(dy, params["coef"][:, None, None, None], self.scale)
-        return spread_2x2(dx, block_order), grads
+        return spread_2x2(self._fan_in(dx), block_order), grads
 
     def backward2(self, params, cache, d2y, dy=None, need_dx=True) -> tuple:
         xp = array_namespace(d2y)
@@ -92,7 +122,8 @@ class Subsampling:
         h = {"coef": xp.sum(d2y * (s * s), axis=(1, 2, 3)), "bias": xp.sum(d2y, axis=(1, 2, 3))}
         coef = params["coef"] * self.scale if self.average else params["coef"]
         coef2 = coef * coef
-        d2x = spread_2x2(d2y * coef2[:, None, None, None], block_order) if need_dx else None
+        d2x = d2y * coef2[:, None, None, None]
+        d2x = spread_2x2(self._fan_in(d2x), block_order) if need_dx else None
         return d2x, h
 
 
