@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy
 
 from .cli import BACKENDS, OneLineParser, run_command
-from .data import DeviceData
+from .data import DeviceData, HostDataset
 from .extras import INSTALL, MissingExtra, need
 from .files import output_dir
 from .parallel import default_workers, single_threaded_blas
@@ -131,13 +131,21 @@ def matrix_table(matrix: numpy.ndarray, classes) -> str:
 CURVE_POINTS = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1)  # shares rejected printed by --reject
 
 
+def error_rejection(
+    values: numpy.ndarray, labels: numpy.ndarray, kind: str
+) -> tuple[Curve, numpy.ndarray]:
+    """(N, K) test scores of `kind` (restore.scores), (N,) true classes -> the error-rejection
+    curve by the top-two margin (the paper's Fig. 10) and (N,) bool, the misclassified."""
+    predicted = values.argmin(1) if kind == "rbf_distance" else values.argmax(1)
+    wrong = predicted != labels
+    return rejection_curve(margin(values, kind), wrong), wrong
+
+
 def rejection_report(restored: Restored, values: numpy.ndarray, labels: numpy.ndarray) -> Curve:
     """Print the error-rejection curve of (N, K) test scores, the shares rejected at the
     REPORTED_ERRORS, and what the stored thresholds give; return the curve."""
     kind = restored.score_kind
-    predicted = values.argmin(1) if kind == "rbf_distance" else values.argmax(1)
-    wrong = predicted != labels
-    curve = rejection_curve(margin(values, kind), wrong)
+    curve, wrong = error_rejection(values, labels, kind)
     unit = "RBF distances" if kind == "rbf_distance" else "log-probabilities (logits)"
     print(f"\nrejection by the top-two margin (the gap between the two best {unit}):")
     print("  rejected  error on the accepted  margin threshold")
@@ -165,17 +173,25 @@ def rejection_report(restored: Restored, values: numpy.ndarray, labels: numpy.nd
     return curve
 
 
+def score_test_set(
+    restored: Restored, data_dir=None, test_subset: int | None = None, other_data: bool = False
+) -> tuple[HostDataset, Scores]:
+    """The model's test set (restore.load_data: as in training, the first test_subset images)
+    and its Scores there: outputs (N, K), predictions (N,)."""
+    host = load_data(restored, data_dir, test_subset, other_data)
+    test = DeviceData(restored.backend, host.test_images, host.test_labels, host.scale, host.offset)
+    batch = restored.config.train.eval_batch_size
+    workers = default_workers(restored.backend.name, batch)
+    with single_threaded_blas(workers > 1):
+        return host, score(restored.model, restored.params, test, batch, workers)
+
+
 def run(args) -> int:
     restored = restore(args.checkpoint, args.backend)
     out = Path(args.out) if args.out else restored.out_dir
     if not args.no_plots and has_matplotlib():
         output_dir(out, PICTURES)  # refused before the evaluation, not after it
-    host = load_data(restored, args.data_dir, args.test_subset, args.other_data)
-    test = DeviceData(restored.backend, host.test_images, host.test_labels, host.scale, host.offset)
-    batch = restored.config.train.eval_batch_size
-    workers = default_workers(restored.backend.name, batch)
-    with single_threaded_blas(workers > 1):
-        scores = score(restored.model, restored.params, test, batch, workers)
+    host, scores = score_test_set(restored, args.data_dir, args.test_subset, args.other_data)
     labels = host.test_labels.astype(numpy.int64)
     matrix = confusion_matrix(labels, scores.predictions.astype(numpy.int64), len(host.classes))
     wrong = int(scores.count - numpy.trace(matrix))

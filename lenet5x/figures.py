@@ -414,3 +414,60 @@ def plot_spread(rows: Sequence[dict], path) -> Path:
     ax.set_title("final test error: seeds (dots), mean (bar)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     return save(fig, path)
+
+
+# -- the paper's Fig. 6: error against the training set's size --------------------------------------
+
+# series key -> (legend, colour, line style, marker, filled, x offset in thousands so that the
+# seeds of two series at one size do not cover each other)
+TRAINING_SIZE_SERIES = {
+    "test": ("test error", "C3", "-", "o", True, -0.5),
+    "train": ("training error", "C0", "-", "o", True, -0.5),
+    "test distorted": ("test error, with distortions", "C3", ":", "s", False, 0.5),
+    "train distorted": ("training error, with distortions", "C0", "--", "s", False, 0.5),
+}
+
+
+def plot_training_size(curves: dict, path, title: str, references: Sequence = ()) -> Path:
+    """The paper's Fig. 6: error rate (%) against the training set's size, one series per key of
+    TRAINING_SIZE_SERIES present in `curves` ({key: {size: [error % of each seed]}}): the mean
+    over seeds as a line, min-max as error bars, each seed as a small dot beside them; the
+    distorted runs' test error as hollow squares. references: (label, size, error %, filled),
+    the points the paper quotes, drawn as black stars just right of their size (not to cover
+    the runs' own)."""
+    fig = figure(7.2, 4.8)
+    ax = fig.subplots()
+    top, handles = 0.0, []
+    for key, by_size in curves.items():
+        label, colour, style, marker, filled, dx = TRAINING_SIZE_SERIES[key]
+        sizes = sorted(s for s, errors in by_size.items() if len(errors))
+        if not sizes:
+            continue
+        x = numpy.array(sizes, dtype=numpy.float64) / 1000 + dx
+        values = [numpy.asarray(by_size[s], dtype=numpy.float64) for s in sizes]
+        mean = numpy.array([v.mean() for v in values])
+        low, high = (numpy.array([f(v) for v in values]) for f in (numpy.min, numpy.max))
+        handles.append(ax.errorbar(
+            x, mean, yerr=[mean - low, high - mean], color=colour, linestyle=style, marker=marker,
+            markersize=7, markerfacecolor=colour if filled else "white", capsize=3, label=label,
+            zorder=3,
+        ))  # fmt: skip
+        for xi, v in zip(x + 2 * dx, values, strict=True):  # the seeds beside their bar
+            ax.plot([xi] * len(v), v, ".", color=colour, markersize=4, alpha=0.7, zorder=4)
+        top = max(top, float(high.max()))
+    for label, size, error, filled in references:
+        (point,) = ax.plot(
+            [size / 1000 + 2.5], [error], "*", color="black", markersize=12, zorder=5,
+            markerfacecolor="black" if filled else "white", label=f"{label} ({error:g}%)",
+        )  # fmt: skip
+        handles.append(point)
+        top = max(top, error)
+    ax.set_xlim(0, 70)
+    ax.set_ylim(0, max(top, 0.1) * 1.6)  # room above the curves for the legend
+    ax.set_xticks([15, 30, 60])
+    ax.set_xlabel("training set size (thousands of patterns)")
+    ax.set_ylabel("error rate (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(handles=handles, fontsize=8, loc="upper right", ncols=2)
+    return save(fig, path)
