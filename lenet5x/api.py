@@ -116,8 +116,8 @@ class Network:
 
     @property
     def prototypes(self) -> numpy.ndarray | None:
-        """The classic model's fixed RBF prototypes (K, 84) of +1/-1, the 7x12 bitmaps of Fig. 3,
-        or None for a model without an RBF output."""
+        """The fixed RBF prototypes of +1/-1: (K, 84), the 7x12 bitmaps of Fig. 3 (LeNet-5), or
+        (K, K) place codes (LeNet-1, LeNet-4); None for a model without an RBF output."""
         w = self.restored.params.get("RBF.prototypes")
         return None if w is None else to_numpy(w)
 

@@ -292,7 +292,8 @@ class DemoServer(ThreadingHTTPServer):
         model = net.restored.config.model
         self.map_j = model.map_j if model.loss == "map" else None  # eq. 9's rubbish class
         prototypes = net.prototypes
-        self.prototype_urls = None if prototypes is None else [bitmap_url(p) for p in prototypes]
+        bitmaps = prototypes is not None and prototypes.shape[1] == 84  # not place codes
+        self.prototype_urls = [bitmap_url(p) for p in prototypes] if bitmaps else None
         # NumPy forward passes run side by side; other backends (a GPU) one at a time
         self.compute_lock = threading.Lock() if net.restored.backend.name != "numpy" else None
         self.budget = Budget()
@@ -370,7 +371,7 @@ def model_info(net, samples: bool) -> dict:
     return {
         "name": net.name,
         "description": net.description,
-        "architecture": restored.config.model.architecture,
+        "architecture": restored.config.model.name,
         "score_kind": net.score_kind,
         "test_error": net.test_error,
         "parameters": net.parameter_count,

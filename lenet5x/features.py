@@ -27,6 +27,7 @@ from .files import output_dir
 from .restore import load_data, restore
 
 PICTURES = ("kernels.png", "feature_maps.png")  # what it writes into --out
+BITMAP_SIZE = 84  # RBF prototypes that are 7x12 pictures (Fig. 3), not place codes
 
 
 def parse_args(argv=None, prog: str = "python -m lenet5x.features") -> argparse.Namespace:
@@ -69,8 +70,8 @@ def parse_args(argv=None, prog: str = "python -m lenet5x.features") -> argparse.
 
 def rbf_code(net: Network, stages: dict) -> list[tuple[str, numpy.ndarray]]:
     """The classic model's F6 output (84 = a 7x12 picture, Fig. 3) beside the RBF prototypes of its
-    two nearest classes; nothing for a model without an RBF layer."""
-    if net.prototypes is None:
+    two nearest classes; nothing for a model without an RBF layer or with place-coded ones."""
+    if net.prototypes is None or net.prototypes.shape[1] != BITMAP_SIZE:
         return []
     distances = stages["RBF"]
     nearest = numpy.argsort(distances)[:2]
