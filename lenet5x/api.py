@@ -75,7 +75,7 @@ class Network:
     def __str__(self) -> str:
         """The network's name, its test error, then its layer table (summary.py): each layer's
         kind, output shape, trainable parameters and connections, with the totals."""
-        return format_table(self.layers, self._title())
+        return format_table(self.layers, self._title(), self.restored.model.paper)
 
     def _title(self) -> str:
         error = "" if self.test_error is None else f", test error {self.test_error:.2%}"

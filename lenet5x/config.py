@@ -119,6 +119,9 @@ class ArchitectureConfig:
     digit_size: int | None = None
     loss: Loss | None = None  # None: the output layer's first criterion (LOSSES)
     init: Init = "paper_sqrt"
+    # what the paper gives for it (sec. II-B, III-C; Figs. 11, 12), shown beside its layer table
+    paper_parameters: int | None = None
+    paper_connections: int | None = None  # multiply-adds per pattern
 
     def __post_init__(self):
         _check_choices(self)

@@ -30,11 +30,12 @@ from .losses import make_loss
 class Model:
     """A sequence of (name, layer) and a criterion (losses.py)."""
 
-    def __init__(self, layers, loss, input_shape, description: str = "") -> None:
+    def __init__(self, layers, loss, input_shape, description: str = "", paper=None) -> None:
         self.layers = list(layers)
         self.loss = loss
         self.input_shape = tuple(input_shape)
         self.description = description
+        self.paper = paper  # (parameters, connections) the paper gives for it, or None
         names = [name for name, _ in self.layers]
         if len(set(names)) != len(names) or any("." in n for n in names):
             raise ValueError("layer names must be unique and contain no '.'")
@@ -192,7 +193,11 @@ def build_model(config: ModelConfig | None = None) -> Model:
             raise ConfigError(f"model.architecture: layer {c.name}: {error}") from None
         layers.append((c.name, layer))
     description = spec.description + (", with batch norm" if m.batch_norm else "")
-    return Model(layers, make_loss(m.loss, m.map_j), (1, m.input_size, m.input_size), description)
+    paper = (spec.paper_parameters, spec.paper_connections)
+    return Model(
+        layers, make_loss(m.loss, m.map_j), (1, m.input_size, m.input_size), description,
+        paper=None if None in paper or m.batch_norm else paper,
+    )  # fmt: skip
 
 
 def make_layer(c: LayerConfig, in_shape, m: ModelConfig, first_conv: bool, block_order: bool):

@@ -86,8 +86,8 @@ def kind_word(layer) -> str:
     return names.get(type(layer).__name__, type(layer).__name__)
 
 
-def format_table(rows: list[Row], title: str = "") -> str:
-    """The table as text, with the totals."""
+def format_table(rows: list[Row], title: str = "", paper=None) -> str:
+    """The table as text, with the totals (and `paper`'s (parameters, connections) below them)."""
     lines = [title] if title else []
     lines.append(f"{'layer':<6} {'kind':<52} {'output':>12} {'parameters':>11} {'connections':>12}")
     for r in rows:
@@ -97,4 +97,7 @@ def format_table(rows: list[Row], title: str = "") -> str:
         )
     total_p, total_c = sum(r.parameters for r in rows), sum(r.connections for r in rows)
     lines.append(f"{'total':<6} {'':<52} {'':>12} {total_p:>11,} {total_c:>12,}")
+    if paper is not None:
+        lines.append(f"{'paper':<6} {"the paper's counts (sec. II-B; III-C: about)":<52} {'':>12} "
+                     f"{paper[0]:>11,} {paper[1]:>12,}")  # fmt: skip
     return "\n".join(lines)
