@@ -98,6 +98,6 @@ def format_table(rows: list[Row], title: str = "", paper=None) -> str:
     total_p, total_c = sum(r.parameters for r in rows), sum(r.connections for r in rows)
     lines.append(f"{'total':<6} {'':<52} {'':>12} {total_p:>11,} {total_c:>12,}")
     if paper is not None:
-        lines.append(f"{'paper':<6} {"the paper's counts (sec. II-B; III-C: about)":<52} {'':>12} "
-                     f"{paper[0]:>11,} {paper[1]:>12,}")  # fmt: skip
+        source = "the paper's counts (sec. II-B; III-C: about)"
+        lines.append(f"{'paper':<6} {source:<52} {'':>12} {paper[0]:>11,} {paper[1]:>12,}")
     return "\n".join(lines)
