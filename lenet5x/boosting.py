@@ -177,6 +177,9 @@ def train_member(config: Config, net_dir: Path, log) -> None:
         log(f"{net_dir}: already trained, kept")
         return
     resume = (net_dir / "checkpoint.npz").is_file()
+    if not resume:  # a start that saved no checkpoint (this run's own folder): start it again
+        for leftover in ("config.yaml", "metrics.jsonl", "curves.png"):
+            (net_dir / leftover).unlink(missing_ok=True)
     fit(config, net_dir.name, net_dir if resume else None, log=lambda line: log(f"  {line}"))
 
 
@@ -297,8 +300,23 @@ def seconds_per_epoch(net_dir: Path) -> float:
     return statistics.median(r["seconds"] for r in records) if records else 0.0
 
 
-def train_boosted(config: Config, name: str, log=say) -> Path:
-    """The whole boosted run (the stages of this module's docstring); returns RUN."""
+def filtered_member(config: Config, run_dir: Path, host, stage: int, kinds, quotas, log):
+    """Net 2 or 3 (stage): its filtered set drawn and its run trained, unless it has finished
+    (its set is then not drawn again); the restored net."""
+    from .restore import restore
+
+    net_dir = run_dir / f"net{stage + 1}"
+    if finished(net_dir, config.train.epochs):
+        log(f"{net_dir}: already trained, kept")
+    else:
+        data = filtered_set(config, run_dir, host, stage, kinds, quotas, log)
+        train_member(member_config(config, net_dir, data), net_dir, log)
+    return restore(net_dir, config.train.backend)
+
+
+def train_boosted(config: Config, name: str, log=say, after_stage=lambda: None) -> Path:
+    """The whole boosted run (the stages of this module's docstring); returns RUN.
+    after_stage(), if given, is called after each net is trained (a sweep sends files home)."""
     from .restore import restore
 
     t, b = config.train, config.boosting
@@ -323,17 +341,17 @@ def train_boosted(config: Config, name: str, log=say) -> Path:
             log("net 1: trained the usual way")
             train_member(member_config(config, net1_dir), net1_dir, log)
         net1 = restore(net1_dir, t.backend)
+        after_stage()
         log("net 2: patterns net 1 gets half right, half wrong")
-        data2 = filtered_set(config, run_dir, host, NET2, net2_kinds(predictor(net1)),
-                             net2_quotas(b.filtered), log)  # fmt: skip
-        train_member(member_config(config, run_dir / "net2", data2), run_dir / "net2", log)
-        net2 = restore(run_dir / "net2", t.backend)
+        kinds2 = net2_kinds(predictor(net1))
+        net2 = filtered_member(config, run_dir, host, NET2, kinds2, net2_quotas(b.filtered), log)
+        after_stage()
         log("net 3: fresh patterns on which nets 1 and 2 disagree")
         kinds3 = net3_kinds(predictor(net1), predictor(net2))
-        data3 = filtered_set(config, run_dir, host, NET3, kinds3, {"disagree": b.filtered}, log)
-        train_member(member_config(config, run_dir / "net3", data3), run_dir / "net3", log)
-        nets = [net1, net2, restore(run_dir / "net3", t.backend)]
-        finish(config, run_dir, host, nets, [net1_dir, run_dir / "net2", run_dir / "net3"], log)
+        net3 = filtered_member(config, run_dir, host, NET3, kinds3, {"disagree": b.filtered}, log)
+        after_stage()
+        dirs = [net1_dir, run_dir / "net2", run_dir / "net3"]
+        finish(config, run_dir, host, [net1, net2, net3], dirs, log)
     finally:
         lock.close()
     return run_dir
