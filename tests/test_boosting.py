@@ -26,7 +26,7 @@ from lenet5x.checkpoint import CheckpointError, check_resume, load_checkpoint, s
 from lenet5x.config import ConfigError, DistortionConfig, ModelConfig, load_config
 from lenet5x.data import read_idx_images, read_idx_labels
 from lenet5x.data.loading import pad_images
-from lenet5x.ensemble import GATE, Ensemble, costs, gating_cost, member_scores
+from lenet5x.ensemble import GATE, MEMBERS, Ensemble, costs, gating_cost, member_scores
 from lenet5x.model import build_model
 from lenet5x.rejection import margin
 from lenet5x.restore import restore
@@ -300,3 +300,38 @@ def test_first_net_from_a_run_of_other_settings_is_refused(boosted, mnist_dir, t
                  "--set", "model.map_j=5", check=False)  # fmt: skip
     assert result.returncode == 2 and "boosting.first" in result.stderr
     assert "model.map_j" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_demo_serves_the_ensemble(boosted, mnist_dir):
+    import http.client
+    import io
+    import threading
+
+    from PIL import Image
+
+    from lenet5x.demo import make_server
+
+    net = lenet5x.load(boosted, backend="numpy")
+    server = make_server(net, "127.0.0.1", 0, data_dir=mnist_dir)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def ask(method, path, body=None, headers=None):
+        connection = http.client.HTTPConnection(*server.server_address[:2], timeout=30)
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+
+    try:
+        status, model = ask("GET", "/api/model")
+        assert status == 200 and [row["name"] for row in model["layers"]] == list(MEMBERS)
+        digit = read_idx_images(mnist_dir / "t10k-images-idx3-ubyte.gz")[0]
+        buffer = io.BytesIO()
+        Image.fromarray(digit).save(buffer, format="PNG")
+        status, answer = ask(
+            "POST", "/api/predict", buffer.getvalue(), {"Content-Type": "image/png"}
+        )
+        assert status == 200, answer
+        assert answer["digit"] == int(net.predict(pad_images(digit[None], 32))[0])
+    finally:
+        server.shutdown()
+        server.server_close()
