@@ -90,7 +90,9 @@ class Run:
 
     @property
     def finished(self) -> bool:
-        return len(self.records) >= self.epochs and (self.dir / "checkpoint.npz").is_file()
+        # the last record's epoch: a boosted run (boosting.py) writes one record, its last
+        last = self.records[-1]["epoch"] if self.records else 0
+        return last >= self.epochs and (self.dir / "checkpoint.npz").is_file()
 
 
 def read_runs(out: Path) -> dict[str, list[Run]]:
@@ -117,10 +119,9 @@ def costs(restored) -> tuple[int, int]:
     """(trainable parameters, multiply-adds per pattern) of a restored network (restore.Restored):
     the totals of its layer table (summary.py, sec. II-B; a connection is one multiply-add), the
     measures of the paper's Figs. 12 and 11."""
-    from lenet5x.summary import layer_table
+    from lenet5x.ensemble import costs as network_costs
 
-    rows = layer_table(restored.model, restored.params)
-    return sum(r.parameters for r in rows), sum(r.connections for r in rows)
+    return network_costs(restored)  # an ensemble's: the sum, and cost ratio x one net's
 
 
 def rejection_of(run: Run, restored, data_dir) -> float | None:

@@ -184,6 +184,25 @@ def _host_numbers(value) -> bool:
     )
 
 
+BOOSTING = {
+    "threshold": lambda v: finite_number(v) and v >= 0,
+    "gate_share": _fraction,
+    "gate_cost_ratio": lambda v: finite_number(v) and 1 <= v <= 3,
+    "test_share": _fraction,
+    "test_cost_ratio": lambda v: finite_number(v) and 1 <= v <= 3,
+    "net_test_errors": lambda v: isinstance(v, list) and len(v) == 3 and all(map(_fraction, v)),
+}
+
+
+def _boosting(value) -> bool:
+    """What boosting.finish records of a boosted ensemble: BOOSTING's keys, each in range."""
+    return (
+        isinstance(value, dict)
+        and set(value) == set(BOOSTING)
+        and all(check(value[k]) for k, check in BOOSTING.items())
+    )
+
+
 def _or_null(check):
     return lambda value: value is None or check(value)
 
@@ -219,6 +238,8 @@ META = {
     "reject_validation_share": (_or_null(_fraction), "null or a share in [0, 1]"),
     "not_digit_distance": (_or_null(lambda v: finite_number(v) and v > 0), "null or a number > 0"),
     "not_digit_quantile": (_or_null(_fraction), "null or a quantile in [0, 1]"),
+    # a boosted ensemble's gate and measures (boosting.py)
+    "boosting": (_or_null(_boosting), "null or the gate's threshold, shares and cost ratios"),
     # lenet5x-checkpoint/1 kept SDLM's host numbers at the top level
     "sdlm_mu": (_or_null(finite_number), "null or a finite number"),
     "damping_retries_left": (_or_null(_count), "null or an integer >= 0"),
@@ -322,7 +343,7 @@ def check_resume(path, meta: dict, config: dict, steps: int) -> None:
         raise CheckpointError(
             f"{path}: holds no configuration; it was not saved by a lenet5x training run"
         )
-    saved, wanted = _flat(meta["config"]), _flat(config)
+    saved, wanted = _flat(with_new_sections(meta["config"])), _flat(config)
     keys = sorted(set(saved) | set(wanted))
     differ = [k for k in keys if k not in RESUMABLE and saved.get(k) != wanted.get(k)]
     if differ:
@@ -347,6 +368,14 @@ def check_resume(path, meta: dict, config: dict, steps: int) -> None:
     best = meta.get("best_error")
     if best is not None and not finite_number(best):
         raise CheckpointError(f"{path}: corrupted best_error {shown(best)}")
+
+
+def with_new_sections(saved: dict) -> dict:
+    """A saved configuration with the sections it predates (boosting) at their defaults, as
+    load_config reads it: a run saved before a section existed resumes as it was."""
+    from .config import Config
+
+    return {**{k: v for k, v in Config().to_dict().items() if k not in saved}, **saved}
 
 
 def check_arrays(path, loaded: dict, expected: dict, what: str = "parameters") -> None:

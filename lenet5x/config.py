@@ -347,11 +347,35 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class BoostingConfig:
+    """Boosting by filtering (sec. III-C; Drucker, Schapire and Simard 1993): three networks of
+    the model's architecture, the second trained on patterns the first got half right and half
+    wrong, the third on patterns where the first two disagree; boosting.py trains them."""
+
+    enabled: bool = False  # train the boosted ensemble instead of one network
+    # a finished run directory of the same model and data settings to use as net 1 instead of
+    # training it (None: net 1 is trained in RUN/net1)
+    first: str | None = None
+    filtered: int = 60000  # patterns in net 2's and in net 3's training sets
+    # at most this many times `filtered` stream patterns are drawn for one filtered set; with
+    # fewer found the net trains on what was found (and the run says so)
+    max_draws: int = 100
+    gate_patterns: int = 10000  # fresh distorted patterns on which the gate's threshold is chosen
+
+    def __post_init__(self):
+        for key in ("filtered", "max_draws", "gate_patterns"):
+            _positive(key, getattr(self, key))
+        if self.filtered < 2:
+            raise ConfigError(f"filtered: must be at least 2, got {self.filtered}")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)  # made when first needed
     data: DataConfig = DataConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
     train: TrainConfig = TrainConfig()
+    boosting: BoostingConfig = BoostingConfig()  # boosting by filtering (sec. III-C), off
 
     def __post_init__(self):
         m, side = self.model, self.model.spec.input_size
@@ -365,6 +389,11 @@ class Config:
             raise ConfigError(
                 f"data.digit_size must be {m.spec.digit_size} for the {m.name} architecture (its "
                 f"input's preparation), got {self.data.digit_size}"
+            )
+        if self.boosting.enabled and (self.data.normalize != "paper" or self.data.digit_size):
+            raise ConfigError(
+                "boosting: needs data.normalize paper and no data.digit_size (its filtered "
+                "patterns are written as the networks' 32x32 input, read back as they are)"
             )
 
     def to_dict(self) -> dict:

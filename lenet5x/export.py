@@ -113,7 +113,9 @@ def export(run_dir, name: str, out=None, data_dir=None, log=None) -> Path:
             "input_scale",
             "input_offset",
             "dataset",
+            "boosting",  # a boosted ensemble's gate (boosting.py)
         )
+        if k in restored.meta
     }
     meta.update(
         step=0, partial=None, name=name, source=run_dir.name, test_error=final["test_error"]

@@ -101,7 +101,7 @@ def run(args) -> int:
     stages = net.features(digit)
     predicted = net.classes[int(net.predict(digit)[0])]
     maps = [(name, v) for name, v in stages.items() if v.ndim == 3 and v.shape[1] > 1]
-    weight = to_numpy(restored.params["C1.weight"])
+    weight = to_numpy(restored.model.by_layer(restored.params)["C1"]["weight"])  # net 1's
     k = weight.shape[-1]
     kernels = f"learned C1 kernels ({weight.shape[0]} of {k}x{k}; red positive, blue negative)"
     title = f"{what} through {restored.label}: predicted {predicted}"
@@ -111,6 +111,10 @@ def run(args) -> int:
         plot_feature_maps(maps, out_dir / PICTURES[1], title, code=rbf_code(net, stages)),
     ]
     print(f"{restored.note}\n{what}: predicted {predicted}")
+    if hasattr(restored.model, "member"):  # ensemble.Ensemble
+        print(
+            "a boosted ensemble: the maps and kernels are its first net's (the prediction is the sum's)"
+        )
     print(
         "\n".join(
             f"wrote {p}" + (" (replacing the earlier one)" if p in there else "") for p in written

@@ -67,6 +67,7 @@ from .step import CompiledStep, TrainStep
 
 # Independent random streams, all derived from the seed: a checkpoint's (epoch, step) is its RNG state.
 STREAM_INIT, STREAM_SHUFFLE, STREAM_HESSIAN, STREAM_DISTORT, STREAM_DISTORT_POOL = 0, 1, 2, 3, 4
+STREAM_BOOST = 5  # boosting.py's filtered streams and gate patterns: [seed, 5, stage, draw]
 CHECK_EVERY = 20  # steps between looks at the loss (a host sync) and the progress bar
 NO_SUMS = {"loss": 0.0, "errors": 0, "seen": 0, "seconds": 0.0}
 

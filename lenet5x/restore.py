@@ -116,12 +116,20 @@ def restore(path, backend: str = "auto", dtype: str | None = None) -> Restored:
     except ConfigError as error:
         raise CheckpointError(f"{file}: its saved configuration is not valid ({error})") from None
     model = build_model(config.model)
+    if config.boosting.enabled:  # a boosted ensemble (ensemble.py): three nets and a gate
+        from .ensemble import Ensemble
+
+        if not isinstance(meta.get("boosting"), dict):
+            raise CheckpointError(f"{file}: a boosted run's checkpoint without its gate (boosting)")
+        model = Ensemble(model, meta["boosting"]["test_share"])
     resolved = resolve(backend, dtype or config.train.dtype)
     expected = model.init(numpy.random.default_rng(0), resolved)
     own = {k: to_numpy(v) for k, v in expected.items()}
     check_params(file, loaded, own)
     check_constants(file, loaded, model.constants(own))  # C3's table, the RBF bitmaps
     params = {k: resolved.asarray(v, dtype=expected[k].dtype) for k, v in loaded.items()}
+    if config.boosting.enabled and float(loaded["gate/threshold"]) != meta["boosting"]["threshold"]:
+        raise CheckpointError(f"{file}: the gate's threshold differs from its recorded one")
     if meta.get("epoch") is not None:
         note += f", after epoch {meta['epoch']}"
     return Restored(file, note, config, model, params, resolved, meta)

@@ -56,7 +56,10 @@ def kind_and_connections(layer, in_shape, out_shape) -> tuple[str, int]:
 
 def layer_table(model, params) -> list[Row]:
     """One Row per layer that computes: an elementwise layer after it (its activation, a batch
-    norm: C1_f, P2_f) joins its row; flattening is left out."""
+    norm: C1_f, P2_f) joins its row; flattening is left out. A model made of models (the
+    boosted ensemble, ensemble.py) gives its own table: one row per member."""
+    if hasattr(model, "layer_table"):
+        return model.layer_table(params)
     counts = model.parameter_count(params)
     rows: list[Row] = []
     for (name, layer), in_shape, out_shape in zip(

@@ -196,7 +196,7 @@ def on_disk(run: SweepRun) -> tuple[str, str]:
     """A run's state from its run directory: done (all its epochs), or queued (to start or
     resume)."""
     run_dir = Path(run.config.train.out)
-    epochs = len(read_metrics(run_dir)) if (run_dir / "checkpoint.npz").is_file() else 0
+    epochs = last_epoch(run_dir) if (run_dir / "checkpoint.npz").is_file() else 0
     if epochs >= run.config.train.epochs:
         return "done", f"{epochs} epochs"
     if (run_dir / "checkpoint.npz").is_file():
@@ -206,17 +206,28 @@ def on_disk(run: SweepRun) -> tuple[str, str]:
 
 def offered_files(run: SweepRun) -> dict:
     """What a run starts from: {"epoch", "files"} of its checkpoint on disk, or {} (scratch)."""
-    from .sweep_task import SENT_EACH_PASS, files_of
+    from .sweep_task import files_of, sent_files
 
     run_dir = Path(run.config.train.out)
-    if not (run_dir / "checkpoint.npz").is_file():
+    files = files_of(run_dir, sent_files(run_dir, run.config.boosting.enabled))
+    if not any(name.endswith("checkpoint.npz") for name in files):
         return {}
-    return {"epoch": len(read_metrics(run_dir)), "files": files_of(run_dir, SENT_EACH_PASS)}
+    return {"epoch": last_epoch(run_dir), "files": files}
+
+
+def last_epoch(run_dir: Path) -> int:
+    """The epochs a run has recorded (a boosted run records one line, at its last epoch)."""
+    records = read_metrics(run_dir)
+    return records[-1]["epoch"] if records else 0
 
 
 def write_files(run_dir: Path, files: dict[str, bytes]) -> None:
     for name, data in files.items():
-        atomic_write(run_dir / name, lambda handle, data=data: handle.write(data))
+        path = run_dir / name
+        if ".." in Path(name).parts or Path(name).is_absolute():
+            raise SweepError(f"{run_dir}: a worker sent a file named {name!r}, outside the run")
+        path.parent.mkdir(parents=True, exist_ok=True)  # a boosted run's net1/, ...
+        atomic_write(path, lambda handle, data=data: handle.write(data))
 
 
 class Sweep:

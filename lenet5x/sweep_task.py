@@ -18,6 +18,18 @@ from pathlib import Path
 
 SENT_EACH_PASS = ("metrics.jsonl", "checkpoint.npz", "best.npz")  # enough to resume the run
 SENT_AT_THE_END = (*SENT_EACH_PASS, "curves.png")
+# a boosted run (boosting.py): its ensemble, and each net's run (resumed per net); the filtered
+# sets (RUN/net2-data, net3-data) are drawn again where a net has not finished
+BOOSTED = (
+    "config.yaml", "metrics.jsonl", "checkpoint.npz",
+    *(f"{net}/{f}" for net in ("net1", "net2", "net3")
+      for f in ("config.yaml", "metrics.jsonl", "checkpoint.npz")),
+)  # fmt: skip
+
+
+def sent_files(run_dir: Path, boosted: bool, at_the_end: bool = False) -> tuple[str, ...]:
+    """The names of a run's files that go home (and come back to resume it)."""
+    return BOOSTED if boosted else SENT_AT_THE_END if at_the_end else SENT_EACH_PASS
 
 
 def files_of(run_dir: Path, names) -> dict[str, bytes]:
@@ -48,6 +60,16 @@ def train_on_worker(name: str, config: dict, channel: str) -> dict:
             files = files_of(run.run_dir, SENT_EACH_PASS)
             queue.put({"run": name, "event": "pass", "epoch": run.epoch, "files": files})
 
+        if config.get("boosting", {}).get("enabled"):  # three nets, each resumed as a whole
+            from .boosting import train_boosted
+
+            def send_stage() -> None:
+                files = files_of(run_dir, BOOSTED)
+                queue.put({"run": name, "event": "pass", "epoch": 0, "files": files})
+
+            with single_threaded_blas(True):
+                train_boosted(resolved, name, quiet, send_stage)
+            return {"run": name, "files": files_of(run_dir, BOOSTED), "stopped": False}
         with StopWhenSet(Event(f"{channel}/stop")) as stop, single_threaded_blas(True):
             try:
                 fit(resolved, name, run_dir if resume else None, quiet, send, stop)
@@ -68,9 +90,10 @@ def prepare_dir(run_dir: Path, config: dict, files: dict[str, bytes]):
 
     run_dir.mkdir()
     for file_name, data in files.items():
+        (run_dir / file_name).parent.mkdir(exist_ok=True)  # a boosted run's net1/, ...
         (run_dir / file_name).write_bytes(data)
     settings = {**config, "train": {**config["train"], "out": str(run_dir)}}
-    if not files:
+    if not files or settings.get("boosting", {}).get("enabled"):  # boosting.py resumes by stage
         return build(Config, settings), False
     # the checkpoint's run, continued as `lenet5x train --resume` does
     save_config(build(Config, settings), run_dir / "config.yaml")

@@ -83,6 +83,11 @@ def train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
         return 0
+    if config.boosting.enabled:  # three nets and a gate (boosting.py), each stage resumable
+        from .boosting import train_boosted
+
+        train_boosted(config, name)
+        return 0
     fit(config, name, Path(args.resume) if args.resume else None)
     return 0
 
