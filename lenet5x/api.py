@@ -269,6 +269,11 @@ def fit(config: str = "lenet5", *, resume=None, log=None, **overrides) -> FitRes
 
     settings = {SHORT_KEYS.get(key, key): value for key, value in overrides.items()}
     resolved, name = configure(None if resume else config, overrides_from(settings), resume)
-    done = run(resolved, name, Path(resume) if resume else None, log=log or say)
-    network = load(done.run_dir, backend=resolved.train.backend)
-    return FitResult(done.run_dir, read_metrics(done.run_dir), network)
+    if resolved.boosting.enabled:  # three nets and a gate, as `lenet5x train` trains them
+        from .boosting import train_boosted
+
+        run_dir = train_boosted(resolved, name, log=log or say)
+    else:
+        run_dir = run(resolved, name, Path(resume) if resume else None, log=log or say).run_dir
+    network = load(run_dir, backend=resolved.train.backend)
+    return FitResult(run_dir, read_metrics(run_dir), network)
