@@ -186,8 +186,9 @@ def build_model(config: ModelConfig | None = None) -> Model:
     layers = []
     for i, c in enumerate(chosen):
         first_conv = not any(k.kind.startswith("convolution") for k in chosen[:i])
-        layer = make_layer(c, shape, m, first_conv, hands_to_subsampling(chosen[i + 1 :]))
-        try:
+        _check_input(c, shape)
+        try:  # a constructor's check (a table, maps to share) or out_shape's: one line
+            layer = make_layer(c, shape, m, first_conv, hands_to_subsampling(chosen[i + 1 :]))
             shape = tuple(layer.out_shape(shape))
         except ValueError as error:
             raise ConfigError(f"model.architecture: layer {c.name}: {error}") from None
@@ -198,6 +199,22 @@ def build_model(config: ModelConfig | None = None) -> Model:
         layers, make_loss(m.loss, m.map_j), (1, m.input_size, m.input_size), description,
         paper=None if None in paper or m.batch_norm else paper,
     )  # fmt: skip
+
+
+MAP_KINDS = ("convolution", "convolution_max_pool", "subsampling")  # take (maps, h, w)
+
+
+def _check_input(c: LayerConfig, shape) -> None:
+    """Maps to the layers that take maps, features to full and RBF layers (else ConfigError)."""
+    if c.kind in MAP_KINDS and len(shape) != 3:
+        raise ConfigError(
+            f"model.architecture: layer {c.name}: a {c.kind} layer takes maps, got {shape}"
+        )
+    if c.kind in ("full", "rbf") and len(shape) != 1:
+        raise ConfigError(
+            f"model.architecture: layer {c.name}: a {c.kind} layer takes features, got maps "
+            f"{shape}: put a flatten layer before it"
+        )
 
 
 def make_layer(c: LayerConfig, in_shape, m: ModelConfig, first_conv: bool, block_order: bool):

@@ -55,6 +55,14 @@ LAYER_CASES = [
     ("convmaxpool-plain", lambda: ConvMaxPool(2, 3, 3), (2, 6, 8, 2), None),  # two layers in turn
     ("subsampling", lambda: Subsampling(3), (3, 4, 6, 2), None),
     ("subsampling-average", lambda: Subsampling(3, average=True), (3, 4, 6, 2), None),
+    # fewer input maps than maps: each feeds 2 (LeNet-4's S2) or 3 consecutive ones
+    ("subsampling-pairs", lambda: Subsampling(6, inputs=3), (3, 4, 6, 2), None),
+    (
+        "subsampling-triples-average",
+        lambda: Subsampling(6, inputs=2, average=True),
+        (2, 4, 4, 2),
+        None,
+    ),
     ("avgpool", lambda: AvgPool2x2(), (2, 4, 4, 2), None),
     ("maxpool", lambda: MaxPool2x2(), (2, 4, 6, 2), None),
     ("tanh", lambda: ScaledTanh(), (3, 4, 2), None),
@@ -63,6 +71,7 @@ LAYER_CASES = [
     ("full-he", lambda: FullyConnected(5, 4, init="he"), (5, 3), None),
     ("flatten", lambda: Flatten(), (2, 3, 2, 2), None),
     ("rbf", lambda: EuclideanRBF(84, 10), (84, 2), None),
+    ("rbf-place", lambda: EuclideanRBF(10, 10, prototypes="place"), (10, 2), None),
 ]
 CASE_IDS = [case[0] for case in LAYER_CASES]
 
@@ -180,20 +189,26 @@ def test_blocked_path_equals_the_plain_one(make, backend, rng, paths):
         assert relative_error(got, want) < 1e-12
 
 
-@pytest.mark.parametrize("average", [False, True], ids=["subsampling", "average"])
-def test_block_order_gives_the_plain_order_numbers(average, backend, rng, paths):
+POOLS = {
+    "subsampling": lambda: Subsampling(3),
+    "average": lambda: AvgPool2x2(),
+    "pairs": lambda: Subsampling(6, inputs=3, average=True),  # LeNet-4's S2: 2 maps per input
+}
+
+
+@pytest.mark.parametrize("pool", list(POOLS))
+def test_block_order_gives_the_plain_order_numbers(pool, backend, rng, paths):
     """Conv2D(block_order) -> ScaledTanh -> 2x2 subsampling: the same numbers as in plain order,
     every pass; the maps in between are the plain ones rearranged."""
 
     def chain(block_order):
-        pool = AvgPool2x2() if average else Subsampling(3)
-        return [Conv2D(2, 3, 3, block_order=block_order), ScaledTanh(), pool]
+        return [Conv2D(2, 3, 3, block_order=block_order), ScaledTanh(), POOLS[pool]()]
 
     fast, slow = chain(True), chain(False)
     params = [layer.init(numpy.random.default_rng(3), backend) for layer in fast]
     params[2] = {k: v + 0.3 for k, v in params[2].items()}
     x = backend.asarray(rng.normal(size=(2, 10, 8, 3)))
-    dy = backend.asarray(rng.normal(size=(3, 4, 3, 3)))
+    dy = backend.asarray(rng.normal(size=(fast[2].out_shape((3, 8, 6))[0], 4, 3, 3)))
     results = []
     for layers in (fast, slow):
         out, caches, maps = x, [], []
@@ -256,11 +271,12 @@ def test_backward_can_skip_input_gradient(backend, rng):
     assert dx is None and d2x is None and set(grads) == set(h) == {"weight", "bias"}
 
 
-def test_rbf_keeps_its_own_curvature(backend, rng):
+@pytest.mark.parametrize("features, prototypes", [(84, "digits"), (10, "place")])
+def test_rbf_keeps_its_own_curvature(features, prototypes, backend, rng):
     """backward2 with dy adds sum_i dy_i d2y_i/dx_j^2: the exact Hessian diagonal of E = sum_i g_i y_i."""
-    layer = EuclideanRBF(84, 10)
+    layer = EuclideanRBF(features, 10, prototypes=prototypes)
     params = layer.init(rng, backend)
-    x_host = rng.normal(size=(84, 2))
+    x_host = rng.normal(size=(features, 2))
     g = rng.uniform(0.0, 1.0, size=(10, 2))
     _, cache = layer.forward(params, backend.asarray(x_host))
     d2x, _ = layer.backward2(
@@ -283,6 +299,54 @@ def test_rbf_keeps_its_own_curvature(backend, rng):
             + energy(minus.reshape(x_host.shape))
         ) / eps**2
     assert relative_error(d2x, exact.reshape(x_host.shape)) < 1e-6
+
+
+def test_paired_subsampling_feeds_each_input_map_to_consecutive_maps(backend, rng):
+    """Subsampling(channels, inputs): map k reads input map k // (channels / inputs), each with
+    its own coefficient and bias (sec. III-C: LeNet-4's "8 subsampling maps connected in pairs to
+    each first-layer feature map"); in 2x2-block order too."""
+    layer = Subsampling(6, inputs=2)
+    coef, bias = rng.uniform(0.5, 1.5, size=6), rng.normal(size=6)
+    params = {"coef": backend.asarray(coef), "bias": backend.asarray(bias)}
+    x = rng.normal(size=(2, 4, 6, 3))
+    sums = x.reshape(2, 2, 2, 3, 2, 3).sum(axis=(2, 4))  # (2, 2, 3, 3): each 2x2 block's sum
+    expected = numpy.stack([coef[k] * sums[k // 3] + bias[k] for k in range(6)])
+    y, _ = layer.forward(params, backend.asarray(x))
+    assert relative_error(y, expected) < 1e-12
+    blocked = x.reshape(2, 2, 2, 3, 2, 3).transpose(0, 2, 4, 1, 3, 5)  # (C, 2, 2, h, w, N)
+    y_blocked, _ = layer.forward(params, backend.asarray(numpy.ascontiguousarray(blocked)))
+    assert relative_error(y_blocked, expected) < 1e-12
+
+
+def test_subsampling_refuses_the_wrong_input_maps():
+    assert Subsampling(8, inputs=4).out_shape((4, 28, 28)) == (8, 14, 14)
+    with pytest.raises(ValueError, match="expects 4 input maps, got 8"):
+        Subsampling(8, inputs=4).out_shape((8, 28, 28))
+    with pytest.raises(ValueError, match="expects 6 input maps, got 3"):
+        Subsampling(6).out_shape((3, 28, 28))
+    with pytest.raises(ValueError, match="8 subsampling maps cannot share 3 input maps"):
+        Subsampling(8, inputs=3)
+    with pytest.raises(ValueError, match="even height and width"):
+        Subsampling(8, inputs=4).out_shape((4, 27, 28))
+
+
+def test_place_prototypes_are_the_classic_target_codes(backend, rng):
+    """prototypes="place": +1 at the class and -1 elsewhere, so y_i is the squared error of x to
+    class i's target code; digit prototypes take Fig. 3's 84 inputs, place ones one per class."""
+    layer = EuclideanRBF(10, 10, prototypes="place")
+    params = layer.init(rng, backend)
+    codes = numpy.where(numpy.eye(10) == 1, 1.0, -1.0)
+    numpy.testing.assert_array_equal(to_numpy(params["prototypes"]), codes)
+    x = rng.normal(size=(10, 3))
+    y, _ = layer.forward(params, backend.asarray(x))
+    errors = [[numpy.sum((x[:, n] - codes[i]) ** 2) for n in range(3)] for i in range(10)]
+    assert relative_error(y, numpy.array(errors)) < 1e-12
+    with pytest.raises(ValueError, match="as many inputs as classes"):
+        EuclideanRBF(12, 10, prototypes="place")
+    with pytest.raises(ValueError, match="84 inputs"):
+        EuclideanRBF(10, 10)
+    with pytest.raises(ValueError, match="'digits' or 'place'"):
+        EuclideanRBF(10, 10, prototypes="bitmaps")
 
 
 def test_maxpool_ties_send_gradient_to_one_input(backend):

@@ -1,6 +1,6 @@
-"""Whole models: the paper's parameter count, end-to-end gradient checks, the whole classic
-model's second-derivative pass against an independent layer-by-layer Jacobian computation, and one
-full training step on array_api_strict equal to NumPy."""
+"""Whole models: the paper's parameter count, end-to-end gradient checks, the whole model's
+second-derivative pass (classic, LeNet-1, LeNet-4) against an independent layer-by-layer Jacobian
+computation, and one full training step on array_api_strict equal to NumPy."""
 
 from __future__ import annotations
 
@@ -71,8 +71,8 @@ def test_the_default_model_is_the_papers_lenet5_as_configs_lenet5_yaml_trains_it
     assert layers["S2"].coef_init == 1.0 and layers["S4"].coef_init == 1.0
 
 
-def _inputs(rng, backend, n=2):
-    x = backend.asarray(rng.normal(size=(1, 32, 32, n)))
+def _inputs(rng, backend, n=2, shape=(1, 32, 32)):
+    x = backend.asarray(rng.normal(size=(*shape, n)))
     labels = backend.asarray(rng.integers(0, 10, size=n), dtype=backend.xp.int64)
     return x, labels
 
@@ -84,12 +84,16 @@ def _inputs(rng, backend, n=2):
         pytest.param(ModelConfig(loss="map", map_j=0.5, **LITERAL), id="classic-map"),
         pytest.param(ModelConfig(), id="classic-default"),
         pytest.param(ModelConfig(architecture="modern"), id="modern"),
+        pytest.param(ModelConfig(architecture="lenet1", loss="mse", **LITERAL), id="lenet1-mse"),
+        pytest.param(ModelConfig(architecture="lenet1"), id="lenet1-map"),
+        pytest.param(ModelConfig(architecture="lenet4", loss="mse", **LITERAL), id="lenet4-mse"),
+        pytest.param(ModelConfig(architecture="lenet4"), id="lenet4-map"),
     ],
 )
 def test_model_gradients_match_finite_differences(config, backend, rng):
     model = build_model(config)
     params = model.init(rng, backend)
-    x, labels = _inputs(rng, backend)
+    x, labels = _inputs(rng, backend, shape=model.input_shape)
     _, _, grads = model.loss_and_grads(params, x, labels)
 
     for key in model.trainable_keys:
@@ -108,18 +112,20 @@ def test_model_gradients_match_finite_differences(config, backend, rng):
         assert relative_error(analytic, numeric) < 1e-7, key
 
 
+@pytest.mark.parametrize("architecture", ["classic", "lenet1", "lenet4"])
 @pytest.mark.parametrize("loss", ["mse", "map"])
-def test_classic_backward2_matches_layerwise_jacobians(loss, rng):
+def test_backward2_matches_layerwise_jacobians(architecture, loss, rng):
     """Appendix C's recursion, rebuilt independently: at each layer d2_in = (J_x**2).T d2_out and
     h_w = (J_w**2).T d2_out with J from finite differences of the layer's forward pass alone. The
     top, at F6's output x: the exact second derivative of the squared error y_D = |x - w_D|^2,
     plus, for MAP (j small enough that its log term matters), Gauss-Newton on the log term
     L(y) = log(e^-j + sum_i e^-y_i): (J_y**2).T diag(d2L/dy^2), J_y and d2L/dy^2 by finite
-    differences of the RBF layer and of L alone."""
+    differences of the RBF layer and of L alone. LeNet-1 and LeNet-4 end in place-coded RBFs
+    (y_D the squared error to class D's code) and LeNet-4's S2 feeds each C1 map to two maps."""
     backend = resolve("numpy", "float64")
-    model = build_model(ModelConfig(loss=loss, **LITERAL))
+    model = build_model(ModelConfig(architecture=architecture, loss=loss, **LITERAL))
     params = model.init(rng, backend)
-    x, labels = _inputs(rng, backend, n=1)
+    x, labels = _inputs(rng, backend, n=1, shape=model.input_shape)
     out, caches = model.forward(params, x)
     if loss == "map":  # j just above the nearest prototype's y: the log term's curvature matters
         model.loss.j = float(to_numpy(out).min()) + 0.5
@@ -190,9 +196,9 @@ def _train_step(backend, config, seed=3):
     rng = numpy.random.default_rng(seed)
     model = build_model(config)
     params = model.init(rng, backend)
-    x, labels = _inputs(rng, backend, n=4)
+    x, labels = _inputs(rng, backend, n=4, shape=model.input_shape)
     h = model.hessian_diagonal(params, x, labels)
-    if config.architecture == "classic":
+    if config.loss in ("map", "mse"):  # an RBF output: the paper's way
         optimizer = SDLM()
         state = optimizer.set_curvature(optimizer.init_state(params), h, epoch=0)
     else:
@@ -215,6 +221,9 @@ def _train_step(backend, config, seed=3):
         pytest.param(ModelConfig(loss="map", map_j=10.0, **LITERAL), id="classic-map"),
         pytest.param(ModelConfig(), id="classic-default"),
         pytest.param(ModelConfig(architecture="modern"), id="modern"),
+        pytest.param(ModelConfig(architecture="lenet1"), id="lenet1"),
+        pytest.param(ModelConfig(architecture="lenet4", loss="mse", **LITERAL), id="lenet4-mse"),
+        pytest.param(ModelConfig(architecture="lenet4"), id="lenet4"),
     ],
 )
 def test_training_step_on_array_api_strict_equals_numpy(config):

@@ -68,6 +68,10 @@ class Conv2D:
         if c != self.in_channels:
             raise ValueError(f"Conv2D expects {self.in_channels} input maps, got {c}")
         k, p = self.kernel, self.padding
+        if min(h, w) + 2 * p < k:
+            raise ValueError(
+                f"Conv2D's {k}x{k} kernel is larger than its {h}x{w} input (padding {p})"
+            )
         return (self.out_channels, h + 2 * p - k + 1, w + 2 * p - k + 1)
 
     def fan_in(self, o: int) -> int:

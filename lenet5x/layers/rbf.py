@@ -30,6 +30,16 @@ class EuclideanRBF:
         self.in_features, self.classes, self.prototypes = in_features, classes, prototypes
         if prototypes not in ("digits", "place"):
             raise ValueError(f"RBF prototypes: 'digits' or 'place', not {prototypes!r}")
+        if prototypes == "digits" and (classes, in_features) != (10, 84):
+            raise ValueError(
+                f"RBF digit prototypes are 10 classes of 84 inputs (Fig. 3's 7x12 bitmaps), "
+                f"not {classes} of {in_features}"
+            )
+        if prototypes == "place" and in_features != classes:
+            raise ValueError(
+                f"RBF place prototypes take as many inputs as classes, not {in_features} for "
+                f"{classes}"
+            )
 
     def out_shape(self, in_shape) -> tuple[int, ...]:
         if tuple(in_shape) != (self.in_features,):
