@@ -46,11 +46,8 @@ from .rejection import margin
 from .rundir import create_run_dir, metrics_path, read_metrics, writing
 from .scoring import score
 
-NET2, NET3, GATE_STAGE = (
-    1,
-    2,
-    3,
-)  # the stream's stages (its seed: [seed, STREAM_BOOST, stage, draw])
+# the stream's stages (its seed: [seed, STREAM_BOOST, stage, draw])
+NET2, NET3, GATE_STAGE = 1, 2, 3
 CHUNK = 4096  # images distorted at once (apply_affine's temporaries: ~60 bytes a pixel)
 FILTER_NOTE = "filter.json"  # written last in a filtered set's folder: the set is complete
 
