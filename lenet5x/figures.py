@@ -471,3 +471,24 @@ def plot_training_size(curves: dict, path, title: str, references: Sequence = ()
     ax.grid(True, alpha=0.3)
     ax.legend(handles=handles, fontsize=8, loc="upper right", ncols=2)
     return save(fig, path)
+
+
+def plot_rejection_shares(items: Sequence, path, title: str) -> Path:
+    """The paper's Fig. 10 beside ours: per network (label, ours %, paper %), the share of the
+    test set rejected to reach 0.5% error, as pairs of horizontal bars (a value None: no bar)."""
+    fig = figure(7.2, 0.5 + 0.55 * len(items))
+    ax = fig.subplots()
+    y = numpy.arange(len(items))[::-1]
+    for offset, index, colour, name in ((0.18, 1, "C3", "ours (mean over seeds)"),
+                                        (-0.18, 2, "C7", "the paper (Fig. 10)")):  # fmt: skip
+        values = [item[index] for item in items]
+        shown = [i for i, v in enumerate(values) if v is not None]
+        bars = ax.barh(y[shown] + offset, [values[i] for i in shown], height=0.34,
+                       color=colour, label=name)  # fmt: skip
+        ax.bar_label(bars, fmt="%.2f", fontsize=8, padding=2)
+    ax.set_yticks(y, [item[0] for item in items])
+    ax.set_xlabel("test patterns rejected to reach 0.5% error (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return save(fig, path)
