@@ -51,6 +51,7 @@ class Ensemble:
         self.layers = member.layers  # net 1's, for the tools that walk them (features)
         self.shapes = member.shapes
         self.description = f"boosted {member.description}: 3 nets, summed behind a gate"
+        self.paper = None  # the paper's counts (Figs. 11, 12) are in benchmarks/family_table.py
         self.has_state = False
         self.kind = "probability" if member.loss.name == "cross_entropy" else "rbf_distance"
 

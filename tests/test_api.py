@@ -24,6 +24,10 @@ def test_the_shipped_networks_are_lenet5_and_modern():
     assert {"lenet5", "modern"} <= set(shipped_names())
 
 
+# sec. III-C: LeNet-1 1.7%, LeNet-4 1.1%, boosted LeNet-4 0.7%; LeNet-5 (and others) 0.95%
+PAPER_ERROR = {"lenet1": 0.017, "lenet4": 0.011, "lenet4-boosted": 0.007}
+
+
 @pytest.mark.parametrize("name", shipped_names())
 def test_each_shipped_network_scores_the_test_error_it_records(name, test_set):
     images, labels = test_set
@@ -31,7 +35,7 @@ def test_each_shipped_network_scores_the_test_error_it_records(name, test_set):
     error = float(numpy.mean(net.predict(images) != labels))
     # the recorded error was measured by training's scoring, in other batches: one image of slack
     assert abs(error - net.test_error) <= 1e-4 + 1e-12, (error, net.test_error)
-    assert net.test_error < 0.012  # the paper: 0.95%
+    assert net.test_error < PAPER_ERROR.get(name, 0.0095) + 0.0025  # the paper's, with slack
     assert net.restored.meta["dataset"]["verified"]  # trained on the published MNIST files
 
 
