@@ -153,12 +153,16 @@ def cost_ratio(share: float) -> float:
 def member_config(config: Config, net_dir: Path, data_dir: Path | None = None) -> Config:
     """A member's own run: the boosted config without boosting, in net_dir; nets 2 and 3 read
     their filtered set (data_dir) as it is, without distortions or a subset."""
-    data = config.data
+    data, optimizer, mu = config.data, config.optimizer, config.boosting.filtered_mu
     if data_dir is not None:
         off = dataclasses.replace(data.distortions, enabled=False)
         data = dataclasses.replace(data, dir=str(data_dir), train_subset=None, distortions=off)
+        if mu is not None:
+            optimizer = dataclasses.replace(optimizer, mu=mu)
     train = dataclasses.replace(config.train, out=str(net_dir))
-    return dataclasses.replace(config, data=data, train=train, boosting=BoostingConfig())
+    return dataclasses.replace(
+        config, data=data, optimizer=optimizer, train=train, boosting=BoostingConfig()
+    )
 
 
 def finished(run_dir: Path, epochs: int) -> bool:

@@ -361,8 +361,13 @@ class BoostingConfig:
     # fewer found the net trains on what was found (and the run says so)
     max_draws: int = 100
     gate_patterns: int = 10000  # fresh distorted patterns on which the gate's threshold is chosen
+    # SDLM's mu for nets 2 and 3 (None: optimizer.mu). Their sets are half hard patterns: with
+    # mu = 0.02 net 2's second pass blows up (training error 47% -> 52%) and it stays at 22%;
+    # tenfold, as the damping redo of optimizer.damping_retries does, it trains (docs/reproducing.md)
+    filtered_mu: float | None = None
 
     def __post_init__(self):
+        _positive("filtered_mu", self.filtered_mu)
         for key in ("filtered", "max_draws", "gate_patterns"):
             _positive(key, getattr(self, key))
         if self.filtered < 2:
