@@ -284,7 +284,7 @@ def draw_fig10(rows: list[dict], path) -> None:
         ours = statistics.mean(reached) if reached else None
         if ours is not None or row["network"].rejected is not None:
             items.append((row["network"].name, ours, row["network"].rejected))
-    title = "Test patterns rejected (lowest top-two margin first) to reach 0.5% error (Fig. 10)"
+    title = "Rejected, lowest top-two margin first, to reach 0.5% error (Fig. 10)"
     print(f"wrote {plot_rejection_shares(items, path, title)}", file=sys.stderr)
 
 

@@ -488,7 +488,7 @@ def plot_rejection_shares(items: Sequence, path, title: str) -> Path:
         ax.bar_label(bars, fmt="%.2f", fontsize=8, padding=2)
     ax.set_yticks(y, [item[0] for item in items])
     ax.set_xlabel("test patterns rejected to reach 0.5% error (%)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=10, loc="right")  # the labels' side leaves no room to centre it
     ax.grid(True, axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     return save(fig, path)
