@@ -157,7 +157,8 @@ def wait_for_answer(driver, timeout=15):
     def settled(d):
         return d.execute_script(
             "const p = window.__predictions;"
-            "return p.sent > 0 && p.open === 0 && performance.now() - p.last > 600;"
+            "return p.sent > 0 && p.open === 0 && performance.now() - p.last > 600"
+            " && document.body.dataset.pending !== 'yes';"
         ) and d.find_element(By.ID, "status").text.startswith(("Reads ", "Says "))
 
     try:

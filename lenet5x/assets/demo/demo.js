@@ -331,6 +331,7 @@
       clearTimeout(state.timer);
       state.timer = null;
     }
+    markPending();
     repaintPad();
     renderSampleInfo();
   }
@@ -353,9 +354,11 @@
 
   // Send now if allowed; otherwise wait for the interval (timer) or the answer (inFlight).
   function pumpPredictions() {
+    markPending();
     if (!state.dirty || state.inFlight || state.timer !== null) return;
     if (isBlank()) {
       state.dirty = false;            // a blank pad is never sent
+      markPending();
       return;
     }
     const wait = state.lastSentAt + MIN_INTERVAL_MS - performance.now();
@@ -398,6 +401,13 @@
       state.inFlight = false;
       pumpPredictions();               // the drawing may have changed while we waited
     }
+  }
+
+  // <body data-pending="yes"> while the drawing has an answer still to come (waiting for the
+  // interval, painting the PNG, or on the wire): what a test waits on before reading the answer.
+  function markPending() {
+    const pending = state.dirty || state.inFlight || state.timer !== null;
+    document.body.dataset.pending = pending ? "yes" : "no";
   }
 
   // The drawing, repainted at SEND_SIZE x SEND_SIZE, as a PNG Blob.
