@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy
 
-from .arrays import array_namespace
+from .arrays import array_namespace, device
 from .backend import to_numpy
 from .rejection import margin
 from .summary import Row, layer_table
@@ -29,7 +29,8 @@ GATE = "gate/threshold"
 
 
 def member_scores(out, kind: str) -> numpy.ndarray:
-    """A member's output (K, N) -> host (N, K) scores of `kind` (restore.scores' conversion)."""
+    """A network's output (K, N) -> host (N, K) scores of `kind`: RBF distances as they are, or
+    softmax probabilities (restore.scores for any restored network)."""
     values = to_numpy(out).astype(numpy.float64).T
     if kind == "probability":
         values = numpy.exp(values - values.max(axis=1, keepdims=True))
@@ -113,7 +114,7 @@ class Ensemble:
         if len(ask) == 0:
             return 3 * out1, None
         n = out1.shape[1]
-        index = xp.asarray(ask, dtype=xp.int64, device=_device(x))
+        index = xp.asarray(ask, dtype=xp.int64, device=device(x))
         sub = xp.take(x, index, axis=3)
         total = xp.take(out1, index, axis=1)
         for net in MEMBERS[1:]:
@@ -122,7 +123,7 @@ class Ensemble:
         where = numpy.arange(n)
         where[ask] = n + numpy.arange(len(ask))
         both = xp.concat([3 * out1, total], axis=1)
-        return xp.take(both, xp.asarray(where, dtype=xp.int64, device=_device(x)), axis=1), None
+        return xp.take(both, xp.asarray(where, dtype=xp.int64, device=device(x)), axis=1), None
 
     def full_sum(self, params, x) -> Any:
         """x -> out1 + out2 + out3 (K, N) on every pattern (what the gate is chosen against)."""
@@ -159,12 +160,6 @@ class Ensemble:
                 for net in MEMBERS[1:]
             ),
         ]
-
-
-def _device(x):
-    from .arrays import device
-
-    return device(x)
 
 
 def gating_cost(restored, images_u8: numpy.ndarray, batch: int = 1000) -> float:

@@ -186,8 +186,6 @@ def scores(restored: Restored, out) -> numpy.ndarray:
     """out (K, N) -> host (N, K) per-class scores of kind restored.score_kind: the squared
     Euclidean distances to the class prototypes (the RBF output, lower = closer), or softmax
     probabilities."""
-    values = to_numpy(out).astype(numpy.float64).T
-    if restored.score_kind == "probability":
-        values = numpy.exp(values - values.max(axis=1, keepdims=True))
-        return values / values.sum(axis=1, keepdims=True)
-    return values
+    from .ensemble import member_scores
+
+    return member_scores(out, restored.score_kind)
