@@ -170,7 +170,8 @@ class Network:
         """One image (28, 28) or (32, 32) -> {stage: its output}, in order from "input": maps
         (C, H, W) for input, C1, S2, C3, S4 (after their squashing function; the modern model's
         C1 and C3 before their pooling, P2 and P4 after it), vectors for the rest (C5, F6, and
-        RBF or OUT: the class scores before any softmax)."""
+        RBF or OUT: the class scores before any softmax). A boosted ensemble (ensemble.py) gives
+        its first net's stages: its prediction is the gated sum of three nets' outputs."""
         pixels = self._pixels(image)
         if len(pixels) != 1:
             raise InputError(f"features takes one image, got {len(pixels)}")
