@@ -12,9 +12,13 @@ The table (sec. III-C and D; Figs. 9-12), one row per network of FAMILY: the pap
 and ours after the last epoch (mean, min-max, seeds); the share of the test set rejected, lowest
 top-two margin first, to reach 0.5% error on the rest (Fig. 10; measured on each run's final
 checkpoint as `lenet5x evaluate --reject` does, kept in the run's rejection.json); trainable
-parameters and multiply-adds per pattern (Figs. 11, 12; ours from `costs`); seconds per epoch
-here (the median over the runs' epochs). --write puts it between the family-table markers of a
-file, --write-short a short one (error and rejection) between the family-short markers.
+parameters and multiply-adds per pattern (Figs. 11, 12; ours from `costs`); seconds per
+training epoch here. A sweep runs several networks at once on the same cores, so its own epochs
+are slower by as much as they share: --time trains one epoch of each row's configuration alone,
+one after the other (kept in the run's epoch.json), and the column shows that; without a
+measurement it shows the sweep's median, marked "shared". --write puts it between the
+family-table markers of a file, --write-short a short one (error and rejection) between the
+family-short markers.
 
 The figure (--figure, default docs/fig6.png) is the paper's Fig. 6: training and test error of
 LeNet-5 against the training set's size, from the configurations fig6-<N> and fig6-distort-<N>.
@@ -41,6 +45,7 @@ from lenet5x.rundir import read_metrics
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_ERROR = 0.005  # Fig. 10: the error reached on the accepted patterns
 CACHE = "rejection.json"  # in each run directory: its checkpoint's rejection, measured once
+TIMING = "epoch.json"  # in a row's first run: one epoch of its configuration, trained alone
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +74,9 @@ NOTES = (
     "(LeNet-5 is not in it), multiply-adds of Fig. 11 and parameters of Fig. 12 in thousands "
     "(LeNet-1: about 2,600 parameters in the text, 3 K in Fig. 12). Ours: the final epoch's "
     "test error on the 10,000 MNIST test images over seeds; the multiply-adds are the layer "
-    "table's connections (lenet5x/summary.py)."
+    "table's connections (lenet5x/summary.py). s/epoch: one training epoch of the row's "
+    "configuration (a boosted one: one of its nets) trained alone on this machine, without the "
+    'evaluations (`--time`); "(shared)": the sweep\'s own epochs, slowed by the runs beside them.'
 )
 FIG6_NAME = re.compile(r"fig6-(distort-)?(\d+)")  # the configurations of the paper's Fig. 6
 FIG6_PAPER = (  # (label, training set size, test error %, filled): the values the text quotes
@@ -154,6 +161,40 @@ def rejection_of(run: Run, restored, data_dir) -> float | None:
     return held["rejected"]
 
 
+def epoch_alone(run: Run, data_dir=None) -> dict:
+    """One training epoch of the run's configuration (a boosted one: its first net, one LeNet-4
+    epoch), trained now in a process of its own with nothing else running by us, without the
+    full-training-set evaluation: {"seconds", "machine"}, kept in the run's TIMING."""
+    import subprocess
+    import tempfile
+
+    from lenet5x.files import atomic_write
+
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, "-m", "lenet5x.train", "--config", str(run.dir / "config.yaml"),
+                   "--epochs", "1", "--out", f"{tmp}/run", "--no-progress",
+                   "--set", "train.full_train_eval=false", "--set", "boosting.enabled=false"]  # fmt: skip
+        if data_dir:
+            command += ["--data-dir", str(data_dir)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+            raise UserError(f"{run.dir}: timing one epoch failed: {last}")
+        record = read_metrics(Path(tmp) / "run")[-1]
+    timing = {"seconds": record["seconds"], "machine": record.get("machine", "")}
+    atomic_write(run.dir / TIMING, lambda handle: handle.write(json.dumps(timing).encode()))
+    return timing
+
+
+def kept_timing(run: Run) -> dict | None:
+    """The run's TIMING, if one was measured and reads as one."""
+    try:
+        timing = json.loads((run.dir / TIMING).read_text())
+        return timing if isinstance(timing.get("seconds"), (int, float)) else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def family_row(network: Network, runs: list[Run], data_dir=None, backend: str = "auto") -> dict:
     """A row of the table from a configuration's runs (only the finished ones count): test
     errors and rejections in %, each run's; the costs of the first; seconds per epoch."""
@@ -168,8 +209,22 @@ def family_row(network: Network, runs: list[Run], data_dir=None, backend: str = 
     row["test"] = [100 * run.records[-1]["test_error"] for run in done]
     row["rejected"] = [None if share is None else 100 * share for share in rejected]
     row["parameters"], row["multiply_adds"] = costs(restored[0])
-    row["seconds"] = statistics.median(r["seconds"] for run in done for r in run.records)
+    timing = kept_timing(done[0])
+    if timing is not None:
+        row["seconds"], row["alone"] = timing["seconds"], True
+    else:
+        row["seconds"] = statistics.median(r["seconds"] for run in done for r in run.records)
+        row["alone"] = False
     return row
+
+
+def time_alone(by_config: dict, data_dir=None) -> None:
+    """epoch_alone for the first finished run of each row, one after the other, with progress."""
+    for network in FAMILY:
+        done = [run for run in by_config.get(network.config, []) if run.finished]
+        if done:
+            print(f"timing one epoch of {network.config} alone ...", end=" ", file=sys.stderr)
+            print(f"{epoch_alone(done[0], data_dir)['seconds']:.1f} s", file=sys.stderr)
 
 
 def family_rows(by_config: dict, data_dir=None, backend: str = "auto") -> list[dict]:
@@ -214,6 +269,7 @@ def markdown(rows: list[dict]) -> str:
         n = row["network"]
         ours = {k: f"{row[k]:,}" if k in row else "-" for k in ("parameters", "multiply_adds")}
         seconds = f"{row['seconds']:.1f}" if "seconds" in row else "-"
+        seconds += "" if row.get("alone", True) else " (shared)"
         lines.append(
             f"| {n.name} | {n.config} | {paper(n.error)} | {ours_error(row)} | {paper(n.rejected)} | "
             f"{ours_rejected(row)} | {ours['parameters']} / {n.parameters:g}K | "
@@ -315,6 +371,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data-dir", help="the MNIST files (default: the runs' data.dir)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help="for the rejection")
     parser.add_argument(
+        "--time", action="store_true", help="train one epoch of each row's config alone, timed"
+    )
+    parser.add_argument(
         "--write", metavar="FILE", help="put the table into FILE's family-table block"
     )
     parser.add_argument("--write-short", metavar="FILE", help="the short one into family-short")
@@ -336,6 +395,8 @@ def run(args) -> int:
                                scheduler=args.scheduler, data_dir=args.data_dir)  # fmt: skip
         failed = result.failed
     by_config = read_runs(args.out)
+    if args.time:
+        time_alone(by_config, args.data_dir)
     rows = family_rows(by_config, args.data_dir, args.backend)
     with written_to(args.write, "family-table"):
         print(markdown(rows))

@@ -2,8 +2,10 @@
 
 With a MODEL (a shipped network's name, a run directory or a .npz checkpoint): its layer table,
 as in the paper's section II-B (summary.py: each layer's kind, output shape, trainable parameters
-and connections, with the totals), and its test error where it records one. Without one: the
-shipped configs (for `lenet5x train --config`) and the shipped networks (for the other commands).
+and connections, with the totals), and its test error where it records one. With a config (a
+shipped config's name that is not a shipped network, or a YAML file): the table of the network it
+would train. Without either: the shipped configs (for `lenet5x train --config`) and the shipped
+networks (for the other commands).
 
 Exit status: 0 done, 2 bad input (one line on stderr).
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 import sys
 
 from .cli import OneLineParser, run_command
-from .config import config_names, find_config
+from .config import config_names, find_config, load_config
 
 
 def parse_args(argv=None, prog: str = "python -m lenet5x.info"):
@@ -25,7 +27,8 @@ def parse_args(argv=None, prog: str = "python -m lenet5x.info"):
         "model",
         nargs="?",
         metavar="MODEL",
-        help="a shipped network (lenet5, modern), a run directory or a .npz checkpoint",
+        help="a shipped network (lenet5, modern, ...), a run directory, a .npz checkpoint, or a "
+        "config (a shipped config's name or a YAML file: the network it would train)",
     )
     return parser.parse_args(argv)
 
@@ -57,9 +60,38 @@ def listing() -> str:
     return "\n".join(lines)
 
 
+def names_a_config(model: str) -> bool:
+    """A YAML file, or a shipped config's name that no shipped network has (lenet5-distort)."""
+    from .restore import shipped_names
+
+    return model.endswith((".yaml", ".yml")) or (
+        model in config_names() and model not in shipped_names()
+    )
+
+
+def config_table(model: str) -> str:
+    """The layer table of the network a config would train (untrained: no test error)."""
+    import numpy
+
+    from .backend import resolve
+    from .model import build_model
+    from .summary import format_table, layer_table
+
+    path = find_config(model)
+    config = load_config(path)
+    net = build_model(config.model)
+    params = net.init(numpy.random.default_rng(0), resolve("numpy"))
+    boosted = ", each of the 3 boosted nets (boosting.py)" if config.boosting.enabled else ""
+    title = f"config {path.stem}: {net.description}, untrained{boosted}"
+    return format_table(layer_table(net, params), title, net.paper)
+
+
 def run(args) -> int:
     if args.model is None:
         print(listing())
+        return 0
+    if names_a_config(args.model):
+        print(config_table(args.model))
         return 0
     from .api import load
 

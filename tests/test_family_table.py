@@ -96,10 +96,34 @@ def test_a_row_is_the_mean_and_spread_of_the_finished_runs(family, sweep, mnist_
     line = next(x for x in family.markdown([row]).splitlines() if x.startswith("| LeNet-5 |"))
     mean = statistics.mean(100 * e for e in TEST.values())
     assert f"| **{mean:.2f}** (0.90-1.20), 3 seeds (1 more not finished) |" in line
-    assert "| 60,000 / 60K | 340,908 / 401K | 4.0 |" in line  # the paper's LeNet-5 layer table
+    assert "| 60,000 / 60K | 340,908 / 401K | 4.0 (shared) |" in line  # LeNet-5's layer table
     expected = rejected_by_api(sweep / "runs" / "fig6-60000-s0", mnist_dir)
     assert row["rejected"] == pytest.approx([expected] * 3)
     assert f"| {expected:.2f} |" in line
+
+
+def test_time_trains_one_epoch_alone_and_the_column_shows_it(family, sweep, mnist_dir):
+    by_config = family.read_runs(sweep)
+    first = by_config["fig6-60000"][0]
+    family.time_alone(by_config, mnist_dir)
+    timing = json.loads((first.dir / family.TIMING).read_text())
+    assert timing["seconds"] > 0 and "cores" in timing["machine"]
+    assert not (by_config["fig6-60000"][1].dir / family.TIMING).exists()  # the first run only
+    assert not (by_config["fig6-distort-60000"][0].dir / family.TIMING).exists()  # unfinished
+    row = rows_of(family, sweep, mnist_dir)["fig6-60000"]
+    assert row["seconds"] == timing["seconds"] and row["alone"]
+    line = next(x for x in family.markdown([row]).splitlines() if x.startswith("| LeNet-5 |"))
+    assert line.endswith(f"| {timing['seconds']:.1f} |")
+    (first.dir / family.TIMING).write_text("{not json")  # a damaged one: the sweep's median
+    assert rows_of(family, sweep, mnist_dir)["fig6-60000"]["alone"] is False
+
+
+def test_a_failed_timing_says_so_in_one_line(family, sweep, mnist_dir):
+    by_config = family.read_runs(sweep)
+    config = by_config["fig6-60000"][0].dir / "config.yaml"
+    config.write_text(config.read_text().replace("epochs: 1", "epochs: -1"))
+    with pytest.raises(family.UserError, match=r"timing one epoch failed: .*epochs"):
+        family.epoch_alone(by_config["fig6-60000"][0], mnist_dir)
 
 
 def test_a_network_without_finished_runs_is_not_run(family, sweep, mnist_dir):

@@ -60,3 +60,22 @@ def test_info_prints_a_table_or_the_shipped_lists(capsys):
         assert name in out
     assert main(["no-such-network"]) == 2
     assert capsys.readouterr().err.startswith("error: no-such-network")
+
+
+def test_info_of_a_config_is_the_network_it_would_train(capsys, tmp_path):
+    assert main(["lenet5-distort"]) == 0  # a shipped config, no shipped network of that name
+    out = capsys.readouterr().out
+    assert out.startswith("config lenet5-distort:") and "untrained" in out and "60,000" in out
+    spec = tmp_path / "small.yaml"
+    spec.write_text(
+        "model:\n  architecture:\n    input_size: 28\n    layers:\n"
+        "      - {name: C1, kind: convolution, maps: 2, kernel: 5}\n"
+        "      - {name: flatten, kind: flatten}\n"
+        "      - {name: F6, kind: full, maps: 10}\n"
+        "  loss: cross_entropy\ndata:\n  input_size: 28\n"
+    )
+    assert main([str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert f"{2 * 26 + 11_530:,}" in out  # C1: 2 x (25 + 1); F6: 2*24*24*10 + 10
+    assert main([str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
