@@ -39,6 +39,7 @@ from .data.distort import apply_affine, draw_inverse_maps
 from .data.idx import IMAGES_MAGIC, LABELS_MAGIC
 from .data.sources import FILES, locate_or_download
 from .ensemble import GATE, MEMBERS, Ensemble
+from .errors import Interrupted
 from .files import atomic_write
 from .loop import STREAM_BOOST, fit, say
 from .model import build_model
@@ -49,6 +50,7 @@ from .scoring import score
 # the stream's stages (its seed: [seed, STREAM_BOOST, stage, draw])
 NET2, NET3, GATE_STAGE = 1, 2, 3
 CHUNK = 4096  # images distorted at once (apply_affine's temporaries: ~60 bytes a pixel)
+TRAINED_ON = ("backend", "dtype", "machine")  # of the metrics record: where it was trained
 FILTER_NOTE = "filter.json"  # written last in a filtered set's folder: the set is complete
 
 
@@ -79,17 +81,22 @@ def stream(images, labels, distortions, seed: int, stage: int, size: int) -> Ite
         draw += 1
 
 
-def filter_stream(draws: Iterator[tuple], wanted: Callable, quotas: dict, max_draws: int, log):
+def filter_stream(
+    draws: Iterator[tuple], wanted: Callable, quotas: dict, max_draws: int, log, stop=None
+):
     """Keep patterns of the stream until each kind's quota is met, or max_draws draws are spent.
 
     wanted(images, labels) -> (N,) the kind of each pattern (a key of `quotas`, or None to drop
     it); quotas: kind -> how many to keep. Patterns are kept in the stream's order (for net 2,
-    the same as Drucker's coin flip before each search for a right or a wrong one).
+    the same as Drucker's coin flip before each search for a right or a wrong one). stop, if
+    given (a sweep's run on a worker): Interrupted between draws once stop.requested is true.
     Returns (images, labels, stats)."""
     kept = {kind: [] for kind in quotas}
     found, seen = dict.fromkeys(quotas, 0), dict.fromkeys(quotas, 0)
     drawn, draws_used = 0, 0
     for images, labels in draws:
+        if stop is not None and stop.requested:  # the set is drawn again where it resumes
+            raise Interrupted(f"stopped after drawing {drawn:,} patterns")
         kinds = numpy.asarray(wanted(images, labels), dtype=object)
         drawn, draws_used = drawn + len(labels), draws_used + 1
         for kind, quota in quotas.items():
@@ -172,8 +179,9 @@ def finished(run_dir: Path, epochs: int) -> bool:
     )
 
 
-def train_member(config: Config, net_dir: Path, log) -> None:
-    """Train one member in net_dir with loop.fit, resuming its checkpoint where it has one."""
+def train_member(config: Config, net_dir: Path, log, after_pass=None, stop=None) -> None:
+    """Train one member in net_dir with loop.fit, resuming its checkpoint where it has one;
+    after_pass and stop as loop.fit takes them (a sweep's run on a worker)."""
     if finished(net_dir, config.train.epochs):
         log(f"{net_dir}: already trained, kept")
         return
@@ -181,7 +189,8 @@ def train_member(config: Config, net_dir: Path, log) -> None:
     if not resume:  # a start that saved no checkpoint (this run's own folder): start it again
         for leftover in ("config.yaml", "metrics.jsonl", "curves.png"):
             (net_dir / leftover).unlink(missing_ok=True)
-    fit(config, net_dir.name, net_dir if resume else None, log=lambda line: log(f"  {line}"))
+    fit(config, net_dir.name, net_dir if resume else None, lambda line: log(f"  {line}"),
+        after_pass, stop)  # fmt: skip
 
 
 def check_first(config: Config, first: Path) -> None:
@@ -231,7 +240,9 @@ def predictor(restored) -> Callable:
     return lambda images: net.predict(images)
 
 
-def filtered_set(config: Config, run_dir: Path, host, stage: int, kinds, quotas, log) -> Path:
+def filtered_set(
+    config: Config, run_dir: Path, host, stage: int, kinds, quotas, log, stop=None
+) -> Path:
     """RUN/net{stage+1}-data: drawn, filtered and written, unless already complete."""
     folder = run_dir / f"net{stage + 1}-data"
     if (folder / FILTER_NOTE).is_file():
@@ -240,7 +251,7 @@ def filtered_set(config: Config, run_dir: Path, host, stage: int, kinds, quotas,
     b = config.boosting
     draws = stream(host.train_images, host.train_labels, config.data.distortions,
                    config.train.seed, stage, b.filtered)  # fmt: skip
-    images, labels, stats = filter_stream(draws, kinds, quotas, b.max_draws, log)
+    images, labels, stats = filter_stream(draws, kinds, quotas, b.max_draws, log, stop)
     if stage == NET2:
         errors = stats["seen"]["wrong"] / max(stats["drawn"], 1)
         log(f"  net 1's error on the distorted stream: {errors:.2%} of {stats['drawn']:,}")
@@ -301,26 +312,34 @@ def seconds_per_epoch(net_dir: Path) -> float:
     return statistics.median(r["seconds"] for r in records) if records else 0.0
 
 
-def filtered_member(config: Config, run_dir: Path, host, stage: int, kinds, quotas, log):
+def filtered_member(
+    config: Config, run_dir: Path, host, stage: int, kinds, quotas, log, sent=None, stop=None
+):
     """Net 2 or 3 (stage): its filtered set drawn and its run trained, unless it has finished
-    (its set is then not drawn again); the restored net."""
+    (its set is then not drawn again); the restored net. sent, stop: as train_boosted's."""
     from .restore import restore
 
     net_dir = run_dir / f"net{stage + 1}"
     if finished(net_dir, config.train.epochs):
         log(f"{net_dir}: already trained, kept")
     else:
-        data = filtered_set(config, run_dir, host, stage, kinds, quotas, log)
-        train_member(member_config(config, net_dir, data), net_dir, log)
+        data = filtered_set(config, run_dir, host, stage, kinds, quotas, log, stop)
+        train_member(member_config(config, net_dir, data), net_dir, log, sent, stop)
     return restore(net_dir, config.train.backend)
 
 
-def train_boosted(config: Config, name: str, log=say, after_stage=lambda: None) -> Path:
+def train_boosted(config: Config, name: str, log=say, after_stage=lambda: None, stop=None) -> Path:
     """The whole boosted run (the stages of this module's docstring); returns RUN.
-    after_stage(), if given, is called after each net is trained (a sweep sends files home)."""
+    after_stage(), if given, is called after each net is trained and after each pass of a net
+    (a sweep sends files home); stop, if given, replaces Ctrl-C as loop.fit takes it: the net
+    in training saves a checkpoint (a set being drawn is dropped) and Interrupted is raised."""
     from .restore import restore
 
     t, b = config.train, config.boosting
+
+    def sent(run) -> None:  # after each pass of a net: loop.fit's after_pass
+        after_stage()
+
     run_dir = Path(t.out) if t.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     check_same_run(config, run_dir)
     if finished(run_dir, t.epochs):
@@ -340,16 +359,18 @@ def train_boosted(config: Config, name: str, log=say, after_stage=lambda: None) 
         else:
             net1_dir = run_dir / "net1"
             log("net 1: trained the usual way")
-            train_member(member_config(config, net1_dir), net1_dir, log)
+            train_member(member_config(config, net1_dir), net1_dir, log, sent, stop)
         net1 = restore(net1_dir, t.backend)
         after_stage()
         log("net 2: patterns net 1 gets half right, half wrong")
         kinds2 = net2_kinds(predictor(net1))
-        net2 = filtered_member(config, run_dir, host, NET2, kinds2, net2_quotas(b.filtered), log)
+        quotas2 = net2_quotas(b.filtered)
+        net2 = filtered_member(config, run_dir, host, NET2, kinds2, quotas2, log, sent, stop)
         after_stage()
         log("net 3: fresh patterns on which nets 1 and 2 disagree")
         kinds3 = net3_kinds(predictor(net1), predictor(net2))
-        net3 = filtered_member(config, run_dir, host, NET3, kinds3, {"disagree": b.filtered}, log)
+        quotas3 = {"disagree": b.filtered}
+        net3 = filtered_member(config, run_dir, host, NET3, kinds3, quotas3, log, sent, stop)
         after_stage()
         dirs = [net1_dir, run_dir / "net2", run_dir / "net3"]
         finish(config, run_dir, host, [net1, net2, net3], dirs, log)
@@ -419,6 +440,7 @@ def finish(config: Config, run_dir: Path, host, nets: list, dirs: list, log) -> 
         # one epoch of the ensemble: a pass of each of its three nets (the median of each's)
         "seconds": sum(seconds_per_epoch(d) for d in dirs),
         **boosting,
+        **{k: v for k, v in read_metrics(dirs[-1])[-1].items() if k in TRAINED_ON},  # net 3's
     }
     with writing(run_dir):
         save_checkpoint(run_dir / "checkpoint.npz", params, {}, meta)

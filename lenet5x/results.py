@@ -92,7 +92,7 @@ def row_of(runs: list[dict], label: str | None = None) -> dict:
     config = runs[0]["config"]
     return {
         "label": label or label_of([r["dir"] for r in runs]),
-        "epochs": len(runs[0]["records"]),
+        "epochs": runs[0]["records"][-1]["epoch"],  # a boosted run records its last only
         "seeds": sorted(r["config"]["train"]["seed"] for r in runs),
         "test": test,
         "test_mean": statistics.mean(test),

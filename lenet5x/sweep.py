@@ -199,9 +199,24 @@ def on_disk(run: SweepRun) -> tuple[str, str]:
     epochs = last_epoch(run_dir) if (run_dir / "checkpoint.npz").is_file() else 0
     if epochs >= run.config.train.epochs:
         return "done", f"{epochs} epochs"
+    if run.config.boosting.enabled:  # resumed net by net (boosting.py)
+        nets = nets_on_disk(run_dir, run.config.train.epochs)
+        return "queued", f"from its nets' checkpoints ({nets})" if nets else ""
     if (run_dir / "checkpoint.npz").is_file():
         return "queued", f"from its checkpoint ({epochs} epochs done)"
     return "queued", ""
+
+
+def nets_on_disk(run_dir: Path, epochs: int) -> str:
+    """How far an unfinished boosted run's nets are: "net 1 done, net 2 at 1 of 20 epochs"."""
+    said = []
+    for net in (1, 2, 3):
+        if (run_dir / f"net{net}" / "checkpoint.npz").is_file():
+            done = last_epoch(run_dir / f"net{net}")
+            said.append(
+                f"net {net} " + ("done" if done >= epochs else f"at {done} of {epochs} epochs")
+            )
+    return ", ".join(said)
 
 
 def offered_files(run: SweepRun) -> dict:
@@ -292,21 +307,25 @@ class Sweep:
     def started(self, run: SweepRun, message: dict) -> None:
         """A run began on a worker: the second time, because its first worker was lost."""
         self.starts[run.name] = self.starts.get(run.name, 0) + 1
-        epoch, worker = message["epoch"], message["worker"]
-        origin = (
-            f"from its checkpoint ({epoch} epochs done)" if message["resumed"] else "from scratch"
-        )
+        epoch, worker, resumed = message["epoch"], message["worker"], message["resumed"]
+        origin = f"from its checkpoint ({epoch} epochs done)" if resumed else "from scratch"
+        if run.config.boosting.enabled:  # its nets' files on disk are those it was offered
+            nets = nets_on_disk(Path(run.config.train.out), run.config.train.epochs)
+            resumed, origin = bool(nets), f"from its nets' checkpoints ({nets})" if nets else origin
         if self.starts[run.name] > 1:
             self.notes[run.name] = f"started again {origin} after a lost worker"
             self.log(f"{run.name}: its worker was lost; started again on {worker}, {origin}")
-        elif message["resumed"]:
+        elif resumed:
             self.log(f"{run.name}: resumed {origin}")
         self.on[run.name] = f"on {worker} (pid {message['pid']})"
         self.status.set(run.name, "running", f"{self.where(run, epoch)}; {self.on[run.name]}")
 
     def where(self, run: SweepRun, epoch: int) -> str:
         note = self.notes.get(run.name)
-        return f"epoch {epoch}/{run.config.train.epochs} done" + (f"; {note}" if note else "")
+        done = f"epoch {epoch}/{run.config.train.epochs} done"
+        if run.config.boosting.enabled:  # its nets' passes
+            done = nets_on_disk(Path(run.config.train.out), run.config.train.epochs) or "net 1"
+        return done + (f"; {note}" if note else "")
 
     def finished(self, run: SweepRun, future) -> None:
         run_dir = Path(run.config.train.out)

@@ -18,8 +18,9 @@ from pathlib import Path
 
 SENT_EACH_PASS = ("metrics.jsonl", "checkpoint.npz", "best.npz")  # enough to resume the run
 SENT_AT_THE_END = (*SENT_EACH_PASS, "curves.png")
-# a boosted run (boosting.py): its ensemble, and each net's run (resumed per net); the filtered
-# sets (RUN/net2-data, net3-data) are drawn again where a net has not finished
+# a boosted run (boosting.py): its ensemble, and each net's run (sent after each of its passes,
+# resumed where it was); the filtered sets (RUN/net2-data, net3-data) are drawn again (the same
+# patterns: a seeded stream) where a net has not finished
 BOOSTED = (
     "config.yaml", "metrics.jsonl", "checkpoint.npz",
     *(f"{net}/{f}" for net in ("net1", "net2", "net3")
@@ -60,15 +61,18 @@ def train_on_worker(name: str, config: dict, channel: str) -> dict:
             files = files_of(run.run_dir, SENT_EACH_PASS)
             queue.put({"run": name, "event": "pass", "epoch": run.epoch, "files": files})
 
-        if config.get("boosting", {}).get("enabled"):  # three nets, each resumed as a whole
+        if config.get("boosting", {}).get("enabled"):  # three nets, each resumed where it was
             from .boosting import train_boosted
 
             def send_stage() -> None:
                 files = files_of(run_dir, BOOSTED)
                 queue.put({"run": name, "event": "pass", "epoch": 0, "files": files})
 
-            with single_threaded_blas(True):
-                train_boosted(resolved, name, quiet, send_stage)
+            with StopWhenSet(Event(f"{channel}/stop")) as stop, single_threaded_blas(True):
+                try:
+                    train_boosted(resolved, name, quiet, send_stage, stop)
+                except Interrupted:  # the net in training saved a checkpoint where it was
+                    return {"run": name, "files": files_of(run_dir, BOOSTED), "stopped": True}
             return {"run": name, "files": files_of(run_dir, BOOSTED), "stopped": False}
         with StopWhenSet(Event(f"{channel}/stop")) as stop, single_threaded_blas(True):
             try:

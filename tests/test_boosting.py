@@ -335,3 +335,73 @@ def test_demo_serves_the_ensemble(boosted, mnist_dir):
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- a sweep's stop request (sweep_task.StopWhenSet) in the middle of a boosted run ---------------
+
+
+class StopWhen:
+    """A stop request as loop.fit and train_boosted take it: `requested` turns true once
+    when() does (read at each step and between the filter's draws)."""
+
+    def __init__(self, when) -> None:
+        self.when = when
+
+    @property
+    def requested(self) -> bool:
+        return bool(self.when())
+
+
+def tiny_config(mnist_dir: Path, out: Path):
+    overrides = [f"train.out={out}", f"data.dir={mnist_dir}", "train.epochs=2",
+                 "train.progress=false", "data.train_subset=2000", "data.test_subset=500",
+                 "boosting.filtered=400", "boosting.gate_patterns=300"]  # fmt: skip
+    return load_config(ROOT / "lenet5x" / "configs" / "lenet4-boosted.yaml", overrides)
+
+
+def moved(run: Path, to: Path) -> Path:
+    """Only the files a sweep sends home (sweep_task.BOOSTED), in a new folder: a worker's."""
+    from lenet5x.sweep_task import BOOSTED
+
+    for name in BOOSTED:
+        if (run / name).is_file():
+            (to / name).parent.mkdir(parents=True, exist_ok=True)
+            (to / name).write_bytes((run / name).read_bytes())
+    return to
+
+
+def test_a_stopped_boosted_run_resumes_where_it_was_to_the_same_ensemble(mnist_dir, tmp_path):
+    from lenet5x.boosting import FILTER_NOTE, finished, train_boosted
+    from lenet5x.errors import Interrupted
+    from lenet5x.rundir import read_metrics
+
+    said: list[str] = []
+
+    def train(out: Path, stop=None) -> Path:
+        return train_boosted(tiny_config(mnist_dir, out), "boosted", said.append, stop=stop)
+
+    first = tmp_path / "first"  # stopped once net 1 is done: while drawing net 2's set
+    with pytest.raises(Interrupted, match="stopped after drawing 0 patterns"):
+        train(first, StopWhen(lambda: finished(first / "net1", 2)))
+    assert not (first / "net2-data" / FILTER_NOTE).exists()
+    second = moved(first, tmp_path / "second")  # then in net 2's second pass
+    with pytest.raises(Interrupted):
+        train(second, StopWhen(lambda: len(read_metrics(second / "net2")) >= 1))
+    _, _, meta = load_checkpoint(second / "net2" / "checkpoint.npz")
+    assert meta["epoch"] == 1 and meta["step"] > 0  # saved mid-pass
+    said.clear()
+    resumed = train(moved(second, tmp_path / "third"))
+    assert any(f"resuming {resumed / 'net2'} at epoch 2, step {meta['step']}" in x for x in said)
+    whole = train(tmp_path / "whole")
+
+    def record(run: Path) -> dict:
+        timing = ("seconds", "eval_seconds", "samples_per_second")
+        return {k: v for k, v in read_metrics(run)[-1].items() if k not in timing}
+
+    assert record(resumed) == record(whole)
+    for net in ("net1", "net2", "net3"):
+        a, b = (
+            load_checkpoint(resumed / net / "checkpoint.npz")[0],
+            load_checkpoint(whole / net / "checkpoint.npz")[0],
+        )
+        assert all(numpy.array_equal(a[k], b[k]) for k in b), net
