@@ -374,6 +374,7 @@ def test_a_stopped_boosted_run_resumes_where_it_was_to_the_same_ensemble(mnist_d
     from lenet5x.boosting import FILTER_NOTE, finished, train_boosted
     from lenet5x.errors import Interrupted
     from lenet5x.rundir import read_metrics
+    from lenet5x.sweep import nets_on_disk
 
     said: list[str] = []
 
@@ -389,6 +390,7 @@ def test_a_stopped_boosted_run_resumes_where_it_was_to_the_same_ensemble(mnist_d
         train(second, StopWhen(lambda: len(read_metrics(second / "net2")) >= 1))
     _, _, meta = load_checkpoint(second / "net2" / "checkpoint.npz")
     assert meta["epoch"] == 1 and meta["step"] > 0  # saved mid-pass
+    assert nets_on_disk(second, 2) == "net 1 done, net 2 at 1 of 2 epochs"  # a sweep's status
     said.clear()
     resumed = train(moved(second, tmp_path / "third"))
     assert any(f"resuming {resumed / 'net2'} at epoch 2, step {meta['step']}" in x for x in said)
