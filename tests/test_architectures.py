@@ -60,21 +60,22 @@ def test_lenet1_counts_match_a_hand_count_of_its_description():
 
 
 def test_lenet4_counts_match_a_hand_count_of_its_description():
-    """32x32 input; C1 4 maps 5x5 -> 28x28; S2 8 maps (two per C1 map) -> 14x14; C3 16 maps 5x5
-    reading 3 S2 maps each -> 10x10; S4 -> 5x5; F5 full 400 -> 120; F6 full 120 -> 10; RBF."""
+    """28x28 input; C1 4 maps 5x5 -> 24x24; S2 8 maps (two per C1 map) -> 12x12; C3 16 maps 5x5
+    reading 3 S2 maps each -> 8x8; S4 -> 4x4; F5 full 256 -> 120; F6 full 120 -> 10; RBF."""
     hand = {
-        "C1": (4 * 26, 28 * 28 * 4 * 26),
-        "S2": (8 * 2, 14 * 14 * 8 * 5),  # 8 coefficients and 8 biases: one per map, not per input
-        "C3": (16 * (3 * 25 + 1), 10 * 10 * 16 * (3 * 25 + 1)),
-        "S4": (16 * 2, 5 * 5 * 16 * 5),
-        "F5": (120 * (16 * 5 * 5 + 1), 120 * (16 * 5 * 5 + 1)),
+        "C1": (4 * 26, 24 * 24 * 4 * 26),
+        "S2": (8 * 2, 12 * 12 * 8 * 5),  # 8 coefficients and 8 biases: one per map, not per input
+        "C3": (16 * (3 * 25 + 1), 8 * 8 * 16 * (3 * 25 + 1)),
+        "S4": (16 * 2, 4 * 4 * 16 * 5),
+        "F5": (120 * (16 * 4 * 4 + 1), 120 * (16 * 4 * 4 + 1)),
         "F6": (10 * 121, 10 * 121),
         "RBF": (0, 10 * 10),
     }
     assert table_of("lenet4") == hand
-    # sec. III-C: "about 260,000 connections"; its "17,000 parameters" cannot hold with a full
-    # 400 -> 120 layer (48,120 alone), which its description names
-    assert sum(c for _, c in hand.values()) == 262_406
+    # sec. III-C: "about 260,000 connections and 17,000 parameters"; the 17,000 cannot hold with
+    # a full 256 -> 120 layer (30,840 alone), which its description names
+    assert sum(p for p, _ in hand.values()) == 33_418
+    assert sum(c for _, c in hand.values()) == 176_918
 
 
 def test_classic_from_the_yaml_still_has_the_papers_counts():
@@ -97,7 +98,7 @@ def test_shipped_architectures_give_their_inputs_and_outputs():
         build_model(ModelConfig(architecture="lenet1")),
         build_model(ModelConfig(architecture="lenet4")),
     )
-    assert lenet1.input_shape == (1, 28, 28) and lenet4.input_shape == (1, 32, 32)
+    assert lenet1.input_shape == (1, 28, 28) and lenet4.input_shape == (1, 28, 28)
     assert dict(lenet4.layers)["S2"].copies == 2 and dict(lenet4.layers)["S2"].inputs == 4
     for model in (lenet1, lenet4):
         rbf = dict(model.layers)["RBF"]
@@ -196,7 +197,7 @@ BAD_SPECS = [
     ),
     (
         "digit-size-not-wanted",
-        {"model": {"architecture": "lenet4"}, "data": {"digit_size": 16}},
+        {"model": {"architecture": "lenet4"}, "data": {"digit_size": 16, "input_size": 28}},
         "data.digit_size must be None for the lenet4 architecture",
     ),
     (
