@@ -145,7 +145,8 @@ def test_gated_output_is_the_sum_where_consulted_and_3x_net1_elsewhere():
     ensemble = Ensemble(member)
     nets = [member.init(numpy.random.default_rng(seed), backend) for seed in (1, 2, 3)]
     params = Ensemble.join(nets)
-    x = numpy.random.default_rng(4).uniform(-0.1, 1.175, (1, 32, 32, 12))
+    side = member.input_shape[-1]
+    x = numpy.random.default_rng(4).uniform(-0.1, 1.175, (1, side, side, 12))
     outs = [member.forward(p, x)[0] for p in nets]
     margins = margin(member_scores(outs[0], ensemble.kind), ensemble.kind)
     params[GATE] = numpy.float64(numpy.median(margins))
@@ -219,7 +220,7 @@ def test_filtered_sets_on_disk(boosted):
     net2 = lenet5x.load(boosted / "net2", backend="numpy")
     images = read_idx_images(boosted / "net2-data" / "train-images-idx3-ubyte")
     labels = read_idx_labels(boosted / "net2-data" / "train-labels-idx1-ubyte")
-    assert images.shape == (400, 32, 32)
+    assert images.shape == (400, 28, 28)  # LeNet-4's input: MNIST unpadded
     right = net1.predict(images) == labels
     assert right.sum() == 200 and (~right).sum() == 200
     images3 = read_idx_images(boosted / "net3-data" / "train-images-idx3-ubyte")
@@ -242,7 +243,7 @@ def test_ensemble_round_trips_through_restore(boosted, mnist_dir):
     # the cost ratio: from net 1's margins by hand, by gating_cost, and as the run recorded it
     scores1 = lenet5x.load(boosted / "net1", backend="numpy").scores(images)
     share = numpy.mean(margin(scores1, "rbf_distance") < record["threshold"])
-    ratio = gating_cost(restored, pad_images(images, 32))
+    ratio = gating_cost(restored, pad_images(images, restored.config.data.input_size))
     assert ratio == pytest.approx(1 + 2 * share) == pytest.approx(record["test_cost_ratio"])
     params, adds = costs(restored)
     one = costs(restore(boosted / "net1", "numpy"))
@@ -258,7 +259,7 @@ def test_evaluate_and_predict_take_the_run(boosted, mnist_dir, tmp_path):
 
     digit = read_idx_images(mnist_dir / "t10k-images-idx3-ubyte.gz")[0]
     Image.fromarray(digit).save(tmp_path / "seven.png")
-    answer = lenet5x.load(boosted, backend="numpy").predict(pad_images(digit[None], 32))[0]
+    answer = lenet5x.load(boosted, backend="numpy").predict(digit[None])[0]
     result = cli("predict", boosted, tmp_path / "seven.png")
     assert result.stdout.splitlines()[-1].split()[:2] == [str(tmp_path / "seven.png"), str(answer)]
 
@@ -331,7 +332,7 @@ def test_demo_serves_the_ensemble(boosted, mnist_dir):
             "POST", "/api/predict", buffer.getvalue(), {"Content-Type": "image/png"}
         )
         assert status == 200, answer
-        assert answer["digit"] == int(net.predict(pad_images(digit[None], 32))[0])
+        assert answer["digit"] == int(net.predict(digit[None])[0])
     finally:
         server.shutdown()
         server.server_close()
