@@ -171,16 +171,30 @@ def test_the_script_writes_both_blocks_and_the_figure(family, sweep, mnist_dir, 
         "before\n<!-- family-table: generated -->\nold\n<!-- /family-table -->\nafter\n"
     )
     readme.write_text("top\n<!-- family-short -->\n<!-- /family-short -->\nend\n")
-    figure = tmp_path / "out" / "fig6.png"
-    argv = ["--out", str(sweep), "--data-dir", str(mnist_dir), "--backend", "numpy",
-            "--write", str(docs), "--write-short", str(readme), "--figure", str(figure)]  # fmt: skip
+    figure, figure10 = tmp_path / "out" / "fig6.png", tmp_path / "out" / "fig10.png"
+    argv = [
+        "--out",
+        str(sweep),
+        "--data-dir",
+        str(mnist_dir),
+        "--backend",
+        "numpy",
+        "--write",
+        str(docs),
+        "--write-short",
+        str(readme),
+        "--figure",
+        str(figure),
+        "--figure10",
+        str(figure10),
+    ]  # fmt: skip  (never the checkout's docs/)
     assert family.main(argv) == 0
     text = docs.read_text()
     assert text.startswith("before\n<!-- family-table") and text.endswith("-->\nafter\n")
     assert "old" not in text and "| LeNet-1 | lenet1 | 1.7 | not run |" in text
     short = readme.read_text().splitlines()
     assert short[0] == "top" and short[-1] == "end" and short[2].startswith("| network |")
-    assert figure.is_file()
+    assert figure.is_file() and figure10.is_file()
 
 
 def test_bad_input_is_one_line_and_status_2(family, sweep, tmp_path, capsys):
