@@ -139,9 +139,12 @@ class Network:
         """The number of trainable parameters (the paper's LeNet-5: 60,000)."""
         return sum(self.restored.model.parameter_count(self.restored.params).values())
 
-    def scores(self, images) -> numpy.ndarray:
-        """images (N, 28, 28) or (N, 32, 32) -> (N, K) scores of kind `score_kind`."""
-        pixels = self._pixels(images)
+    def scores(self, images, prepared: bool = False) -> numpy.ndarray:
+        """images (N, 28, 28) or (N, 32, 32) -> (N, K) scores of kind `score_kind`. prepared:
+        the images are already the network's input, made as its training set's were (the
+        images of restore.load_data, Prediction.input), not digits to prepare (LeNet-1's
+        16x16 shrinking would otherwise be done twice)."""
+        pixels = self._pixels(images, prepared)
         parts = []
         for start in range(0, len(pixels), BATCH):
             x = network_input(self.restored, pixels[start : start + BATCH], self.scale, self.offset)
@@ -149,30 +152,31 @@ class Network:
             parts.append(scores(self.restored, out))
         return numpy.concatenate(parts) if parts else numpy.zeros((0, len(self.classes)))
 
-    def predict(self, images, reject: bool = False) -> numpy.ndarray:
+    def predict(self, images, reject: bool = False, prepared: bool = False) -> numpy.ndarray:
         """images (N, 28, 28) or (N, 32, 32) -> (N,) predicted classes (int64); with reject,
-        -1 where the network refuses (decide says why)."""
+        -1 where the network refuses (decide says why). prepared: as for scores."""
         if reject:
-            return self.decide(images).labels
-        values = self.scores(images)
+            return self.decide(images, prepared).labels
+        values = self.scores(images, prepared)
         best = values.argmax(axis=1) if self.score_kind == "probability" else values.argmin(axis=1)
         return best.astype(numpy.int64)
 
-    def decide(self, images) -> Decisions:
+    def decide(self, images, prepared: bool = False) -> Decisions:
         """images -> Decisions (rejection.py): labels (N,) with -1 where refused, reasons (N,)
-        ("" or "no ink found", "not a digit", "not sure (4 or 9)"), runner_up, margin."""
-        pixels = self._pixels(images)
-        return decide(
-            self.scores(pixels), self.score_kind, self.limits, self.classes, no_ink(pixels)
-        )
+        ("" or "no ink found", "not a digit", "not sure (4 or 9)"), runner_up, margin.
+        prepared: as for scores."""
+        pixels = self._pixels(images, prepared)
+        values = self.scores(pixels, prepared=True)
+        return decide(values, self.score_kind, self.limits, self.classes, no_ink(pixels))
 
-    def features(self, image) -> dict[str, numpy.ndarray]:
+    def features(self, image, prepared: bool = False) -> dict[str, numpy.ndarray]:
         """One image (28, 28) or (32, 32) -> {stage: its output}, in order from "input": maps
         (C, H, W) for input, C1, S2, C3, S4 (after their squashing function; the modern model's
         C1 and C3 before their pooling, P2 and P4 after it), vectors for the rest (C5, F6, and
         RBF or OUT: the class scores before any softmax). A boosted ensemble (ensemble.py) gives
-        its first net's stages: its prediction is the gated sum of three nets' outputs."""
-        pixels = self._pixels(image)
+        its first net's stages: its prediction is the gated sum of three nets' outputs.
+        prepared: as for scores."""
+        pixels = self._pixels(image, prepared)
         if len(pixels) != 1:
             raise InputError(f"features takes one image, got {len(pixels)}")
         x = network_input(self.restored, pixels, self.scale, self.offset)
@@ -198,7 +202,7 @@ class Network:
         the most it may decode to (else photos.TooLarge, before decoding)."""
         prepared = prepare_file(photo, max_pixels, blank_if_no_ink=True)
         seen = prepare_images(prepared.digit[None], self.restored.config.data)
-        values = self.scores(seen)
+        values = self.scores(seen, prepared=True)
         decided = decide(values, self.score_kind, self.limits, self.classes, no_ink(seen))
         digit, reason = int(decided.labels[0]), decided.reasons[0]
         best = int(values[0].argmax() if self.score_kind == "probability" else values[0].argmin())
@@ -209,18 +213,20 @@ class Network:
             tuple(prepared.doubts),
         )  # fmt: skip
 
-    def _pixels(self, images) -> numpy.ndarray:
+    def _pixels(self, images, prepared: bool = False) -> numpy.ndarray:
         """Images as uint8 (N, S, S) at the network's input size; floats in [0, 1] are rounded to
-        the nearest of MNIST's 256 grey levels."""
+        the nearest of MNIST's 256 grey levels. Digits (28x28) are prepared as the training set
+        was (prepare_images), unless `prepared` says they already are."""
         array = numpy.asarray(to_numpy(images) if not isinstance(images, numpy.ndarray) else images)
         if array.ndim == 2:
             array = array[None]
         data = self.restored.config.data
         size = data.input_size if data.digit_size is None else 28  # its own input, or a digit
-        if array.ndim != 3 or array.shape[1:] not in ((28, 28), (size, size)):
+        shapes = ((size, size),) if prepared else ((28, 28), (size, size))
+        if array.ndim != 3 or array.shape[1:] not in shapes:
+            wanted = " or ".join(f"(N, {a}, {b})" for a, b in dict.fromkeys(shapes))
             raise InputError(
-                f"images must be (N, 28, 28) or (N, {size}, {size}), white ink on black; "
-                f"got shape {array.shape}"
+                f"images must be {wanted}, white ink on black; got shape {array.shape}"
             )
         if array.dtype.kind == "f":
             if array.size and not (
@@ -230,7 +236,7 @@ class Network:
             array = numpy.round(array * 255).astype(numpy.uint8)
         elif array.dtype != numpy.uint8:
             raise InputError(f"images must be uint8 (0-255) or floats in [0, 1], got {array.dtype}")
-        if array.shape[1:] == (28, 28):
+        if array.shape[1:] == (28, 28) and not prepared:
             return prepare_images(array, data)
         return array
 

@@ -266,7 +266,7 @@ def find_samples(net, data_dir=None) -> tuple[Samples | None, str]:
         host = load_data(net.restored, folder)
     except (UserError, OSError) as error:
         return None, str(error)
-    predicted = net.predict(host.test_images)
+    predicted = net.predict(host.test_images, prepared=True)
     return Samples(host.test_images, host.test_labels, predicted), f"{dataset} test set in {folder}"
 
 
@@ -536,8 +536,8 @@ class DemoHandler(BaseHTTPRequestHandler):
         index = samples.pick(kind)
         server, image = self.server, samples.images[index]
         with server.compute_lock or contextlib.nullcontext():
-            scores = server.net.scores(image[None])[0]
-            features = server.net.features(image)
+            scores = server.net.scores(image[None], prepared=True)[0]
+            features = server.net.features(image, prepared=True)
         classes = server.net.classes
         return {
             "index": index,
@@ -588,7 +588,7 @@ class DemoHandler(BaseHTTPRequestHandler):
         try:
             with server.compute_lock or contextlib.nullcontext():
                 prediction = server.net.predict_photo(body, MAX_DECODED_PIXELS)
-                features = server.net.features(prediction.input)
+                features = server.net.features(prediction.input, prepared=True)
         except TooLarge as error:
             raise ClientError(413, str(error).removeprefix("the image: ")) from None
         except ImageError as error:

@@ -98,8 +98,8 @@ def run(args) -> int:
             )
         digit = host.test_images[args.index]
         what = f"test image {args.index} (a {net.classes[int(host.test_labels[args.index])]})"
-    stages = net.features(digit)
-    predicted = net.classes[int(net.predict(digit)[0])]
+    stages = net.features(digit, prepared=True)  # a test image or a photo, both prepared
+    predicted = net.classes[int(net.predict(digit[None], prepared=True)[0])]
     maps = [(name, v) for name, v in stages.items() if v.ndim == 3 and v.shape[1] > 1]
     weight = to_numpy(restored.model.by_layer(restored.params)["C1"]["weight"])  # net 1's
     k = weight.shape[-1]

@@ -123,3 +123,35 @@ def test_fit_runs_as_the_command_line_and_resumes(tmp_path, mnist_dir):
     assert recorded == more.history
     with pytest.raises(lenet5x.errors.UserError, match="--resume continues a run as configured"):
         lenet5x.fit(resume=str(out), epochs=3, seed=4)
+
+
+@pytest.mark.parametrize("name", ["lenet1", "lenet5"])
+def test_prepared_images_are_prepared_once(name, test_set, tmp_path):
+    """LeNet-1 shrinks a 28x28 digit to 16x16 inside 28x28 (data.digit_size), so its prepared
+    input has a digit's shape: decide, predict_photo and the tools that hold prepared images
+    (the demo's samples, features) must not shrink it a second time."""
+    from lenet5x.data.loading import prepare_images
+
+    image = pytest.importorskip("PIL.Image")
+    images, _ = test_set
+    net = lenet5x.load(name, backend="numpy")
+    digits = images[:300]
+    seen = prepare_images(digits, net.restored.config.data)
+    predicted = net.predict(digits)
+    assert (net.predict(seen, prepared=True) == predicted).all()
+    numpy.testing.assert_array_equal(net.scores(seen, prepared=True), net.scores(digits))
+    decided = net.decide(digits)
+    kept = decided.labels >= 0
+    assert kept.mean() > 0.9 and (decided.labels[kept] == predicted[kept]).all()
+    stages = net.features(seen[0], prepared=True)
+    numpy.testing.assert_array_equal(stages["C1"], net.features(digits[0])["C1"])
+    for i in range(5):  # a clean scan of each digit reads as the digit itself does
+        path = tmp_path / f"{i}.png"
+        image.fromarray(255 - numpy.kron(digits[i], numpy.ones((4, 4), numpy.uint8))).save(path)
+        prediction = net.predict_photo(path)
+        assert prediction.best == predicted[i]
+        assert prediction.input.shape == seen[i].shape  # prepared once: its ink is as heavy
+        assert (
+            abs(prediction.input.astype(int).sum() - seen[i].astype(int).sum())
+            < 0.2 * seen[i].sum()
+        )
