@@ -3,7 +3,7 @@ checkpoints (load_checkpoint and restore) and photos.
 
 The property, for every generated or mutated input: the reader returns, or raises its own error
 (DataError, ConfigError, CheckpointError, ImageError; restore also ConfigError/BackendError) with a
-one-line message, within LENET5X_FUZZ_SECONDS (2 s) and within LENET5X_FUZZ_MEMORY_MB (1024 MiB)
+one-line message, within LENET5X_FUZZ_SECONDS (2 s of CPU time) and within LENET5X_FUZZ_MEMORY_MB (1024 MiB)
 of address space above what the reader process uses at rest. Each call runs in a capped child
 process (tests/fuzzing.py): a hang, an allocation past the cap (even one that the reader turns
 into its own error) or a crash fails the test quickly instead of taking the machine down.
@@ -49,7 +49,7 @@ def fuzz_settings(**overrides):
         database=None,
         derandomize=False,
         # a passing call is bounded by the worker; this bounds the rest (building the input)
-        deadline=None if fuzzing.LOG else int((fuzzing.SECONDS + 3) * 1000),
+        deadline=None if fuzzing.LOG else int((fuzzing.WALL_SECONDS + 3) * 1000),
         suppress_health_check=[
             HealthCheck.too_slow,
             HealthCheck.data_too_large,
@@ -1341,3 +1341,14 @@ def test_fuzz_harness_verdicts(worker, folder):
     assert "address-space cap" in fuzzing.Outcome("x", "memory", 0.1, "MemoryError").problem()
     assert fuzzing.Outcome("x", "refused", 0.1).problem() is None
     assert fuzzing.Outcome("x", "ok", 0.1).problem() is None
+
+
+def test_fuzz_harness_judges_cpu_time_and_kills_what_hangs(worker):
+    """Through the worker: computing past the limit is slow; waiting as long is not (the machine's
+    load must not make a reader slow); waiting past the wall-clock kill is a timeout."""
+    slow = worker.call("spin", fuzzing.SECONDS + 0.3)
+    assert slow.status == "ok" and "CPU time" in slow.problem()
+    assert worker.call("sleep", fuzzing.SECONDS + 0.3).problem() is None
+    hang = worker.call("sleep", 10 * fuzzing.WALL_SECONDS)
+    assert hang.status == "timeout" and "still running" in hang.problem()
+    assert "most recent call first" in hang.stack  # where it was, from faulthandler
