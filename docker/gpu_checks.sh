@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The GPU checks, on a machine with an NVIDIA GPU (docker/README.md, "Running the GPU checks"):
 #
-#   pip install -e '.[test,bench,cuda12]'                # or cuda13: the CUDA major of the driver
+#   pip install -e '.[test,bench,gpucheck,cuda12]'       # or cuda13: the CUDA major of the driver
 #   bash docker/gpu_checks.sh MNIST_DIR [OUT_DIR [STEPS]]
 #
 # STEPS is a comma-separated choice of (default: all, in this order)
 #   tests    every test marked gpu: CuPy and PyTorch on CUDA against NumPy for every layer, whole
 #            steps on CuPy, PyTorch CUDA and JAX's GPU, compiled steps (CUDA graphs, jax.jit)
-#            against eager ones, a short training run on each; here a skip fails;
+#            against eager ones, a short training run on each; here a skip fails; spread over
+#            $GPU_TEST_WORKERS processes (default 8) where pytest-xdist is installed: on a fresh
+#            machine each test compiles its kernels, so one process alone took 300 s for a fifth;
 #   unfused  the CuPy tests again without the fused kernels (LENET5X_FUSED=0, lenet5x/fused.py);
 #   profile  where a training step's time goes on the GPU, part by part, with its host and device
 #            times (benchmarks/step_profile.py --backend cupy), into profile.txt, and the same
@@ -70,9 +72,11 @@ print(f"GPU {name} | CUDA runtime {cupy.cuda.runtime.runtimeGetVersion()} "
 EOF
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader || true
 
-# one test that hangs must not take the others' time (pytest-timeout, where it is installed)
+# one test that hangs must not take the others' time (pytest-timeout, where it is installed);
+# the tests spread over processes sharing the GPU (pytest-xdist, where it is installed)
 per_test=()
 "$py" -c "import pytest_timeout" 2> /dev/null && per_test=(--timeout 180)
+"$py" -c "import xdist" 2> /dev/null && per_test+=(-n "${GPU_TEST_WORKERS:-8}")
 
 if [[ $steps == *,tests,* ]]; then
     echo "== tests marked gpu"
