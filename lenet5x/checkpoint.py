@@ -134,9 +134,11 @@ def _sums(value) -> bool:
     )
 
 
-def _plain(value, depth: int = 4) -> bool:
+def _plain(value, depth: int = 8) -> bool:
     """JSON data no deeper than `depth` containers and no larger than a config: a saved
-    configuration's shape (its values are checked by config.load_config when it is used)."""
+    configuration's shape (its values are checked by config.load_config when it is used). The
+    deepest a config goes is a network spelled out in it: config > model > architecture > layers >
+    a layer > its table > a row (7)."""
     if value is None or isinstance(value, (bool, int, float)):
         return not isinstance(value, float) or math.isfinite(value)
     if isinstance(value, str):

@@ -29,6 +29,7 @@ from lenet5x.config import (
 )
 from lenet5x.data.loading import pad_images, prepare_images, shrink_images
 from lenet5x.model import build_model
+from lenet5x.restore import restore
 from lenet5x.summary import layer_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -251,6 +252,37 @@ def test_lenet5x_train_says_a_bad_architecture_in_one_line(data, needle, tmp_pat
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and needle in lines[0]
+
+
+def test_a_run_of_a_spelled_out_network_is_read_back_by_every_tool(tmp_path, mnist_dir):
+    """Its checkpoint holds the config with the layers (the deepest a config goes, a table's rows
+    included): info, evaluate and a resume read it back."""
+    layers = [
+        {"name": "C1", "kind": "convolution", "maps": 2, "kernel": 5},
+        {"name": "C1_f", "kind": "scaled_tanh"},
+        {"name": "S2", "kind": "subsampling"},
+        {"name": "C3", "kind": "convolution", "maps": 2, "kernel": 5, "table": [[0], [0, 1]]},
+        {"name": "flatten", "kind": "flatten"},
+        {"name": "OUT", "kind": "full", "maps": 10},
+    ]
+    data = {**inline(layers, input_size=32), "data": {"train_subset": 64, "test_subset": 64}}
+    data["train"] = {"epochs": 1, "backend": "numpy", "progress": False, "batch_size": 16}
+    data["optimizer"] = {"name": "adam"}
+    config, run = tmp_path / "mine.yaml", tmp_path / "run"
+    config.write_text(yaml.safe_dump(data))
+    where = ["--data-dir", str(mnist_dir)]
+
+    def lenet5x(*args):
+        command = [sys.executable, "-m", "lenet5x", *args]
+        result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    lenet5x("train", "--config", str(config), *where, "--out", str(run))
+    assert "C3" in lenet5x("info", str(run))
+    assert "error" in lenet5x("evaluate", str(run), *where).lower()
+    lenet5x("train", "--resume", str(run), "--epochs", "2", *where)
+    assert restore(run, "numpy").meta["epoch"] == 2
 
 
 # -- LeNet-1's input: 16x16 digits in a 28x28 field -------------------------------------------
