@@ -13,7 +13,10 @@ others).
 the scores, with the crop drawn on the picture. A picture that does not look like one digit on a
 page (ink touching its edge, several marks, ink everywhere) gets a note on stderr.
 
-Exit status: 0 done, 2 bad input (one line on stderr).
+A file that cannot be read as a picture gets its own line in the table and on stderr; the other
+images still get their answers.
+
+Exit status: 0 done, 2 bad input (one line on stderr; with several images: some could not be read).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy
 
 from .cli import BACKENDS, OneLineParser, run_command
 from .data.loading import prepare_images
-from .data.photos import prepare_file
+from .data.photos import ImageError, prepare_file
 from .files import output_dir
 from .rejection import decide, describe_limits, limits_of, no_ink
 from .restore import input_normalization, network_input, restore, scores
@@ -81,10 +84,12 @@ def show_before_images(argv: list[str]) -> list[str]:
     return out
 
 
-def table(names, prepared, values: numpy.ndarray, answers, kind: str, classes) -> str:
+def table(names, prepared, values: numpy.ndarray, answers, kind: str, classes, unread=None) -> str:
     """One line per image: its name, the answer (a class, or why it is refused), then a column
-    of scores per class."""
-    width = max(5, *(len(str(n)) for n in names))
+    of scores per class; unread: (name, why) of the files that could not be read, in the order
+    the images were given (read_images' indices)."""
+    unread = unread or {}
+    width = max(5, *(len(str(n)) for n in [*names, *(name for name, _ in unread.values())]))
     cell = max(7, *(len(c) + 1 for c in classes))
     said = max(5, *(len(a) for a in answers))
     head = f"{'image':<{width}}  {'answer':>{said}}  " + "".join(f"{c:>{cell}}" for c in classes)
@@ -95,6 +100,8 @@ def table(names, prepared, values: numpy.ndarray, answers, kind: str, classes) -
         )
         note = "  (inverted)" if p.inverted else ""
         lines.append(f"{str(name):<{width}}  {answer:>{said}}  {cells}{note}")
+    for i, (name, why) in sorted(unread.items()):  # where it was given
+        lines.insert(i + 1, f"{str(name):<{width}}  {'not read':>{said}}  {why}")
     return "\n".join(lines)
 
 
@@ -125,7 +132,13 @@ def run(args) -> int:
 
         figure(1, 1)  # fail before the work when matplotlib is missing
     targets = [] if args.show is None else shown_files(args.images, Path(args.show))
-    prepared = [prepare_file(path, blank_if_no_ink=True) for path in args.images]
+    prepared, unread = read_images(args.images)
+    if not prepared:  # nothing to answer: the reasons, one line each (the last one by run_command)
+        for error in list(unread.values())[:-1]:
+            print(f"error: {error}", file=sys.stderr)
+        raise list(unread.values())[-1]
+    names = [name for i, name in enumerate(args.images) if i not in unread]
+    targets = [target for i, target in enumerate(targets) if i not in unread]
     scale, offset = input_normalization(restored, args.data_dir)
     seen = prepare_images(numpy.stack([p.digit for p in prepared]), restored.config.data)
     out, _ = restored.model.forward(restored.params, network_input(restored, seen, scale, offset))
@@ -140,24 +153,44 @@ def run(args) -> int:
     )
     print(f"{restored.note}\nscores: {what}; (inverted): the picture had a light background")
     print(f"refusals: {describe_limits(restored.meta)}")
-    print(table(args.images, prepared, values, answers, kind, restored.classes))
-    for name, p in zip(args.images, prepared, strict=True):
+    why = {
+        i: (args.images[i], str(e).removeprefix(f"{args.images[i]}: ")) for i, e in unread.items()
+    }
+    print(table(names, prepared, values, answers, kind, restored.classes, why))
+    for name, p in zip(names, prepared, strict=True):
         if p.doubts:
             print(f"note: {name}: {doubt_line(p.doubts)}", file=sys.stderr)
-    if args.show is None:
-        return 0
+    for error in unread.values():
+        print(f"error: {error}", file=sys.stderr)
+    if args.show is not None:
+        show(names, targets, prepared, seen, values, answers, kind, classes)
+    return 2 if unread else 0
 
+
+def read_images(paths) -> tuple[list, dict]:
+    """Each file's MNIST-style digit (data/photos.py), and {index: ImageError} for the files that
+    cannot be read, so that one bad file does not stop the others."""
+    prepared, unread = [], {}
+    for i, path in enumerate(paths):
+        try:
+            prepared.append(prepare_file(path, blank_if_no_ink=True))
+        except ImageError as error:
+            unread[i] = error
+    return prepared, unread
+
+
+def show(names, targets, prepared, seen, values, answers, kind, classes) -> None:
+    """--show: per image, the picture with the crop drawn, the input the network saw, the scores."""
     from .figures import plot_prediction
 
     for path, target, p, image, v, said in zip(
-        args.images, targets, prepared, seen, values, answers, strict=True
+        names, targets, prepared, seen, values, answers, strict=True
     ):
         title = f"{Path(path).name}: " + (f"predicted {said}" if said in classes else said)
         if p.doubts:
             title += f"\n(doubtful: {'; '.join(p.doubts)})"
         plot_prediction(p.source, image, v, kind, classes, target, title, p.box)
         print(f"wrote {target}")
-    return 0
 
 
 def main(argv=None, prog: str = "python -m lenet5x.predict") -> int:

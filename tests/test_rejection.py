@@ -240,6 +240,39 @@ def test_predict_says_no_ink_and_not_a_digit_and_goes_on(mnist_dir, tmp_path, ca
     assert "refusals: 'not sure' below a top-two margin" in out
 
 
+def test_predict_answers_the_readable_files_when_some_cannot_be_read(mnist_dir, tmp_path, capsys):
+    """One bad file in a batch: its own line (in the table, where it was given, and on stderr),
+    the other pictures still answered (and drawn by --show), exit 2; only bad files: exit 2 with
+    one line each."""
+    pytest.importorskip("PIL.Image")
+    from lenet5x.data import read_idx_images
+
+    seven = read_idx_images(mnist_dir / "t10k-images-idx3-ubyte.gz")[0] / 255.0
+    fake, missing = tmp_path / "fake.png", str(tmp_path / "missing.png")
+    fake.write_text("not a picture")
+    files = [str(fake), png_file(tmp_path / "seven.png", seven), missing]
+    shown = tmp_path / "shown"
+    assert predict.main(["lenet5", *files, "--backend", "numpy", "--show", str(shown)]) == 2
+    out, err = capsys.readouterr()
+    rows = [line.split() for line in out.splitlines() if line.startswith(str(tmp_path))]
+    assert [row[0] for row in rows] == files
+    assert rows[0][1:3] == ["not", "read"] and "not an image file" in " ".join(rows[0])
+    assert rows[1][1] == "7" and all(float(x) >= 0 for x in rows[1][2:12])  # 10 scores
+    assert rows[2][1:] == ["not", "read", "file", "not", "found"]
+    assert err.splitlines()[-2:] == [
+        f"error: {fake}: not an image file Pillow can read (PNG, JPEG, ...)",
+        f"error: {missing}: file not found",
+    ]
+    assert sorted(p.name for p in shown.iterdir()) == ["seven-seen.png"]
+
+    assert predict.main(["lenet5", str(fake), missing, "--backend", "numpy"]) == 2
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [
+        f"error: {fake}: not an image file Pillow can read (PNG, JPEG, ...)",
+        f"error: {missing}: file not found",
+    ]
+
+
 def test_predict_photo_answers_a_blank_page(tmp_path):
     pytest.importorskip("PIL.Image")
     net = lenet5x.load("lenet5", backend="numpy")
