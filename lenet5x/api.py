@@ -164,10 +164,10 @@ class Network:
     def decide(self, images, prepared: bool = False) -> Decisions:
         """images -> Decisions (rejection.py): labels (N,) with -1 where refused, reasons (N,)
         ("" or "no ink found", "not a digit", "not sure (4 or 9)"), runner_up, margin.
-        prepared: as for scores."""
-        pixels = self._pixels(images, prepared)
-        values = self.scores(pixels, prepared=True)
-        return decide(values, self.score_kind, self.limits, self.classes, no_ink(pixels))
+        prepared: as for scores. Ink is looked for in the images as given (rejection.no_ink)."""
+        given = self._uint8(images, prepared)
+        values = self.scores(self._pixels(given, prepared), prepared=True)
+        return decide(values, self.score_kind, self.limits, self.classes, no_ink(given))
 
     def features(self, image, prepared: bool = False) -> dict[str, numpy.ndarray]:
         """One image (28, 28) or (32, 32) -> {stage: its output}, in order from "input": maps
@@ -203,7 +203,8 @@ class Network:
         prepared = prepare_file(photo, max_pixels, blank_if_no_ink=True)
         seen = prepare_images(prepared.digit[None], self.restored.config.data)
         values = self.scores(seen, prepared=True)
-        decided = decide(values, self.score_kind, self.limits, self.classes, no_ink(seen))
+        blank = no_ink(prepared.digit[None])  # the digit, before LeNet-1's shrinking
+        decided = decide(values, self.score_kind, self.limits, self.classes, blank)
         digit, reason = int(decided.labels[0]), decided.reasons[0]
         best = int(values[0].argmax() if self.score_kind == "probability" else values[0].argmin())
         label = reason or self.classes[digit]
@@ -214,9 +215,17 @@ class Network:
         )  # fmt: skip
 
     def _pixels(self, images, prepared: bool = False) -> numpy.ndarray:
-        """Images as uint8 (N, S, S) at the network's input size; floats in [0, 1] are rounded to
-        the nearest of MNIST's 256 grey levels. Digits (28x28) are prepared as the training set
-        was (prepare_images), unless `prepared` says they already are."""
+        """Images as uint8 (N, S, S) at the network's input size (_uint8); digits (28x28) are
+        prepared as the training set was (prepare_images), unless `prepared` says they already
+        are."""
+        array = self._uint8(images, prepared)
+        if array.shape[1:] == (28, 28) and not prepared:
+            return prepare_images(array, self.restored.config.data)
+        return array
+
+    def _uint8(self, images, prepared: bool = False) -> numpy.ndarray:
+        """Images as given, checked, as uint8 (N, H, W): floats in [0, 1] are rounded to the
+        nearest of MNIST's 256 grey levels."""
         array = numpy.asarray(to_numpy(images) if not isinstance(images, numpy.ndarray) else images)
         if array.ndim == 2:
             array = array[None]
@@ -236,8 +245,6 @@ class Network:
             array = numpy.round(array * 255).astype(numpy.uint8)
         elif array.dtype != numpy.uint8:
             raise InputError(f"images must be uint8 (0-255) or floats in [0, 1], got {array.dtype}")
-        if array.shape[1:] == (28, 28) and not prepared:
-            return prepare_images(array, data)
         return array
 
 

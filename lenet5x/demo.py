@@ -89,7 +89,7 @@ import numpy
 
 from .cli import BACKENDS, OneLineParser, run_command
 from .errors import UserError
-from .rejection import decide, no_ink, shares
+from .rejection import NO_INK, decide, shares
 
 ASSETS = Path(__file__).with_name("assets") / "demo"
 STATIC = {  # path -> (file in ASSETS, Content-Type)
@@ -306,11 +306,11 @@ class DemoServer(ThreadingHTTPServer):
             host = "127.0.0.1" if host == "0.0.0.0" else "::1"
         return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
-    def analysis(self, seen, scores, features: dict, inverted: bool) -> dict:
+    def analysis(self, seen, scores, features: dict, inverted: bool, blank: bool) -> dict:
         """/api/predict's answer for the (S, S) uint8 input the network saw, its (K,) scores and
-        features (Network.features)."""
+        features (Network.features); blank: the picture had no ink (rejection.no_ink)."""
         net, kind = self.net, self.net.score_kind
-        decided = decide(scores[None], kind, net.limits, net.classes, no_ink(seen[None]))
+        decided = decide(scores[None], kind, net.limits, net.classes, numpy.array([blank]))
         digit, reason = int(decided.labels[0]), decided.reasons[0]
         values = [float(v) for v in scores]
         answer = {
@@ -548,7 +548,8 @@ class DemoHandler(BaseHTTPRequestHandler):
             # the test image itself, as the test set is scored: the page shows this answer
             # until the digit is drawn on (redrawn at the pad's size and prepared again as a
             # photo, a digit the network gets wrong is read right now and then)
-            "prediction": server.analysis(image, scores, features, False),
+            # (scored as evaluate scores the test set: no ink check, which is for pictures)
+            "prediction": server.analysis(image, scores, features, False, blank=False),
         }
 
     def _body(self) -> bytes:
@@ -593,7 +594,10 @@ class DemoHandler(BaseHTTPRequestHandler):
             raise ClientError(413, str(error).removeprefix("the image: ")) from None
         except ImageError as error:
             raise ClientError(422, str(error).removeprefix("the image: ")) from None
-        return server.analysis(prediction.input, prediction.scores, features, prediction.inverted)
+        blank = prediction.reason == NO_INK  # judged on the drawn digit (Network.predict_photo)
+        return server.analysis(
+            prediction.input, prediction.scores, features, prediction.inverted, blank
+        )
 
     # ------------------------------------------------------------ answering
 

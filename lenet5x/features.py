@@ -88,8 +88,9 @@ def run(args) -> int:
     figure(1, 1)  # fail now when matplotlib is missing
     net = Network(restored, args.data_dir)
     out_dir = output_dir(args.out or restored.out_dir, PICTURES)
-    if args.image:
-        digit, what = net.predict_photo(args.image).input, Path(args.image).name
+    if args.image:  # answered as `lenet5x predict` answers it: "no ink found", "not sure (4 or 9)"
+        photo = net.predict_photo(args.image)
+        digit, what, said = photo.input, Path(args.image).name, photo.label
     else:
         host = load_data(restored, args.data_dir, other_data=args.other_data)
         if args.index >= len(host.test_labels):
@@ -98,19 +99,20 @@ def run(args) -> int:
             )
         digit = host.test_images[args.index]
         what = f"test image {args.index} (a {net.classes[int(host.test_labels[args.index])]})"
+        said = net.classes[int(net.predict(digit[None], prepared=True)[0])]  # as evaluate does
     stages = net.features(digit, prepared=True)  # a test image or a photo, both prepared
-    predicted = net.classes[int(net.predict(digit[None], prepared=True)[0])]
+    answer = f"predicted {said}" if said in net.classes else said
     maps = [(name, v) for name, v in stages.items() if v.ndim == 3 and v.shape[1] > 1]
     weight = to_numpy(restored.model.by_layer(restored.params)["C1"]["weight"])  # net 1's
     k = weight.shape[-1]
     kernels = f"learned C1 kernels ({weight.shape[0]} of {k}x{k}; red positive, blue negative)"
-    title = f"{what} through {restored.label}: predicted {predicted}"
+    title = f"{what} through {restored.label}: {answer}"
     there = [p for p in (out_dir / "kernels.png", out_dir / "feature_maps.png") if p.exists()]
     written = [
         plot_kernels(weight, out_dir / PICTURES[0], f"{kernels}, {restored.label}"),
         plot_feature_maps(maps, out_dir / PICTURES[1], title, code=rbf_code(net, stages)),
     ]
-    print(f"{restored.note}\n{what}: predicted {predicted}")
+    print(f"{restored.note}\n{what}: {answer}")
     if hasattr(restored.model, "member"):  # ensemble.Ensemble
         print(
             "a boosted ensemble: the maps and kernels are its first net's (the prediction is the sum's)"

@@ -140,11 +140,12 @@ def run(args) -> int:
     names = [name for i, name in enumerate(args.images) if i not in unread]
     targets = [target for i, target in enumerate(targets) if i not in unread]
     scale, offset = input_normalization(restored, args.data_dir)
-    seen = prepare_images(numpy.stack([p.digit for p in prepared]), restored.config.data)
+    digits = numpy.stack([p.digit for p in prepared])
+    seen = prepare_images(digits, restored.config.data)
     out, _ = restored.model.forward(restored.params, network_input(restored, seen, scale, offset))
     values, kind = scores(restored, out), restored.score_kind
     classes = restored.classes
-    decided = decide(values, kind, limits_of(restored.meta), classes, no_ink(seen))
+    decided = decide(values, kind, limits_of(restored.meta), classes, no_ink(digits))
     answers = [r or classes[int(c)] for r, c in zip(decided.reasons, decided.labels, strict=True)]
     what = (
         "softmax probabilities"

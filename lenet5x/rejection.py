@@ -126,7 +126,9 @@ def distance_limit(distances: numpy.ndarray, quantile: float = DISTANCE_QUANTILE
 
 
 def no_ink(images: numpy.ndarray) -> numpy.ndarray:
-    """(N, H, W) uint8 -> (N,) bool: fewer than MIN_INK_PIXELS pixels >= 128."""
+    """(N, H, W) uint8 digits -> (N,) bool: fewer than MIN_INK_PIXELS pixels >= 128. Judged on
+    the digits as a picture gives them (28x28, or padded to 32x32), before a network's own
+    preparation: LeNet-1's 16x16 shrinking fades a thin stroke below 128."""
     return (numpy.asarray(images) >= 128).sum(axis=(1, 2)) < MIN_INK_PIXELS
 
 

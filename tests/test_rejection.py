@@ -273,6 +273,26 @@ def test_predict_answers_the_readable_files_when_some_cannot_be_read(mnist_dir, 
     ]
 
 
+def test_ink_is_looked_for_in_the_digit_before_lenet1_shrinks_it(mnist_dir, tmp_path, capsys):
+    """LeNet-1 shrinks each digit to 16x16 (area averaging): a thin stroke fades below the ink
+    level. The digit as given has ink, so no tool says "no ink found" (the old check, on the
+    shrunk input, said it of MNIST test digits and of photos of thin strokes)."""
+    from lenet5x.data import read_idx_images
+    from lenet5x.data.loading import shrink_images
+
+    digits = read_idx_images(mnist_dir / "t10k-images-idx3-ubyte.gz")
+    faded = digits[no_ink(shrink_images(digits, 16)) & ~no_ink(digits)]
+    assert len(faded) > 0  # else this test checks nothing
+    net = lenet5x.load("lenet1", backend="numpy")
+    assert NO_INK not in net.decide(faded).reasons
+    assert (net.predict(faded, reject=True) == net.decide(faded).labels).all()
+    pytest.importorskip("PIL.Image")
+    files = [png_file(tmp_path / f"{i}.png", d / 255.0) for i, d in enumerate(faded)]
+    assert all(net.predict_photo(f).reason != NO_INK for f in files)
+    assert predict.main(["lenet1", *files, "--backend", "numpy"]) == 0
+    assert NO_INK not in capsys.readouterr().out
+
+
 def test_predict_photo_answers_a_blank_page(tmp_path):
     pytest.importorskip("PIL.Image")
     net = lenet5x.load("lenet5", backend="numpy")
