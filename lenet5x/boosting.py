@@ -33,7 +33,7 @@ import numpy
 
 from . import __version__
 from .checkpoint import save_checkpoint
-from .config import BoostingConfig, Config, ConfigError, load_config, save_config
+from .config import BoostingConfig, Config, ConfigError, anchored, load_config, save_config
 from .data import DeviceData, load_dataset
 from .data.distort import apply_affine, draw_inverse_maps
 from .data.idx import IMAGES_MAGIC, LABELS_MAGIC
@@ -335,6 +335,7 @@ def train_boosted(config: Config, name: str, log=say, after_stage=lambda: None, 
     in training saves a checkpoint (a set being drawn is dropped) and Interrupted is raised."""
     from .restore import restore
 
+    config = anchored(config)  # data.dir as an absolute path, as loop.fit records it
     t, b = config.train, config.boosting
 
     def sent(run) -> None:  # after each pass of a net: loop.fit's after_pass

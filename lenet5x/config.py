@@ -683,6 +683,17 @@ def load_config(path=None, overrides=(), data: dict | None = None) -> Config:
         raise ConfigError(f"{error} (set on the command line)") from None
 
 
+def anchored(config: Config) -> Config:
+    """`config` with data.dir absolute (~ expanded), as a run records it: its config.yaml and
+    checkpoint are read back from other folders (resume, evaluate, the demo), where a relative
+    path would name another folder."""
+    where = config.data.dir
+    if where is None or Path(where).expanduser().is_absolute():
+        return config
+    data = dataclasses.replace(config.data, dir=str(Path(where).expanduser().absolute()))
+    return dataclasses.replace(config, data=data)
+
+
 def save_config(config: Config, path) -> None:
     """Write the resolved config as YAML, atomically (a failed write leaves the old file as it was)."""
     text = yaml.safe_dump(config.to_dict(), sort_keys=False)

@@ -46,7 +46,15 @@ from .checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from .config import Config, ConfigError, assignment, find_config, load_config, save_config
+from .config import (
+    Config,
+    ConfigError,
+    anchored,
+    assignment,
+    find_config,
+    load_config,
+    save_config,
+)
 from .data import DeviceData, HostDataset, load_dataset
 from .data.distort import draw_inverse_maps, draw_pool_pass
 from .errors import Diverged, Interrupted
@@ -568,6 +576,7 @@ def fit(
     after_pass(run), if given, is called after each pass's checkpoint is written (a sweep sends
     the run's files home from there); stop, if given, replaces Ctrl-C: the run saves a
     checkpoint and raises Interrupted once stop.requested is true (a sweep's run on a worker)."""
+    config = anchored(config)  # data.dir as an absolute path: the run is read back from elsewhere
     run = prepare(config, name, resuming=resume_dir is not None, log=log)
     run = resume(run) if resume_dir is not None else run
     run = start(run)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -71,6 +72,27 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(smoke_run, tmp_pat
     for key in a:
         numpy.testing.assert_array_equal(a[key], b[key], err_msg=key)
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_relative_data_dir_still_names_the_data_from_another_folder(tmp_path, mnist_dir):
+    """--data-dir as typed is relative to where the run was started; the run records it absolute,
+    so that resuming and evaluating it from elsewhere, without --data-dir, find the same data
+    (they looked for ../data from the new folder, then tried to download)."""
+    started, elsewhere, out = tmp_path / "a" / "b", tmp_path / "c", tmp_path / "run"
+    started.mkdir(parents=True), elsewhere.mkdir()
+    relative = os.path.relpath(mnist_dir, started)
+    train("--config", SMOKE, "--data-dir", relative, "--out", out, "--epochs", "1", cwd=started)
+    saved = yaml.safe_load((out / "config.yaml").read_text())["data"]["dir"]
+    assert os.path.isabs(saved) and os.path.samefile(saved, mnist_dir)
+    env = {k: v for k, v in os.environ.items() if k != "LENET5X_DATA_DIR"}
+    env.update(XDG_CACHE_HOME=str(tmp_path / "cache"), LENET5X_MIRROR="http://127.0.0.1:9/")
+    for command in (["lenet5x.train", "--resume", out, "--epochs", "2"], ["lenet5x.evaluate", out]):
+        result = subprocess.run(
+            [sys.executable, "-m", *map(str, command)],
+            capture_output=True, text=True, cwd=elsewhere, env=env, timeout=600,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "downloading" not in result.stderr
 
 
 def test_a_run_on_the_papers_distortion_pool_resumes_to_the_same_weights(tmp_path, mnist_dir):
