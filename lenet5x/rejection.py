@@ -147,7 +147,9 @@ def limits_of(meta: dict) -> Limits:
 
 def describe_limits(meta: dict) -> str:
     """The refusal thresholds a network's metadata stores, in words (export, evaluate --reject)."""
-    if meta.get("reject_margin") is None:
+    if "reject_margin" not in meta:  # a run's checkpoint: export.py chooses the thresholds
+        sure = "no 'not sure' threshold yet (`lenet5x export` chooses it on a validation split)"
+    elif meta["reject_margin"] is None:
         sure = "no 'not sure' threshold (the run held out no validation split)"
     else:
         sure = (

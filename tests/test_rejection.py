@@ -19,6 +19,7 @@ from lenet5x.rejection import (
     Limits,
     choose_threshold,
     decide,
+    describe_limits,
     distance_limit,
     margin,
     no_ink,
@@ -291,6 +292,11 @@ def test_ink_is_looked_for_in_the_digit_before_lenet1_shrinks_it(mnist_dir, tmp_
     assert all(net.predict_photo(f).reason != NO_INK for f in files)
     assert predict.main(["lenet1", *files, "--backend", "numpy"]) == 0
     assert NO_INK not in capsys.readouterr().out
+
+
+def test_the_words_for_a_missing_threshold_say_why_it_is_missing():
+    assert "export` chooses it" in describe_limits({})  # a run's checkpoint: not exported yet
+    assert "held out no validation split" in describe_limits({"reject_margin": None})
 
 
 def test_predict_photo_answers_a_blank_page(tmp_path):
