@@ -64,7 +64,10 @@ def parse_args(argv=None, prog: str = "python -m lenet5x.export") -> argparse.Na
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory with its metrics.jsonl")
     parser.add_argument(
-        "--name", required=True, help="the name it is loaded by (lenet5x.load(NAME))"
+        "--name",
+        required=True,
+        help="its name (in its metadata, and the file's: NAME.npz, which the tools and "
+        "lenet5x.load take by its path; by NAME alone with --into-package)",
     )
     where = parser.add_mutually_exclusive_group()
     where.add_argument(

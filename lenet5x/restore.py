@@ -77,8 +77,11 @@ def checkpoint_file(path) -> tuple[Path, str]:
         return WEIGHTS / f"{path}.npz", f"the shipped network {path}"
     if not path.exists():
         shipped = ", ".join(shipped_names()) or "none"
+        exported = path.with_name(f"{path.name}.npz")  # what `lenet5x export --name` wrote
+        hint = f"; the file {exported} is here: give its path" if exported.is_file() else ""
         raise CheckpointError(
-            f"{path}: no such checkpoint or run directory, nor a shipped network (shipped: {shipped})"
+            f"{path}: no such checkpoint or run directory, nor a shipped network (shipped: "
+            f"{shipped}){hint}"
         )
     if not path.is_dir():
         return path, f"checkpoint {path}"

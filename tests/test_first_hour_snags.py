@@ -12,6 +12,7 @@ import pytest
 
 import lenet5x
 from lenet5x import evaluate, export, features, predict
+from lenet5x.checkpoint import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,6 +57,8 @@ def test_export_writes_into_the_current_folder_not_the_package(mnist_dir, tmp_pa
     assert (tmp_path / "mine.npz").exists() and set(export.WEIGHTS.iterdir()) == package
     assert lenet5x.load(str(tmp_path / "mine.npz")).parameter_count == run.network.parameter_count
     assert export.parse_args(["r", "--name", "x", "--into-package"]).out == export.WEIGHTS / "x.npz"
+    with pytest.raises(CheckpointError, match="the file mine.npz is here: give its path"):
+        lenet5x.load("mine")  # by its name, as if shipped
 
 
 def test_a_closed_pipe_ends_quietly():
