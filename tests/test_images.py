@@ -9,6 +9,7 @@ from lenet5x.data.photos import (
     FIELD,
     ImageError,
     NoInkError,
+    TooLarge,
     mnist_style,
     prepare_file,
     read_grayscale,
@@ -143,3 +144,20 @@ def test_mnist_digits_come_back_almost_unchanged(mnist_dir):
     # MNIST digits already fit 20x20 and are centred by mass: at most a rounding of the shift differs
     assert numpy.abs(again.astype(float) - originals).mean() < 2
     assert max(difference(a, o) for a, o in zip(again, originals, strict=True)) < 4
+
+
+@pytest.mark.parametrize("width, height", [(10_000, 9_000), (20_000, 10_000)])
+def test_a_picture_too_large_says_so_in_the_tools_words(width, height):
+    """Past Pillow's own warning (89 megapixels) and its refusal (179): one line saying what to
+    do, the same as past this project's limit, and no Pillow warning printed."""
+    import warnings
+    import zlib
+
+    from fuzzing import png_bytes
+
+    png = png_bytes(width, height, 8, 0, zlib.compress(b""))  # the header is enough
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning would fail the call
+        with pytest.raises(TooLarge, match="at most 40 megapixels: shrink it or crop it") as e:
+            prepare_file(png)
+    assert "\n" not in str(e.value)

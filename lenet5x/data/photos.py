@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import warnings
 from pathlib import Path
 
 import numpy
@@ -104,18 +105,24 @@ def _open(source, max_pixels: int = MAX_PIXELS):
     image_module = need("PIL.Image", "reading images")
     ops = need("PIL.ImageOps", "reading images")
     name, data = _read(source)
+    shrink = f"at most {max_pixels / 1e6:g} megapixels: shrink it or crop it to the digit"
     try:
-        with image_module.open(io.BytesIO(data)) as image:  # no read can go past the real data
+        with warnings.catch_warnings():  # Pillow's own size warning: the limit is checked here
+            warnings.simplefilter("ignore", image_module.DecompressionBombWarning)
+            image = image_module.open(io.BytesIO(data))  # no read can go past the real data
+        with image:
             image.draft("L", (MAX_SIDE, MAX_SIDE))  # a JPEG decodes at a reduced size
             if image.width * image.height > max_pixels:
                 raise TooLarge(
                     f"{name}: {image.width}x{image.height} pixels is too large for a photo of "
-                    f"one digit (at most {max_pixels / 1e6:g} megapixels)"
+                    f"one digit ({shrink})"
                 )
             image.load()
             return ops.exif_transpose(image)
     except ImageError:
         raise
+    except image_module.DecompressionBombError:  # beyond what Pillow opens at all
+        raise TooLarge(f"{name}: too large for a photo of one digit ({shrink})") from None
     except image_module.UnidentifiedImageError:
         raise ImageError(f"{name}: not an image file Pillow can read (PNG, JPEG, ...)") from None
     except Exception as error:  # an untrusted file: whatever Pillow raises is the file's fault
