@@ -707,6 +707,8 @@ def one_line(text: str, limit: int = 300) -> str:
 
 
 def parse_args(argv=None, prog: str = "python -m lenet5x.demo") -> argparse.Namespace:
+    from .restore import model_help
+
     parser = OneLineParser(
         prog=prog,
         description="Draw a digit in the browser and watch the network read it: its scores, "
@@ -720,8 +722,7 @@ def parse_args(argv=None, prog: str = "python -m lenet5x.demo") -> argparse.Name
         metavar="MODEL",
         nargs="?",
         default="lenet5",
-        help="a shipped network (lenet5, modern), a run directory or a .npz checkpoint "
-        "(default: lenet5)",
+        help=f"{model_help()} (default: lenet5)",
     )
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help="array backend")
     parser.add_argument(

@@ -35,7 +35,7 @@ from .rejection import (
     margin,
     rejection_curve,
 )
-from .restore import Restored, load_data, restore
+from .restore import Restored, load_data, model_help, restore
 from .restore import scores as scores_of
 from .scoring import Scores, score
 
@@ -54,7 +54,7 @@ def parse_args(argv=None, prog: str = "python -m lenet5x.evaluate") -> argparse.
     parser.add_argument(
         "checkpoint",
         metavar="MODEL",
-        help="a shipped network (lenet5, modern), a run directory or a .npz checkpoint",
+        help=model_help(),
     )
     parser.add_argument(
         "--data-dir", metavar="DIR", help="where the IDX files are (default: as in training)"

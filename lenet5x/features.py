@@ -24,7 +24,7 @@ from .backend import to_numpy
 from .cli import BACKENDS, OneLineParser, run_command
 from .data import DataError
 from .files import output_dir
-from .restore import load_data, restore
+from .restore import load_data, model_help, restore
 
 PICTURES = ("kernels.png", "feature_maps.png")  # what it writes into --out
 BITMAP_SIZE = 84  # RBF prototypes that are 7x12 pictures (Fig. 3), not place codes
@@ -41,7 +41,7 @@ def parse_args(argv=None, prog: str = "python -m lenet5x.features") -> argparse.
     parser.add_argument(
         "checkpoint",
         metavar="MODEL",
-        help="a shipped network (lenet5, modern), a run directory or a .npz checkpoint",
+        help=model_help(),
     )
     digit = parser.add_mutually_exclusive_group()
     digit.add_argument("--index", type=int, default=0, metavar="N", help="test image N (default 0)")

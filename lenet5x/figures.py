@@ -82,6 +82,8 @@ def plot_runs(
         if skipped and log:
             log(skipped_note(run, skipped))
     for run, metrics in zip(runs, records, strict=True):
+        if not (run / "metrics.jsonl").is_file():
+            raise RunDirError(f"{run}: no metrics.jsonl here; is it a run directory?")
         if not metrics:
             raise RunDirError(
                 f"{run}: no records in metrics.jsonl; is it a run that finished an epoch?"
@@ -148,6 +150,9 @@ def _style_axes(loss_ax, err_ax) -> None:
     for ax in (loss_ax, err_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.margins(x=0.12)  # room for the chosen epoch's label
+        low, high = ax.get_xlim()
+        if high - low < 2:  # one epoch: whole-number ticks need a wider axis
+            ax.set_xlim((low + high) / 2 - 1, (low + high) / 2 + 1)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
 

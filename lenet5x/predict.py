@@ -32,7 +32,7 @@ from .data.loading import prepare_images
 from .data.photos import ImageError, prepare_file
 from .files import output_dir
 from .rejection import decide, describe_limits, limits_of, no_ink
-from .restore import input_normalization, network_input, restore, scores
+from .restore import input_normalization, model_help, network_input, restore, scores
 
 
 def parse_args(argv=None, prog: str = "python -m lenet5x.predict") -> argparse.Namespace:
@@ -46,7 +46,7 @@ def parse_args(argv=None, prog: str = "python -m lenet5x.predict") -> argparse.N
     parser.add_argument(
         "checkpoint",
         metavar="MODEL",
-        help="a shipped network (lenet5, modern), a run directory or a .npz checkpoint",
+        help=model_help(),
     )
     parser.add_argument(
         "images", nargs="+", metavar="IMAGE", help="PNG or JPEG files, one digit each"

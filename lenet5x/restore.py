@@ -25,8 +25,13 @@ WEIGHTS = Path(__file__).with_name(
 
 
 def shipped_names() -> list[str]:
-    """The names of the trained networks in the package ("lenet5", "modern")."""
+    """The names of the trained networks in the package ("lenet5", "modern", ...)."""
     return sorted(p.stem for p in WEIGHTS.glob("*.npz"))
+
+
+def model_help() -> str:
+    """What the tools' MODEL argument takes, for their --help."""
+    return f"a shipped network ({', '.join(shipped_names())}), a run directory or a .npz checkpoint"
 
 
 @dataclasses.dataclass

@@ -218,7 +218,7 @@ def test_user_mistakes_are_one_line_errors(smoke_run, digit_files, tmp_path, cap
     assert predict.main([str(broken), str(digit_files[0][0])]) == 2
     assert "not a readable lenet5x checkpoint" in one_line_error(capsys)
     assert plot.main([str(tmp_path)]) == 2
-    assert "metrics.jsonl" in one_line_error(capsys)
+    assert "no metrics.jsonl here" in one_line_error(capsys)
     try:
         resolve("cupy")
     except BackendError:  # no GPU here: asking for one is a mistake too
