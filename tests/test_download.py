@@ -94,6 +94,9 @@ def test_unreachable_host_says_what_to_do_offline(isolated):
     message = str(info.value)
     assert "offline" in message and "--data-dir" in message and "LENET5X_DATA_DIR" in message
     assert "\n" not in message
+    # the URL's reason, not the target file's name (atomic_write's) nor urllib's wrapping
+    assert "Connection refused" in message and "Errno None" not in message
+    assert ".gz'" not in message and "urlopen error" not in message
 
 
 def test_missing_file_on_server(server, isolated):

@@ -139,6 +139,10 @@ class ChecksumMismatch(Exception):
     """A download's bytes do not have the published MD5."""
 
 
+class Unreachable(Exception):
+    """A URL that did not answer (the reason)."""
+
+
 def download_file(urls, target: Path, md5: str, timeout: float = 30.0, log=print) -> None:
     """Fetch the first URL that answers with the right MD5 into `target`, atomically
     (files.atomic_write): a partial or wrong download never takes the target's name."""
@@ -147,7 +151,13 @@ def download_file(urls, target: Path, md5: str, timeout: float = 30.0, log=print
 
         def fetch(out, url=url):
             digest = hashlib.md5(usedforsecurity=False)
-            with urllib.request.urlopen(url, timeout=timeout) as response:
+            try:  # the URL's fault, not the target file's (atomic_write names that one)
+                response = urllib.request.urlopen(url, timeout=timeout)
+            except urllib.error.HTTPError as error:
+                raise Unreachable(f"HTTP {error.code} {error.reason}") from None
+            except (urllib.error.URLError, OSError, ValueError) as error:
+                raise Unreachable(str(getattr(error, "reason", None) or error)) from None
+            with response:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
                     digest.update(chunk)
@@ -160,11 +170,10 @@ def download_file(urls, target: Path, md5: str, timeout: float = 30.0, log=print
             atomic_write(target, fetch, suffix=".part")
             log(f"downloaded {url} -> {target}")
             return
-        except urllib.error.HTTPError as error:
-            errors.append(f"{url}: HTTP {error.code} {error.reason}")
-        except (urllib.error.URLError, OSError, ValueError, ChecksumMismatch) as error:
-            reason = getattr(error, "reason", None) or error
-            errors.append(f"{url}: {reason}")
+        except (Unreachable, ChecksumMismatch) as error:
+            errors.append(f"{url}: {error}")
+        except OSError as error:  # during the transfer, or writing the file
+            errors.append(f"{url}: {error.strerror or error}")
     raise DataError(f"could not download {target.name}: " + "; ".join(errors))
 
 
