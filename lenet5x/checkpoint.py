@@ -70,10 +70,15 @@ def load_checkpoint(path) -> tuple[dict, dict, dict]:
         raise CheckpointError(f"{path}: checkpoint not found") from None
     except OSError as error:
         raise CheckpointError(f"{path}: cannot read ({error.strerror or error})") from None
-    if head != b"PK\x03\x04":  # not a zip archive (numpy would then try it as a pickle)
+    if not head:
+        raise CheckpointError(unreadable.format("the file is empty"))
+    if head != b"PK\x03\x04" and path.suffix != ".npz":  # another kind of file altogether
         raise CheckpointError(
-            unreadable.format("the file is empty" if not head else "not an .npz archive")
+            f"{path}: not a lenet5x checkpoint (not an .npz archive); the tools take a run "
+            "directory, its .npz checkpoint or a shipped network's name"
         )
+    if head != b"PK\x03\x04":  # not a zip archive (numpy would then try it as a pickle)
+        raise CheckpointError(unreadable.format("not an .npz archive"))
     try:
         problem = _too_large(path)
         if problem:

@@ -213,6 +213,10 @@ def test_user_mistakes_are_one_line_errors(smoke_run, digit_files, tmp_path, cap
     (tmp_path / "notes.txt").write_text("not a picture")
     assert predict.main([str(smoke_run), str(tmp_path / "notes.txt")]) == 2
     assert "notes.txt: not an image" in one_line_error(capsys)
+    assert evaluate.main([str(tmp_path / "notes.txt")]) == 2  # a picture given as the network
+    assert "not a lenet5x checkpoint (not an .npz archive); the tools take" in one_line_error(
+        capsys
+    )
     broken = tmp_path / "broken.npz"
     broken.write_bytes((smoke_run / "checkpoint.npz").read_bytes()[:500])
     assert predict.main([str(broken), str(digit_files[0][0])]) == 2
