@@ -588,6 +588,10 @@ def fit(
                     run = end_of_pass(run, done)
                     if after_pass is not None:
                         after_pass(run)
+            if stop.requested:  # asked while the last pass was being scored and saved
+                log(
+                    "(stop asked for as the last pass ended: the run is complete, nothing was lost)"
+                )
     finally:
         run.train_step.close()
         run.lock.close()

@@ -95,6 +95,23 @@ def test_a_relative_data_dir_still_names_the_data_from_another_folder(tmp_path, 
         assert "downloading" not in result.stderr
 
 
+def test_a_stop_asked_for_as_the_last_pass_ends_is_answered(tmp_path, mnist_dir):
+    """Ctrl-C while the last pass is scored and saved: the run completes (nothing to stop) and
+    says so, instead of ignoring the request."""
+    from types import SimpleNamespace
+
+    from lenet5x.config import load_config
+    from lenet5x.loop import fit
+
+    config = load_config(SMOKE, [f"data.dir={mnist_dir}", f"train.out={tmp_path / 'run'}",
+                                 "train.epochs=1", "train.progress=false"])  # fmt: skip
+    stop, said = SimpleNamespace(requested=False), []
+    run = fit(config, "smoke", log=said.append, stop=stop,
+              after_pass=lambda run: setattr(stop, "requested", True))  # fmt: skip
+    assert run.epoch == 1 and (tmp_path / "run" / "checkpoint.npz").is_file()
+    assert any("stop asked for as the last pass ended" in line for line in said), said
+
+
 def test_a_run_on_the_papers_distortion_pool_resumes_to_the_same_weights(tmp_path, mnist_dir):
     pool = ["--set", "data.distortions.enabled=true", "--set", "data.distortions.pool=4500"]
     small = ["--set", "data.train_subset=500", "--set", "data.test_subset=200"]
