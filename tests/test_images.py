@@ -123,6 +123,10 @@ def test_reading_jpeg_png_and_transparency(tmp_path):
     assert jpg.inverted and png.inverted  # transparency counts as white paper
     assert difference(jpg.digit, png.digit) < 3
     assert read_grayscale(tmp_path / "digit.jpg").shape == picture.shape
+    rgba[..., :3] = 255  # white ink on a transparent background: the paper behind it is black
+    PIL.fromarray(rgba, "RGBA").save(tmp_path / "white-ink.png")
+    white = prepare_file(tmp_path / "white-ink.png")
+    assert not white.inverted and difference(jpg.digit, white.digit) < 3
 
 
 def test_files_that_are_not_pictures_are_refused(tmp_path):

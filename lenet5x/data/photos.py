@@ -70,15 +70,15 @@ class Prepared:
 def read_grayscale(source, max_pixels: int = MAX_PIXELS) -> numpy.ndarray:
     """An image (a file's path, or its bytes: PNG, JPEG, ...) -> (H, W) float64 in [0, 1]; 0 is black.
 
-    Phone photos are turned upright (EXIF orientation); transparent parts count as white paper;
-    pictures larger than MAX_SIDE pixels are reduced (area average) to that size. A picture that
-    decodes to more than `max_pixels` (after a JPEG's reduced decoding) is refused (TooLarge)
-    before it is decoded.
+    Phone photos are turned upright (EXIF orientation); transparent parts count as paper, white
+    unless what is drawn on them is light ink (paper_behind); pictures larger than MAX_SIDE pixels
+    are reduced (area average) to that size. A picture that decodes to more than `max_pixels`
+    (after a JPEG's reduced decoding) is refused (TooLarge) before it is decoded.
     """
     image = _open(source, max_pixels)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
-        paper = need("PIL.Image", "reading images").new("RGBA", image.size, (255, 255, 255, 255))
+        paper = need("PIL.Image", "reading images").new("RGBA", image.size, paper_behind(image))
         image = need("PIL.Image", "reading images").alpha_composite(paper, image)
     if image.mode.startswith("I") or image.mode == "F":  # 16/32-bit grey
         image = need("PIL.Image", "reading images").fromarray(eight_bit(numpy.asarray(image)))
@@ -86,6 +86,17 @@ def read_grayscale(source, max_pixels: int = MAX_PIXELS) -> numpy.ndarray:
     if max(image.size) > MAX_SIDE:
         image.thumbnail((MAX_SIDE, MAX_SIDE), need("PIL.Image", "reading images").Resampling.BOX)
     return numpy.asarray(image, dtype=numpy.float64) / 255.0
+
+
+def paper_behind(image) -> tuple[int, int, int, int]:
+    """The colour to put behind a picture's transparent parts (RGBA): black where what is drawn
+    is light strokes covering under half of it (white ink, as a drawing program may export a
+    digit), else white paper."""
+    rgba = numpy.asarray(image)
+    drawn = rgba[..., 3] >= 128
+    grey = rgba[..., :3].mean(axis=-1)
+    light_ink = drawn.mean() < 0.5 and drawn.any() and numpy.median(grey[drawn]) >= 128
+    return (0, 0, 0, 255) if light_ink else (255, 255, 255, 255)
 
 
 def eight_bit(values: numpy.ndarray, band: int = 256) -> numpy.ndarray:
