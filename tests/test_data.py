@@ -111,6 +111,13 @@ def test_standardization_counted_in_chunks_matches_numpy():
     assert offset == pytest.approx(-images.mean(dtype=numpy.float64) / std, rel=1e-12)
 
 
+def test_a_subset_larger_than_the_set_says_it_uses_them_all(mnist_dir):
+    said = []
+    host = load_dataset(DataConfig(dir=str(mnist_dir), test_subset=20_000), log=said.append)
+    assert len(host.test_labels) == 10_000
+    assert said == ["note: data.test_subset 20,000: the test set has 10,000; using them all"]
+
+
 def test_device_batches_follow_indices(backend, paths, mnist_dir):
     """Gathered from uint8 images, or (gpu-paths) from the split kept ready as network input."""
     host = load_dataset(DataConfig(dir=str(mnist_dir), train_subset=50, test_subset=10))

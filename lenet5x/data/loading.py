@@ -119,6 +119,11 @@ def load_dataset(config=None, mirrors=None, log=None) -> HostDataset:
     test_x, test_y = read_pair(paths["t10k-images-idx3-ubyte"], paths["t10k-labels-idx1-ubyte"])
     arrays = dict(zip(FILES, (train_x, train_y, test_x, test_y), strict=True))
     identity = check_identity(d.dataset, paths, arrays, log)
+    for key, asked, held in (("train", d.train_subset, train_y), ("test", d.test_subset, test_y)):
+        if asked and asked > len(held):
+            log(
+                f"note: data.{key}_subset {asked:,}: the {key} set has {len(held):,}; using them all"
+            )
     if d.train_subset:
         train_x, train_y = train_x[: d.train_subset], train_y[: d.train_subset]
     if d.test_subset:
