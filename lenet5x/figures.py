@@ -33,8 +33,12 @@ def figure(width: float, height: float):
     return fig
 
 
+FORMATS = {".svg": "svg", ".pdf": "pdf", ".jpg": "jpg", ".jpeg": "jpg"}  # by suffix; else PNG
+
+
 def save(fig, path) -> Path:
-    """Write `fig` as PNG to `path` atomically (files.atomic_write)."""
+    """Write `fig` to `path` atomically (files.atomic_write), as PNG unless its suffix names
+    another format matplotlib writes (FORMATS)."""
     from matplotlib.text import Text
 
     path = Path(path)
@@ -43,7 +47,8 @@ def save(fig, path) -> Path:
         text.set_text(readable(text.get_text()))
     with warnings.catch_warnings():  # a title with an emoji (a run's folder name) drops the glyph
         warnings.filterwarnings("ignore", "Glyph .* missing from font", UserWarning)
-        return atomic_write(path, lambda handle: fig.savefig(handle, format="png"))
+        kind = FORMATS.get(path.suffix.lower(), "png")
+        return atomic_write(path, lambda handle: fig.savefig(handle, format=kind))
 
 
 def readable(text: str) -> str:

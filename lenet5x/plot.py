@@ -31,8 +31,8 @@ def parse_args(argv=None, prog: str = "python -m lenet5x.plot") -> argparse.Name
     parser.add_argument(
         "--out",
         metavar="FILE",
-        help="the PNG to write (default: RUN_DIR/curves.png for one "
-        "run, comparison.png for several)",
+        help="the picture to write: PNG, or SVG, PDF, JPEG by its suffix (default: "
+        "RUN_DIR/curves.png for one run, comparison.png for several)",
     )
     parser.add_argument(
         "--labels", metavar="A,B,...", help="the runs' legend names (default: folders)"

@@ -199,6 +199,8 @@ def test_plot_redraws_one_run_and_overlays_several(smoke_run, tmp_path):
     both = tmp_path / "both.png"
     assert plot.main([str(smoke_run), str(smoke_run), "--labels", "a,b", "--out", str(both)]) == 0
     assert_png(both)
+    assert plot.main([str(smoke_run), "--out", str(tmp_path / "curves.svg")]) == 0  # by suffix
+    assert (tmp_path / "curves.svg").read_text().lstrip().startswith("<?xml")
 
 
 def one_line_error(capsys) -> str:
