@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy
 
 from .backend import to_numpy
-from .config import SHORT_KEYS, overrides_from
+from .config import SHORT_KEYS, ConfigError, overrides_from
 from .data.loading import prepare_images
 from .data.photos import MAX_PIXELS, prepare_file
 from .errors import UserError
@@ -282,7 +282,11 @@ def fit(config: str = "lenet5", *, resume=None, log=None, **overrides) -> FitRes
     from .loop import fit as run
 
     settings = {SHORT_KEYS.get(key, key): value for key, value in overrides.items()}
-    resolved, name = configure(None if resume else config, overrides_from(settings), resume)
+    try:
+        resolved, name = configure(None if resume else config, overrides_from(settings), resume)
+    except ConfigError as error:  # said in the command line's words: here they are arguments
+        said = str(error).replace("--set ", "").replace("set on the command line", "given to fit")
+        raise ConfigError(said) from None
     if resolved.boosting.enabled:  # three nets and a gate, as `lenet5x train` trains them
         from .boosting import train_boosted
 

@@ -123,6 +123,11 @@ def test_fit_runs_as_the_command_line_and_resumes(tmp_path, mnist_dir):
     assert recorded == more.history
     with pytest.raises(lenet5x.errors.UserError, match="--resume continues a run as configured"):
         lenet5x.fit(resume=str(out), epochs=3, seed=4)
+    # a mistake in the arguments is said in the arguments' words, not the command line's
+    with pytest.raises(lenet5x.errors.UserError, match=r"^optimizer.muu: unknown key"):
+        lenet5x.fit("smoke", **{"optimizer.muu": 1})
+    with pytest.raises(lenet5x.errors.UserError, match=r"must be > 0, got -1.0 \(given to fit\)$"):
+        lenet5x.fit("smoke", **{"optimizer.mu": -1})
 
 
 @pytest.mark.parametrize("name", ["lenet1", "lenet5"])
