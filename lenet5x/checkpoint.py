@@ -303,9 +303,10 @@ def _too_large(path) -> str | None:
         total = sum(m.file_size for m in members)
         if total > MAX_UNPACKED:
             return f"it unpacks to {total} bytes, far more than a LeNet-5 checkpoint"
-        for member in members:
-            if not member.filename.endswith(".npy"):
-                continue
+        for member in members:  # numpy reads any member that starts as an .npy does, any name
+            with archive.open(member) as handle:
+                if handle.read(6) != b"\x93NUMPY":
+                    continue
             with archive.open(member) as handle:
                 version = numpy.lib.format.read_magic(handle)
                 read_header = {(1, 0): numpy.lib.format.read_array_header_1_0}.get(

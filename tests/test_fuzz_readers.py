@@ -1100,7 +1100,8 @@ def bomb_checkpoint(base: str, kind: str, mib: int) -> Case:
 
     def build():
         _, arrays, meta = base_checkpoints()[base]
-        stream, crc = fuzzing.deflate_zeros(mib)
+        claims = kind in ("stored-claim", "claim-without-npy")  # a header only: no stream
+        stream, crc = (b"", 0) if claims else fuzzing.deflate_zeros(mib)
         entries = [member(k + ".npy", npy(v)) for k, v in arrays.items() if k != "param/C1.weight"]
         entries.append(member("meta.npy", npy(numpy.array(json.dumps(meta)))))
         shape = mib * fuzzing.MIB // 4
@@ -1113,6 +1114,8 @@ def bomb_checkpoint(base: str, kind: str, mib: int) -> Case:
             c1 = fuzzing.Member(b"param/C1.weight.npy", stored + stream, 8, crc, size)
         elif kind == "stored-claim":  # a stored array whose header claims mib MiB it lacks
             c1 = member("param/C1.weight.npy", npy_bytes(claim, bytes(64)))
+        elif kind == "claim-without-npy":  # the same under a name without .npy: numpy reads
+            c1 = member("param/C1.weight", npy_bytes(claim, bytes(64)))  # it as an array too
         else:  # "junk": a member that numpy returns as bytes
             c1 = member("param/C1.weight.npy", npy(arrays["param/C1.weight"]))
             entries.append(fuzzing.Member(b"junk", stream, 8, crc, mib * fuzzing.MIB))
@@ -1141,6 +1144,7 @@ CHECKPOINT_EXAMPLES = [
     bomb_checkpoint("classic", "junk", 1536),
     bomb_checkpoint("classic", "npy", 1536),
     bomb_checkpoint("classic", "stored-claim", 1536),
+    bomb_checkpoint("classic", "claim-without-npy", 4 << 20),  # 4 TiB
     # found by this fuzzer: restore lets load_config's OverflowError through
     meta_checkpoint("classic", ("model", "map_j"), 10**400),
 ]
