@@ -11,7 +11,9 @@ fitted into 20x20, centred by mass, padded to 32x32), then classified.
                                 "reject_margin", "reject_target_error",
                                 "not_digit_distance", "not_digit_quantile",
                                 "layers": [{"name", "kind", "shape", "parameters",
-                                            "connections"}, ...] (the layer table, summary.py)}
+                                            "connections"}, ...] (the layer table, summary.py),
+                                "input_size", "stages": [{"name", "shape"}, ...] (the pictures
+                                /api/predict's "maps" will hold, for the page's placeholders)}
     POST /api/predict          body: one PNG or JPEG (Content-Type image/png or image/jpeg)
                                -> {"digit", "label", "reason", "best", "runner_up", "margin",
                                    "shares", "scores", "score_kind", "inverted", "input",
@@ -31,7 +33,7 @@ criterion's posterior (eq. 9, with the paper's "rubbish" class taking the rest).
 
 Pictures in the answers are PNG data URLs ("data:image/png;base64,..."), at their native size
 (the browser scales them up):
-  - "input": the 32x32 uint8 image the network saw, white ink on black;
+  - "input": the uint8 image the network saw (input_size square), white ink on black;
   - "maps": one entry per stage with 2-D maps after the input (C1, S2, C3, S4; the modern
     model's C1, P2, C3, P4), and C5's 120 outputs as one 12x10 picture (shape [1, 12, 10]):
     {"name", "shape": [C, H, W], "range": [min, max],
@@ -368,10 +370,13 @@ def read_asset(name: str) -> bytes:
 
 def model_info(net, samples: bool) -> dict:
     restored = net.restored
+    side = restored.config.data.input_size
+    blank = net.features(numpy.zeros((side, side), numpy.uint8), prepared=True)  # the stages
     return {
         "name": net.name,
         "description": net.description,
         "architecture": restored.config.model.name,
+        "input_size": restored.config.data.input_size,  # the side of the input the network sees
         "score_kind": net.score_kind,
         "test_error": net.test_error,
         "parameters": net.parameter_count,
@@ -392,6 +397,7 @@ def model_info(net, samples: bool) -> dict:
             }
             for row in net.layers
         ],
+        "stages": [{"name": m["name"], "shape": m["shape"]} for m in stage_maps(blank)],
     }
 
 

@@ -309,6 +309,40 @@ def test_a_scribble_is_not_sure_or_not_a_digit(site, browser):
     assert console_errors(browser) == []
 
 
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("lenet1", ["LeNet-1", "28×28", "four 5×5 kernels", "twelve maps of 4×4", "§III-C"]),
+        ("modern", ["a modern LeNet-5", "32×32", "P2", "2×2 max-pooling", "fully connected: 120"]),
+    ],
+)
+def test_the_page_describes_the_network_it_shows(name, words, browser):
+    """Not LeNet-5's words for every network: the title, the input's size and each stage's line
+    come from the network's own layer table."""
+    server = make_server(lenet5x.load(name, backend="numpy"), "127.0.0.1", 0, None)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host, port = server.server_address[:2]
+        browser.get(f"http://{host}:{port}/")
+        WebDriverWait(browser, 10).until(lambda d: "watch LeNet-5 " not in d.title)
+        page = browser.execute_script(
+            "return [document.title, document.querySelector('#input-figure').textContent,"
+            " Array.from(document.querySelectorAll('#maps figure.stage')).map((f) =>"
+            " f.dataset.stage).join(' '),"
+            " Array.from(document.querySelectorAll('.stage-note')).map((n) => n.textContent)"
+            ".join(' | ')].join(' || ');"
+        )
+        for word in words:
+            assert word in page, (word, page)
+        assert "Table I" not in page and "S2 maps" not in page and " ·  · " not in page
+        assert console_errors(browser) == []
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
 def test_each_stage_says_what_it_computes_and_a_map_enlarges(site, browser):
     url, _ = site
     open_page(browser, url)

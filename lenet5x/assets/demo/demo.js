@@ -1,4 +1,4 @@
-/* lenet5x demo: "Draw a digit, watch LeNet-5 think".
+/* lenet5x demo: "Draw a digit, watch LeNet-5 (or the network shown) think".
 
    Flow:
    1. On load, GET /api/model fills the header (#model), sets the score captions, and shows
@@ -34,19 +34,52 @@
     { name: "S4", shape: [16, 5, 5] },
     { name: "C5", shape: [1, 12, 10] },
   ];
-  // What each stage computes, in a line (the paper's section II-B); sizes and parameters come
-  // from the model's layer table (/api/model "layers").
+  // What each stage computes, in a line, said from the model's layer table (/api/model
+  // "layers": kind and output shape), so that it holds for LeNet-1, LeNet-4 and the modern
+  // variant as for LeNet-5; the pooled stages of the modern variant have no row of their own.
   const PAPER_URL = "http://yann.lecun.com/exdb/publis/pdf/lecun-01a.pdf";
-  const STAGE_WHAT = {
-    C1: "convolution: six 5×5 kernels slide over the input; a map lights up where its pattern is",
-    S2: "subsampling: each 2×2 block summed, scaled, biased and squashed; half the size",
-    C3: "convolution over chosen S2 maps (Table I): strokes combined into parts of digits",
-    S4: "subsampling again: 16 maps of 5×5",
-    C5: "convolution 5×5 over all of S4: 120 numbers that describe the whole digit, drawn " +
-      "as one 12×10 picture, a pixel each",
-    P2: "2×2 max-pooling and ReLU of C1",
-    P4: "2×2 max-pooling and ReLU of C3",
+  const POOLED = {
+    P2: "2×2 max-pooling and ReLU of C1: half the size",
+    P4: "2×2 max-pooling and ReLU of C3: half the size",
   };
+  // the network's name in the page's title, and where the paper describes it
+  const FAMILY = {
+    classic: ["LeNet-5", "paper §II-B"], lenet1: ["LeNet-1", "paper §III-C"],
+    lenet4: ["LeNet-4", "paper §III-C"], modern: ["a modern LeNet-5", "paper §II-B (LeNet-5)"],
+  };
+
+  const WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+    "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "16", "17", "18", "19", "20"];
+
+  function stageWhat(name, layer, first) {
+    if (POOLED[name]) return POOLED[name];
+    if (!layer) return "";
+    const kind = String(layer.kind), shape = layer.shape || [];
+    const size = (kind.match(/(\d+)x(\d+)/) || []).slice(1).join("×");
+    const count = shape[0] <= 20 ? WORDS[shape[0]] : shape[0];
+    const whole = shape.length === 1 || (shape[1] === 1 && shape[2] === 1);
+    const drawn = whole ? ": " + count + " numbers that describe the whole digit, drawn as one " +
+      "picture, a pixel each" : "";
+    if (kind.startsWith("convolution")) {
+      const over = first ? "slide over the input" :
+        kind.includes("table") ? (state.model.architecture === "classic" ?
+          "over chosen S2 maps (Table I): strokes combined into parts of digits" :
+          "over chosen maps of the stage before (its connection table)") :
+          "over every map of the stage before";
+      const pool = kind.includes("max-pool") ? "; then 2×2 max-pooling" : "";
+      const lights = first ? "; a map lights up where its pattern is" : "";
+      return "convolution: " + count + " " + size + " kernels " + over + lights + pool + drawn;
+    }
+    if (kind.startsWith("subsampling")) {
+      return "subsampling: each " + size + " block summed, scaled, biased and squashed: " +
+        count + " maps of " + shape.slice(1).join("×");
+    }
+    if (kind.startsWith("full")) {
+      return "fully connected: " + count + " units, each weighing every output of the stage " +
+        "before" + drawn;
+    }
+    return kind;
+  }
   const NEAREST_PLACEHOLDERS = 3;
   const MAPS_PER_COLUMN = 8;
 
@@ -132,6 +165,8 @@
     }
     state.scoreKind = model.score_kind || state.scoreKind;
     renderModelLine(model);
+    renderNetworkWords();
+    if (Array.isArray(model.stages) && model.stages.length > 0) renderMaps(model.stages);
     refreshStageNotes();
     setScoreCaptions(state.scoreKind);
     const samplesOn = model.samples === true;
@@ -144,7 +179,7 @@
   function renderModelLine(model) {
     const parts = [];
     if (model.name) parts.push(model.name);
-    if (model.architecture) parts.push(model.architecture);
+    if (model.architecture && model.architecture !== model.name) parts.push(model.architecture);
     if (typeof model.test_error === "number") {
       parts.push("test error " + formatPercent(model.test_error, 2));
     } else {
@@ -164,6 +199,29 @@
       dot.textContent = "·";
       el.model.append(dot, String(part));
     }
+  }
+
+  // [the network's name, where the paper describes it] (FAMILY; a boosted ensemble says so)
+  function family() {
+    const arch = state.model && state.model.architecture;
+    const known = FAMILY[arch] || FAMILY.classic;
+    const boosted = state.model && /boosted/.test(String(state.model.name || ""));
+    return boosted ? ["boosted " + known[0], known[1]] : known;
+  }
+
+  function inputSize() {
+    const size = state.model && Number(state.model.input_size);
+    return size > 0 ? size : 32;
+  }
+
+  // the title, the input's label and the help follow the network being shown
+  function renderNetworkWords() {
+    const name = family()[0], side = inputSize() + "×" + inputSize();
+    for (const node of document.querySelectorAll(".network-name")) node.textContent = name;
+    document.title = "lenet5x · Draw a digit, watch " + name + " think";
+    const label = document.querySelector("#input-figure .stage-shape");
+    if (label) label.textContent = side;
+    el["input-image"].alt = "The " + side + " input the network saw";
   }
 
   function isPaperModel() {
@@ -446,7 +504,7 @@
     el["label-kind"].textContent = reason ? describeRefusal(data, scores, kind)
       : describeScore(kind, scores[index]);
     renderScores(scores, kind, reason ? -1 : index, data.shares);
-    setImage(el["input-image"], data.input, 32, 32);
+    setImage(el["input-image"], data.input, inputSize(), inputSize());
     renderMaps(Array.isArray(data.maps) ? data.maps : []);
     renderF6(data.f6 || null, Array.isArray(data.nearest) ? data.nearest : []);
     setStale(false);
@@ -646,7 +704,7 @@
       if (!note) continue;
       const name = figure.dataset.stage;
       const layer = layers.find((l) => l.name === name);
-      const parts = [STAGE_WHAT[name] || (layer ? layer.kind : "")];
+      const parts = [stageWhat(name, layer, layers.length > 0 && layers[0].name === name)];
       if (layer) {
         parts.push(formatCount(layer.parameters) + " parameters, " +
           formatCount(layer.connections) + " connections");
@@ -656,7 +714,7 @@
       link.href = PAPER_URL;
       link.target = "_blank";
       link.rel = "noopener noreferrer";
-      link.textContent = "paper §II-B";
+      link.textContent = family()[1];
       note.append(link);
     }
   }
@@ -737,7 +795,7 @@
     el.digit.classList.remove("is-refused");
     el["label-kind"].textContent = "waiting for a digit";
     resetScores();
-    setImage(el["input-image"], null, 32, 32);
+    setImage(el["input-image"], null, inputSize(), inputSize());
     renderMaps(el.maps.children.length > 0 ? currentStages() : DEFAULT_MAPS);
     el.f6.hidden = !isPaperModel();
     setImage(el["f6-image"], null, 7, 12);
