@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 
 from .cli import OneLineParser, run_command
-from .config import config_names, find_config, load_config
+from .config import ConfigError, config_names, find_config, load_config, read_yaml
 
 
 def parse_args(argv=None, prog: str = "python -m lenet5x.info"):
@@ -78,6 +78,12 @@ def config_table(model: str) -> str:
     from .summary import format_table, layer_table
 
     path = find_config(model)
+    data = read_yaml(path)
+    if isinstance(data, dict) and {"base", "grid", "configs", "seeds"} & set(data):
+        raise ConfigError(
+            f"{path}: a sweep file (`lenet5x sweep {path}` runs it); info takes a network, a run "
+            "or one config"
+        )
     config = load_config(path)
     net = build_model(config.model)
     params = net.init(numpy.random.default_rng(0), resolve("numpy"))

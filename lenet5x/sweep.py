@@ -203,7 +203,7 @@ def on_disk(run: SweepRun) -> tuple[str, str]:
         nets = nets_on_disk(run_dir, run.config.train.epochs)
         return "queued", f"from its nets' checkpoints ({nets})" if nets else ""
     if (run_dir / "checkpoint.npz").is_file():
-        return "queued", f"from its checkpoint ({epochs} epochs done)"
+        return "queued", f"from its checkpoint ({epochs} epoch{'s' * (epochs != 1)} done)"
     return "queued", ""
 
 
@@ -280,6 +280,9 @@ class Sweep:
                     self.finished(pending.pop(future), future)
         except KeyboardInterrupt:
             self.stop(pending, by_name)
+            if not pending:  # the last runs finished while stopping: the sweep is complete
+                self.log("stop asked for as the last runs finished: every run is done")
+                return
             raise Interrupted(
                 f"sweep interrupted: {len(pending)} runs not finished, their checkpoints kept; "
                 "the same command again resumes them"
@@ -308,7 +311,8 @@ class Sweep:
         """A run began on a worker: the second time, because its first worker was lost."""
         self.starts[run.name] = self.starts.get(run.name, 0) + 1
         epoch, worker, resumed = message["epoch"], message["worker"], message["resumed"]
-        origin = f"from its checkpoint ({epoch} epochs done)" if resumed else "from scratch"
+        done = f"{epoch} epoch{'s' * (epoch != 1)} done"
+        origin = f"from its checkpoint ({done})" if resumed else "from scratch"
         if run.config.boosting.enabled:  # its nets' files on disk are those it was offered
             nets = nets_on_disk(Path(run.config.train.out), run.config.train.epochs)
             resumed, origin = bool(nets), f"from its nets' checkpoints ({nets})" if nets else origin

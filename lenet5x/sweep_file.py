@@ -109,6 +109,7 @@ def entry_runs(path: Path, entry: dict, where: str, out: Path, data_dir) -> list
                 config = load_config(config_file, overrides_from(values))
             except ConfigError as error:
                 message = str(error).replace(" (set on the command line)", "")
+                message = message.replace("--set ", "")  # the key was in this file, not a flag
                 raise SweepError(f"{path}: {where or 'sweep'}: {message}") from None
             runs.append(SweepRun(run_name, label, config))
     return runs

@@ -79,3 +79,6 @@ def test_info_of_a_config_is_the_network_it_would_train(capsys, tmp_path):
     assert f"{2 * 26 + 11_530:,}" in out  # C1: 2 x (25 + 1); F6: 2*24*24*10 + 10
     assert main([str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml" in capsys.readouterr().err
+    (tmp_path / "sweep.yaml").write_text("base: smoke\nseeds: 0-1\n")
+    assert main([str(tmp_path / "sweep.yaml")]) == 2  # a sweep file: said so, not "base: unknown"
+    assert "a sweep file (`lenet5x sweep" in capsys.readouterr().err

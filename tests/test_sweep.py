@@ -274,7 +274,10 @@ def test_ctrl_c_stops_cleanly_and_the_next_invocation_resumes(cluster, tmp_path)
 
 BAD = {
     "unknown key": ("base: smoke\nseed: 0-1\n", "seed: unknown key"),
-    "unknown config key": ("base: smoke\ngrid: {optimizer.muu: [1]}\n", "optimizer.muu"),
+    "unknown config key": (
+        "base: smoke\ngrid: {optimizer.muu: [1]}\n",
+        "sweep: optimizer.muu: unknown key",  # the file's key, not a --set flag
+    ),
     "empty grid": ("base: smoke\ngrid: {}\n", "grid: empty"),
     "empty grid values": (
         "base: smoke\ngrid: {optimizer.mu: []}\n",
