@@ -58,6 +58,14 @@ def _in_a_directory(path: Path) -> None:
             f"{printable(path, 200)}: cannot be written, {printable(above, 200)} is "
             f"{_kind(above)}, not a directory; choose another path"
         )
+    if _kind(path) is None:  # to be made there: try (a folder made and removed), before any work
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".lenet5x-", dir=above))
+        except OSError as error:
+            raise OutputError(
+                f"{printable(path, 200)}: cannot be written, nothing can be made in "
+                f"{printable(above, 200)} ({error.strerror or error}); choose another path"
+            ) from None
 
 
 def output_file(path) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .cli import OneLineParser, run_command
 from .errors import UserError
-from .files import atomic_write
+from .files import atomic_write, output_dir
 
 SOURCE = Path(__file__).with_name("assets") / "tutorial.py"
 NAME = "lenet5x-tutorial.ipynb"
@@ -65,8 +65,11 @@ def notebook(cells: list[tuple[str, str]]) -> dict:
 def write_tutorial(folder, force: bool = False) -> Path:
     """Write the notebook into `folder` (made if missing); UserError if one is there already."""
     target = Path(folder) / NAME
+    if Path(folder).suffix == ".ipynb" and not Path(folder).is_dir():
+        raise UserError(f"{folder}: DIR is the folder to write {NAME} into, not the notebook")
     if target.exists() and not force:
         raise UserError(f"{target}: already there (your answers?); --force replaces it")
+    output_dir(folder, [NAME])  # a folder, or nothing yet that can be made
     target.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(notebook(script_cells(SOURCE.read_text(encoding="utf-8"))), indent=1)
     return atomic_write(target, lambda handle: handle.write(text.encode("utf-8") + b"\n"))

@@ -87,3 +87,21 @@ def test_the_readme_explains_the_epoch_line():
     assert "(full " in line
     assert "`(full ...)` is the error of the" in readme and "`N workers`" in readme
     assert "`train.full_train_eval`" in readme and "`train.workers`" in readme
+
+
+def test_a_folder_that_cannot_be_made_is_refused_before_the_work(tmp_path, capsys):
+    """Where nothing can be created (/proc), the tools say so before any work, in one line with
+    what to do; the tutorial also says what its DIR is when given the notebook's own name."""
+    from lenet5x import tutorial
+    from lenet5x.files import OutputError, output_dir
+
+    if not Path("/proc/self").is_dir():
+        pytest.skip("no /proc here")
+    with pytest.raises(OutputError, match=r"nothing can be made in /proc .*choose another path"):
+        output_dir("/proc/lenet5x-nowhere", ["a.png"])
+    assert tutorial.main(["/proc/lenet5x-nowhere"]) == 2
+    assert "nothing can be made in /proc" in capsys.readouterr().err
+    assert tutorial.main([str(tmp_path)]) == 0
+    assert tutorial.main([str(tmp_path / tutorial.NAME)]) == 2
+    assert "DIR is the folder to write" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [tmp_path / tutorial.NAME]  # the probe left nothing
