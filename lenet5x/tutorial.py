@@ -31,6 +31,9 @@ def parse_args(argv=None, prog: str = "python -m lenet5x.tutorial"):
         "folder", nargs="?", default=".", metavar="DIR", help="where (default: here)"
     )
     parser.add_argument("--force", action="store_true", help="replace an existing notebook")
+    parser.add_argument(
+        "--data-dir", metavar="DIR", help="the MNIST folder, written into the notebook (DATA)"
+    )
     return parser.parse_args(argv)
 
 
@@ -62,8 +65,12 @@ def notebook(cells: list[tuple[str, str]]) -> dict:
     return {"cells": out, "metadata": metadata, "nbformat": 4, "nbformat_minor": 5}
 
 
-def write_tutorial(folder, force: bool = False) -> Path:
-    """Write the notebook into `folder` (made if missing); UserError if one is there already."""
+DATA_LINE = 'DATA = None  # or the folder that holds the four MNIST files, "path/to/mnist"'
+
+
+def write_tutorial(folder, force: bool = False, data_dir=None) -> Path:
+    """Write the notebook into `folder` (made if missing); UserError if one is there already.
+    data_dir: the MNIST folder the notebook reads (its DATA; default: looked for)."""
     target = Path(folder) / NAME
     if Path(folder).suffix == ".ipynb" and not Path(folder).is_dir():
         raise UserError(f"{folder}: DIR is the folder to write {NAME} into, not the notebook")
@@ -71,7 +78,11 @@ def write_tutorial(folder, force: bool = False) -> Path:
         raise UserError(f"{target}: already there (your answers?); --force replaces it")
     output_dir(folder, [NAME])  # a folder, or nothing yet that can be made
     target.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(notebook(script_cells(SOURCE.read_text(encoding="utf-8"))), indent=1)
+    source = SOURCE.read_text(encoding="utf-8")
+    if data_dir is not None:
+        where = str(Path(data_dir).expanduser().absolute())
+        source = source.replace(DATA_LINE, f"DATA = {where!r}  # lenet5x tutorial --data-dir")
+    text = json.dumps(notebook(script_cells(source)), indent=1)
     return atomic_write(target, lambda handle: handle.write(text.encode("utf-8") + b"\n"))
 
 
@@ -79,7 +90,7 @@ def main(argv=None, prog: str = "python -m lenet5x.tutorial") -> int:
     args = parse_args(argv, prog)
 
     def body() -> int:
-        target = write_tutorial(args.folder, args.force)
+        target = write_tutorial(args.folder, args.force, args.data_dir)
         print(f"wrote {target}")
         print(f"open it: jupyter lab {target}   (pip install 'lenet5x[notebook]' installs Jupyter)")
         return 0

@@ -72,11 +72,12 @@ def test_tutorial_runs_anywhere_and_leaves_nothing_behind(mnist_dir, monkeypatch
 
     from lenet5x.tutorial import NAME, write_tutorial
 
-    monkeypatch.setenv("LENET5X_DATA_DIR", os.fspath(mnist_dir))
+    monkeypatch.delenv("LENET5X_DATA_DIR", raising=False)  # only --data-dir says where
+    monkeypatch.setenv("XDG_CACHE_HOME", os.fspath(tmp_path / "cache"))
     (tmp_path / "tmp").mkdir()
     monkeypatch.setenv("TMPDIR", os.fspath(tmp_path / "tmp"))  # the kernel's temporary folders
     folder = tmp_path / "somewhere"
-    notebook = nbformat.read(write_tutorial(folder), as_version=4)
+    notebook = nbformat.read(write_tutorial(folder, data_dir=mnist_dir), as_version=4)
     client = nbclient.NotebookClient(
         notebook,
         timeout=CELL_TIMEOUT,

@@ -22,7 +22,7 @@
 #
 # `lenet5x` writes every layer's three passes by hand (forward, backward, and the
 # second-derivative pass that SDLM needs) on the Python array API standard, so the same code runs
-# on NumPy and CuPy. This notebook walks through it:
+# on NumPy, CuPy, PyTorch and JAX arrays. This notebook walks through it:
 #
 # 1. the shipped, trained network;
 # 2. one layer by hand, with its gradients checked by finite differences;
@@ -65,7 +65,10 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's noteb
 # notebook writes goes to a temporary folder, removed in the last cell.
 DATA = None  # or the folder that holds the four MNIST files, "path/to/mnist"
 found, looked_in = find_dataset("mnist", DATA)
-print("MNIST from", found["t10k-images-idx3-ubyte"].parent if found else "the internet (first run)")
+if found:
+    print("MNIST from", found["t10k-images-idx3-ubyte"].parent)
+else:  # offline, the next cells fail: DATA above is where to say where the files are
+    print("MNIST not in", *looked_in, "- it will be downloaded; offline, set DATA above")
 WORK_DIR = tempfile.TemporaryDirectory(prefix="lenet5x-tutorial-")
 WORK = Path(WORK_DIR.name)
 
@@ -514,6 +517,7 @@ map_loss = distances[label] + numpy.log(numpy.exp(-j) + numpy.exp(-distances).su
 print("distances:", numpy.round(distances, 1), f"(true class {label})")
 print(f"MSE term y_D = {mse:.2f}; MAP loss = {map_loss:.2f}: when the right class is much the")
 print("nearest, the soft minimum is about y_D and cancels it; wrong classes coming near cost")
+print("more: each adds its e^-y_i to the log-sum, pushing them away from the digit's F6")
 
 # %% [markdown]
 # ### SGD against SDLM
