@@ -68,14 +68,20 @@ def sweep(spec, out, *, workers: int | None = None, scheduler: str | None = None
     out = Path(out)
     check_run_dirs(runs)
     distributed = need_distributed()
-    with sigterm_as_ctrl_c(), connect(distributed, scheduler, workers) as (client, where):
-        out.mkdir(parents=True, exist_ok=True)
-        if not same_file(spec, out / "sweep.yaml"):
-            shutil.copyfile(spec, out / "sweep.yaml")
-        status = Status(out / "status.txt", runs)
-        todo = [run for run in runs if status.states[run.name][0] != "done"]
-        log(f"sweep: {len(runs)} runs, {len(runs) - len(todo)} done before (skipped); {where}")
-        Sweep(client, distributed, status, log).run(todo)
+    status = None
+    try:
+        with sigterm_as_ctrl_c(), connect(distributed, scheduler, workers) as (client, where):
+            out.mkdir(parents=True, exist_ok=True)
+            if not same_file(spec, out / "sweep.yaml"):
+                shutil.copyfile(spec, out / "sweep.yaml")
+            status = Status(out / "status.txt", runs)
+            todo = [run for run in runs if status.states[run.name][0] != "done"]
+            log(f"sweep: {len(runs)} runs, {len(runs) - len(todo)} done before (skipped); {where}")
+            Sweep(client, distributed, status, log).run(todo)
+    except KeyboardInterrupt:  # as the runs ended, while the cluster was let go
+        if status is None or any(state != "done" for state, _ in status.states.values()):
+            raise
+        log("stop asked for as the last runs finished: every run is done")
     rows = write_results(out, runs, log)
     return SweepResult(out, dict(status.states), rows)
 
